@@ -1,0 +1,177 @@
+"""The Relation LoRA triplet on peft: named adapters, per-adapter placement, cheap switching.
+
+``relation`` (Q, K), ``subject1``/``subject2`` (V) and ``ffn`` (attention output projections) are
+separate peft adapters. Text and vision tokens use different projection modules in MM-DiT, so each
+adapter automatically has separate text and vision weights. Activating a subset with
+:func:`activate` makes peft skip the others in the forward pass and freezes them, so they get no
+gradient and AdamW (which skips parameters whose ``grad`` is None) neither moves nor decays them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import torch
+from peft import LoraConfig
+from peft.tuners.tuners_utils import BaseTunerLayer
+from pydantic import BaseModel, Field, field_validator
+
+from dreamrelation.backbones import ROLES, Backbone
+
+ADAPTERS: tuple[str, ...] = ("relation", "subject1", "subject2", "ffn")
+#: adapters the LoRA selection strategy picks from, one per iteration
+SELECTABLE: tuple[str, ...] = ("relation", "subject1", "subject2")
+#: adapters used at inference: subject LoRAs are excluded so exemplar appearance stays out
+INFERENCE_ADAPTERS: tuple[str, ...] = ("relation", "ffn")
+
+
+class TripletConfig(BaseModel):
+    """Where each adapter goes and how big it is. Defaults: the paper (rank 16, alpha 16)."""
+
+    rank: int = Field(16, gt=0)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    #: adapter -> projection roles it is injected into; an empty list removes the adapter (ablations)
+    placement: dict[str, list[str]] = Field(
+        default_factory=lambda: {"relation": ["q", "k"], "subject1": ["v"], "subject2": ["v"], "ffn": ["out"]}
+    )
+    #: per-adapter rank overrides
+    ranks: dict[str, int] = Field(default_factory=dict)
+    #: token streams that get adapters (None = every stream the backbone has)
+    streams: list[str] | None = None
+
+    @field_validator("placement")
+    @classmethod
+    def _known_placement(cls, placement: dict[str, list[str]]) -> dict[str, list[str]]:
+        for adapter, roles in placement.items():
+            if adapter not in ADAPTERS:
+                raise ValueError(
+                    f"unknown adapter {adapter!r} in placement; adapters are {', '.join(ADAPTERS)}"
+                )
+            bad = [r for r in roles if r not in ROLES]
+            if bad:
+                raise ValueError(f"adapter {adapter!r}: unknown roles {bad}; roles are {', '.join(ROLES)}")
+        return placement
+
+    def rank_of(self, adapter: str) -> int:
+        return self.ranks.get(adapter, self.rank)
+
+    def present(self) -> list[str]:
+        """Adapters this config creates, in canonical order."""
+        return [a for a in ADAPTERS if self.placement.get(a)]
+
+
+def adapter_targets(backbone: Backbone, config: TripletConfig) -> dict[str, list[str]]:
+    """adapter -> the full module names it is injected into, for this backbone."""
+    targets = {}
+    for adapter in config.present():
+        names: list[str] = []
+        for role in config.placement[adapter]:
+            names += backbone.projection_modules(role, config.streams)
+        if not names:
+            raise ValueError(
+                f"adapter {adapter!r} with roles {config.placement[adapter]} matches no module of "
+                f"{backbone.name} (streams {config.streams or 'all'})"
+            )
+        targets[adapter] = sorted(set(names))
+    return targets
+
+
+def add_triplet(backbone: Backbone, config: TripletConfig) -> dict[str, list[str]]:
+    """Inject the triplet into ``backbone.transformer`` (frozen base) and return the targets."""
+    transformer = backbone.transformer
+    transformer.requires_grad_(False)
+    targets = adapter_targets(backbone, config)
+    for adapter, modules in targets.items():
+        rank = config.rank_of(adapter)
+        lora = LoraConfig(
+            r=rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            # A regex is matched in full by peft: exact module names, nothing else.
+            target_modules="|".join(re.escape(m) for m in modules),
+            init_lora_weights=True,
+        )
+        transformer.add_adapter(lora, adapter_name=adapter)
+    activate(transformer, list(targets))
+    return targets
+
+
+def lora_layers(module: torch.nn.Module) -> Iterable[tuple[str, BaseTunerLayer]]:
+    for name, sub in module.named_modules():
+        if isinstance(sub, BaseTunerLayer):
+            yield name, sub
+
+
+def activate(transformer: torch.nn.Module, adapters: Sequence[str], trainable: bool = True) -> None:
+    """Make exactly ``adapters`` active (computed) and, if ``trainable``, the only ones with grads."""
+    adapters = list(adapters)
+    for _, layer in lora_layers(transformer):
+        # peft's set_adapter also flips requires_grad: active -> True, inactive -> False.
+        layer.set_adapter(adapters)
+        if not trainable:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+
+
+def adapters_for_selection(selected: str, present: Sequence[str]) -> list[str]:
+    """The LoRA selection strategy (HMT): which adapters run and train when ``selected`` is drawn.
+
+    relation -> relation + both subject LoRAs + ffn; subject_i -> subject_i + ffn.
+    """
+    if selected not in SELECTABLE:
+        raise ValueError(f"cannot select {selected!r}; choose from {', '.join(SELECTABLE)}")
+    wanted = ["relation", "subject1", "subject2", "ffn"] if selected == "relation" else [selected, "ffn"]
+    return [a for a in wanted if a in present]
+
+
+def adapter_parameters(transformer: torch.nn.Module, adapter: str) -> dict[str, torch.nn.Parameter]:
+    """All LoRA parameters of one adapter, keyed by their full parameter name."""
+    marker = f".{adapter}."
+    return {
+        name: p
+        for name, p in transformer.named_parameters()
+        if ("lora_A" in name or "lora_B" in name) and marker in name
+    }
+
+
+def triplet_state_dict(transformer: torch.nn.Module, adapters: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Plain peft-style weights of the given adapters: ``<module>.lora_A.<adapter>.weight`` etc."""
+    state = {}
+    for adapter in adapters:
+        for name, p in adapter_parameters(transformer, adapter).items():
+            state[name.replace(".base_layer", "")] = p.detach().cpu().contiguous()
+    return state
+
+
+def load_triplet_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`triplet_state_dict`; every key must land on an existing parameter."""
+    params = {name.replace(".base_layer", ""): p for name, p in transformer.named_parameters()}
+    missing = [k for k in state if k not in params]
+    if missing:
+        raise KeyError(f"{len(missing)} adapter weights have no matching parameter, e.g. {missing[:3]}")
+    with torch.no_grad():
+        for key, value in state.items():
+            params[key].copy_(value.to(params[key].dtype))
+
+
+def merged_lora(
+    transformer: torch.nn.Module, adapters: Sequence[str]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Combine adapters into one plain LoRA per module: module -> (A (r, in), B (out, r)).
+
+    Each adapter's scaling (alpha / r) is folded into B, and adapters sharing a module are stacked
+    along the rank, so ``W + B @ A`` equals the sum of the adapters' updates exactly.
+    """
+    merged: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for name, layer in lora_layers(transformer):
+        for adapter in adapters:
+            if adapter not in layer.lora_A:
+                continue
+            a = layer.lora_A[adapter].weight.detach().float().cpu()
+            b = layer.lora_B[adapter].weight.detach().float().cpu() * layer.scaling[adapter]
+            lists = merged.setdefault(name, ([], []))
+            lists[0].append(a)
+            lists[1].append(b)
+    return {name: (torch.cat(a_list, 0), torch.cat(b_list, 1)) for name, (a_list, b_list) in merged.items()}

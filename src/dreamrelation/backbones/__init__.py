@@ -1,0 +1,69 @@
+"""Video backbones behind one interface; the registry is the only place names are mapped."""
+
+from __future__ import annotations
+
+import torch
+
+from dreamrelation.backbones.base import ROLES, Backbone
+from dreamrelation.backbones.hunyuan import HunyuanVideoBackbone
+from dreamrelation.backbones.mochi import MochiBackbone
+from dreamrelation.backbones.wan import WanBackbone
+
+BACKBONES: dict[str, type[Backbone]] = {
+    cls.name: cls for cls in (MochiBackbone, WanBackbone, HunyuanVideoBackbone)
+}
+
+
+def backbone_class(name: str) -> type[Backbone]:
+    """Look a backbone up by its registry name."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}") from None
+
+
+def register_backbone(cls: type[Backbone]) -> type[Backbone]:
+    """Add a backbone class (e.g. the toy world's) to the registry; usable as a decorator."""
+    BACKBONES[cls.name] = cls
+    return cls
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_backbone(
+    backbone: str,
+    model: str,
+    dtype: str = "float32",
+    max_sequence_length: int | None = None,
+    device: str | torch.device | None = None,
+) -> Backbone:
+    """Load a backbone's pipeline from a hub id or local folder; ``model="tiny"`` builds the tiny
+    random config the tests use (deterministic: seed 0)."""
+    cls = backbone_class(backbone)
+    if model == "tiny":
+        loaded = cls.tiny(seed=0)
+        if dtype != "float32":
+            loaded.pipeline.to(dtype=DTYPES[dtype])
+    else:
+        loaded = cls.from_pretrained(
+            model, torch_dtype=DTYPES[dtype], max_sequence_length=max_sequence_length
+        )
+    if device is not None:
+        loaded.to(device)
+    return loaded
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+__all__ = [
+    "BACKBONES",
+    "ROLES",
+    "Backbone",
+    "backbone_class",
+    "default_device",
+    "load_backbone",
+    "register_backbone",
+]

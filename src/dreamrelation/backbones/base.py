@@ -1,0 +1,169 @@
+"""The one small interface every video backbone implements.
+
+Everything backbone-specific (module names, VAE factors, flow convention, text encoders) lives in
+one module per backbone; nothing outside ``dreamrelation.backbones`` branches on a backbone's name.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import torch
+from diffusers import DiffusionPipeline
+
+from dreamrelation.masks import temporal_groups
+
+Role = Literal["q", "k", "v", "out"]
+ROLES: tuple[Role, ...] = ("q", "k", "v", "out")
+
+# The two flow-matching conventions in use. Both noise as z_s = (1 - s) z + s eps (s = noise level).
+#  * "data_minus_noise" (genmo Mochi): the model sees timestep (1 - s) * 1000 and predicts u = z - eps.
+#  * "noise_minus_data" (Wan, HunyuanVideo, SD3-style): timestep s * 1000, prediction v = eps - z.
+FlowConvention = Literal["data_minus_noise", "noise_minus_data"]
+
+
+class Backbone(ABC):
+    """A diffusers video pipeline plus the facts DreamRelation needs about it.
+
+    Subclasses set the class attributes and implement the few methods that differ between
+    backbones; the shared logic (noising, targets, module discovery) lives here.
+    """
+
+    name: ClassVar[str]
+    pipeline_class: ClassVar[type[DiffusionPipeline]]
+    #: token stream -> (attention-module regex, full match; role -> projection name inside it)
+    streams: ClassVar[dict[str, tuple[str, dict[str, str]]]]
+    temporal_factor: ClassVar[int]
+    spatial_factor: ClassVar[int]
+    first_frame_alone: ClassVar[bool] = True
+    flow_convention: ClassVar[FlowConvention]
+    num_train_timesteps: ClassVar[int] = 1000
+
+    def __init__(self, pipeline: DiffusionPipeline, max_sequence_length: int) -> None:
+        self.pipeline = pipeline
+        self.max_sequence_length = max_sequence_length
+        # Freshly built (tiny) models start in train mode; from_pretrained ones in eval. Match the
+        # latter so text-encoder dropout never makes encoding or sampling random.
+        for component in pipeline.components.values():
+            if isinstance(component, torch.nn.Module):
+                component.eval()
+
+    # ----- loading -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, model: str, torch_dtype: torch.dtype = torch.float32, max_sequence_length: int | None = None
+    ) -> Backbone:
+        """Load the real pipeline from a hub id or a local diffusers folder."""
+        pipeline = cls.pipeline_class.from_pretrained(model, torch_dtype=torch_dtype)
+        return cls(pipeline, max_sequence_length or cls.default_max_sequence_length())
+
+    @classmethod
+    def default_max_sequence_length(cls) -> int:
+        return 256
+
+    @classmethod
+    @abstractmethod
+    def tiny(cls, seed: int = 0) -> Backbone:
+        """The same classes built from a tiny random config (tests, CI)."""
+
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipeline.transformer
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.pipeline.vae
+
+    # ----- adapter targets -----------------------------------------------------------------
+    def projection_modules(self, role: str, streams: Sequence[str] | None = None) -> list[str]:
+        """Full names of the Linear modules playing ``role`` in the given streams (default: all)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown projection role {role!r}; valid roles: {', '.join(ROLES)}")
+        wanted = list(self.streams) if streams is None else list(streams)
+        unknown = [s for s in wanted if s not in self.streams]
+        if unknown:
+            raise ValueError(f"{self.name} has no stream(s) {unknown}; it has {sorted(self.streams)}")
+        patterns = [
+            re.compile(rf"{block}\.{re.escape(roles[role])}")
+            for block, roles in (self.streams[s] for s in wanted)
+            if role in roles
+        ]
+        return [
+            module_name
+            for module_name, module in self.transformer.named_modules()
+            if isinstance(module, torch.nn.Linear) and any(p.fullmatch(module_name) for p in patterns)
+        ]
+
+    # ----- latent geometry -----------------------------------------------------------------
+    def frame_groups(self, num_frames: int) -> list[list[int]]:
+        """Which video frames make up each latent frame (the VAE's temporal compression)."""
+        return temporal_groups(num_frames, self.temporal_factor, self.first_frame_alone)
+
+    def latent_hw(self, height: int, width: int) -> tuple[int, int]:
+        if height % self.spatial_factor or width % self.spatial_factor:
+            raise ValueError(
+                f"{self.name} needs height and width divisible by {self.spatial_factor}; got {height}x{width}"
+            )
+        return height // self.spatial_factor, width // self.spatial_factor
+
+    # ----- flow matching -------------------------------------------------------------------
+    @staticmethod
+    def add_noise(latents: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = sigma.view(-1, *([1] * (latents.ndim - 1))).to(latents.dtype)
+        return (1 - s) * latents + s * noise
+
+    def flow_target(self, latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        if self.flow_convention == "data_minus_noise":
+            return latents - noise
+        return noise - latents
+
+    def model_timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        if self.flow_convention == "data_minus_noise":
+            return (1 - sigma) * self.num_train_timesteps
+        return sigma * self.num_train_timesteps
+
+    def predict(
+        self, noisy_latents: torch.Tensor, sigma: torch.Tensor, conditioning: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """One transformer call in training form: returns the flow prediction (B, C, F, H, W)."""
+        timestep = self.model_timestep(sigma).to(noisy_latents.dtype)
+        return self.transformer(
+            hidden_states=noisy_latents,
+            timestep=timestep,
+            return_dict=False,
+            **self.transformer_kwargs(conditioning, noisy_latents),
+        )[0]
+
+    @abstractmethod
+    def transformer_kwargs(
+        self, conditioning: dict[str, torch.Tensor], noisy_latents: torch.Tensor
+    ) -> dict[str, Any]:
+        """Map cached text conditioning onto the transformer's keyword arguments."""
+
+    # ----- encoders ------------------------------------------------------------------------
+    @abstractmethod
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Text conditioning for a batch of prompts, as a dict of batched tensors."""
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, F, H, W, 3) uint8 frames -> normalised latents (B, C, f, h, w), posterior mean."""
+        vae = self.vae
+        x = video.permute(0, 4, 1, 2, 3).to(device=vae.device, dtype=vae.dtype) / 127.5 - 1.0
+        latents = vae.encode(x).latent_dist.mode()
+        return self.normalize_latents(latents.float())
+
+    @abstractmethod
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents -> the space the transformer is trained in (the pipeline's inverse)."""
+
+    def pipeline_kwargs(self, guidance_scale: float) -> dict[str, Any]:
+        """Keyword arguments that make the backbone's pipeline run with our CFG setting."""
+        return {"guidance_scale": guidance_scale, "max_sequence_length": self.max_sequence_length}
+
+    def to(self, device: torch.device | str) -> Backbone:
+        self.pipeline.to(device)
+        return self

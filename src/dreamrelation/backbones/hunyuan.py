@@ -1,0 +1,165 @@
+"""HunyuanVideo: dual-stream then single-stream MM-DiT, Llama + CLIP text encoders, 4x/8x VAE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKLHunyuanVideo,
+    FlowMatchEulerDiscreteScheduler,
+    HunyuanVideoPipeline,
+    HunyuanVideoTransformer3DModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+
+from dreamrelation.backbones.base import Backbone
+from dreamrelation.backbones.tiny_text import word_tokenizer
+
+
+class HunyuanVideoBackbone(Backbone):
+    name = "hunyuan"
+    pipeline_class = HunyuanVideoPipeline
+    # The token refiner (context_embedder.token_refiner) is a text pre-processor, not MM-DiT
+    # attention, so only the dual- and single-stream blocks carry adapters.
+    streams = {
+        "vision": (
+            r"transformer_blocks\.\d+\.attn",
+            {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"},
+        ),
+        "text": (
+            r"transformer_blocks\.\d+\.attn",
+            {"q": "add_q_proj", "k": "add_k_proj", "v": "add_v_proj", "out": "to_add_out"},
+        ),
+        # Single-stream blocks project the concatenated text+vision tokens with one set of weights;
+        # their output projection is fused with the MLP (proj_out), so it carries no "out" role.
+        "joint": (r"single_transformer_blocks\.\d+\.attn", {"q": "to_q", "k": "to_k", "v": "to_v"}),
+    }
+    temporal_factor = 4
+    spatial_factor = 8
+    first_frame_alone = True
+    flow_convention = "noise_minus_data"
+
+    def __init__(
+        self,
+        pipeline: HunyuanVideoPipeline,
+        max_sequence_length: int,
+        prompt_template: dict[str, Any] | None = None,
+        embedded_guidance: float = 6.0,
+    ) -> None:
+        super().__init__(pipeline, max_sequence_length)
+        self.prompt_template = prompt_template
+        # HunyuanVideo is guidance-distilled: the guidance scale is an input of the transformer.
+        self.embedded_guidance = embedded_guidance
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> HunyuanVideoBackbone:
+        torch.manual_seed(seed)
+        transformer = HunyuanVideoTransformer3DModel(
+            in_channels=4,
+            out_channels=4,
+            num_attention_heads=2,
+            attention_head_dim=10,
+            num_layers=2,
+            num_single_layers=2,
+            num_refiner_layers=1,
+            patch_size=1,
+            patch_size_t=1,
+            guidance_embeds=True,
+            text_embed_dim=16,
+            pooled_projection_dim=8,
+            rope_axes_dim=(2, 4, 4),
+        )
+        vae = AutoencoderKLHunyuanVideo(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+            up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+            block_out_channels=(8, 8, 8, 8),
+            layers_per_block=1,
+            act_fn="silu",
+            norm_num_groups=4,
+            scaling_factor=0.476986,
+            spatial_compression_ratio=8,
+            temporal_compression_ratio=4,
+            mid_block_add_attention=True,
+        )
+        text_encoder = LlamaModel(
+            LlamaConfig(
+                vocab_size=512,
+                hidden_size=16,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=64,
+                pad_token_id=0,
+            )
+        )
+        text_encoder_2 = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=512,
+                hidden_size=8,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                projection_dim=8,
+                max_position_embeddings=80,
+                bos_token_id=3,
+                eos_token_id=1,
+                pad_token_id=0,
+            )
+        )
+        pipeline = HunyuanVideoPipeline(
+            text_encoder=text_encoder,
+            tokenizer=word_tokenizer(64),
+            transformer=transformer,
+            vae=vae,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=word_tokenizer(77),
+        )
+        # The real template's crop_start (95) counts Llama tokens; the tiny tokenizer needs none.
+        return cls(pipeline, max_sequence_length=16, prompt_template={"template": "{}", "crop_start": 0})
+
+    def _template_kwargs(self) -> dict[str, Any]:
+        return {} if self.prompt_template is None else {"prompt_template": self.prompt_template}
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        embeds, pooled, mask = self.pipeline.encode_prompt(
+            prompts,
+            max_sequence_length=self.max_sequence_length,
+            device=self.pipeline.text_encoder.device,
+            **self._template_kwargs(),
+        )
+        return {
+            "prompt_embeds": embeds.float(),
+            "pooled_prompt_embeds": pooled.float(),
+            "prompt_attention_mask": mask,
+        }
+
+    def transformer_kwargs(
+        self, conditioning: dict[str, torch.Tensor], noisy_latents: torch.Tensor
+    ) -> dict[str, Any]:
+        batch = noisy_latents.shape[0]
+        guidance = torch.full((batch,), self.embedded_guidance * 1000.0, device=noisy_latents.device)
+        return {
+            "encoder_hidden_states": conditioning["prompt_embeds"].to(noisy_latents.dtype),
+            "encoder_attention_mask": conditioning["prompt_attention_mask"],
+            "pooled_projections": conditioning["pooled_prompt_embeds"].to(noisy_latents.dtype),
+            "guidance": guidance.to(noisy_latents.dtype),
+        }
+
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents * self.vae.config.scaling_factor
+
+    def pipeline_kwargs(self, guidance_scale: float) -> dict[str, Any]:
+        # Real (two-pass) CFG is ``true_cfg_scale``; ``guidance_scale`` is the distilled embedding.
+        return {
+            "true_cfg_scale": guidance_scale,
+            "guidance_scale": self.embedded_guidance,
+            "negative_prompt": "",
+            "max_sequence_length": self.max_sequence_length,
+            **self._template_kwargs(),
+        }

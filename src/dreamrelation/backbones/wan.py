@@ -1,0 +1,97 @@
+"""Wan2.1: self-attention over vision tokens, cross-attention to UMT5 text tokens, 4x/8x VAE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+from transformers import T5Config, UMT5EncoderModel
+
+from dreamrelation.backbones.base import Backbone
+from dreamrelation.backbones.tiny_text import word_tokenizer
+
+
+class WanBackbone(Backbone):
+    name = "wan"
+    pipeline_class = WanPipeline
+    # Wan is not MM-DiT: text tokens enter through cross-attention (attn2), whose K and V project
+    # the text tokens and whose Q projects the vision tokens that attend to them.
+    streams = {
+        "vision": (r"blocks\.\d+\.attn1", {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"}),
+        "text": (r"blocks\.\d+\.attn2", {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"}),
+    }
+    temporal_factor = 4
+    spatial_factor = 8
+    first_frame_alone = True
+    flow_convention = "noise_minus_data"
+
+    @classmethod
+    def default_max_sequence_length(cls) -> int:
+        return 512
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> WanBackbone:
+        torch.manual_seed(seed)
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=16,
+            out_channels=16,
+            text_dim=32,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+        vae = AutoencoderKLWan(
+            base_dim=3,
+            z_dim=16,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+        )
+        text_encoder = UMT5EncoderModel(
+            T5Config(
+                vocab_size=512,
+                d_model=32,
+                d_kv=8,
+                d_ff=37,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                decoder_start_token_id=0,
+            )
+        )
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+        pipeline = WanPipeline(
+            tokenizer=word_tokenizer(16),
+            text_encoder=text_encoder,
+            vae=vae,
+            scheduler=scheduler,
+            transformer=transformer,
+        )
+        return cls(pipeline, max_sequence_length=16)
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        embeds, _ = self.pipeline.encode_prompt(
+            prompts,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+            device=self.pipeline.text_encoder.device,
+        )
+        return {"prompt_embeds": embeds.float()}
+
+    def transformer_kwargs(
+        self, conditioning: dict[str, torch.Tensor], noisy_latents: torch.Tensor
+    ) -> dict[str, Any]:
+        return {"encoder_hidden_states": conditioning["prompt_embeds"].to(noisy_latents.dtype)}
+
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        cfg = self.vae.config
+        mean = torch.tensor(cfg.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
+        return (latents - mean) / std

@@ -1,0 +1,276 @@
+"""`dreamrelation cache`: encode every exemplar once (latents, text conditioning, latent masks).
+
+Frozen parts (VAE, text encoders) never run during training: the trainer reads only this cache.
+Layout of a cache folder::
+
+    manifest.json            backbone, model, geometry, and one entry per video
+    items/<name>.safetensors latents (C, f, h, w), masks (3, f, h, w), text.<key> tensors
+    null_prompt.safetensors  text conditioning of the empty caption (caption dropout)
+
+Each item is written atomically and carries a fingerprint of its inputs, so an interrupted run
+resumes where it stopped and a changed video or setting is re-encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+
+from dreamrelation.backbones import Backbone, default_device, load_backbone
+from dreamrelation.config import CacheConfig, dump_config
+from dreamrelation.data import VideoItem, check_item, load_subject_masks, read_video, scan_dataset
+from dreamrelation.errors import InputError
+from dreamrelation.masks import latent_masks
+
+MASK_ORDER = ("subject1", "subject2", "relation")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class CacheSummary:
+    encoded: list[str]
+    skipped: list[str]
+    output: Path
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file so that a crash never leaves a half-written file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _fingerprint(item: VideoItem, config: CacheConfig) -> str:
+    """Changes when the video, its caption, its masks or the encoding settings change."""
+    h = hashlib.sha256()
+    h.update(config.model.model_dump_json().encode())
+    h.update(config.video.model_dump_json().encode())
+    h.update(config.relation_mask.encode())
+    h.update(item.caption.encode())
+    h.update(item.relation.encode())
+    stat = item.video_path.stat()
+    h.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    if item.mask_dir is not None:
+        for png in sorted(item.mask_dir.iterdir()):
+            st = png.stat()
+            h.update(f"{png.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _item_key(item: VideoItem) -> str:
+    return f"{item.relation}__{item.name}"
+
+
+def encode_item(backbone: Backbone, item: VideoItem, config: CacheConfig) -> dict[str, torch.Tensor]:
+    """Latents, text conditioning and latent masks of one exemplar (batch dimension dropped)."""
+    geo = config.video
+    video = read_video(
+        item.video_path, geo.num_frames, geo.height, geo.width, geo.frame_stride, geo.start_frame
+    )
+    latents = backbone.encode_video(video[None])[0]
+    tensors = {"latents": latents.cpu()}
+    for key, value in backbone.encode_prompts([item.caption]).items():
+        tensors[f"text.{key}"] = value[0].cpu()
+    if item.mask_dir is not None:
+        frame_indices = [geo.start_frame + i * geo.frame_stride for i in range(geo.num_frames)]
+        colors = [config.mask_colors["subject1"], config.mask_colors["subject2"]]
+        frame_masks = load_subject_masks(item, frame_indices, geo.height, geo.width, colors=colors)
+        try:
+            masks = latent_masks(
+                frame_masks,
+                backbone.frame_groups(geo.num_frames),
+                tuple(latents.shape[-2:]),
+                config.relation_mask,
+            )
+        except ValueError as exc:
+            raise InputError(
+                item.mask_dir, str(exc), "regenerate the masks for every frame of the video"
+            ) from exc
+        mask_stack = torch.stack([masks[k] for k in MASK_ORDER])
+        if tuple(mask_stack.shape[1:]) != tuple(latents.shape[1:]):
+            raise InputError(
+                item.mask_dir,
+                f"latent masks have shape {tuple(mask_stack.shape[1:])}, latents {tuple(latents.shape[1:])}",
+                f"use num_frames that fit the VAE's temporal grouping ({backbone.temporal_factor}k + 1)",
+            )
+        tensors["masks"] = mask_stack
+    return tensors
+
+
+def build_cache(
+    config: CacheConfig, backbone: Backbone | None = None, show_progress: bool = True
+) -> CacheSummary:
+    """Encode every video of every data source into ``config.output``; resumable."""
+    items: list[VideoItem] = []
+    for source in config.data:
+        items += scan_dataset(source.path, relation=source.relation, require_masks=config.require_masks)
+    names = [_item_key(i) for i in items]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise InputError(
+            config.data[0].path, f"two videos share the name/relation {sorted(dupes)}", "rename one"
+        )
+    geo = config.video
+    colors = [config.mask_colors["subject1"], config.mask_colors["subject2"]]
+    # Validate everything before the (slow) model loads: a bad file fails in seconds, not hours.
+    for item in items:
+        check_item(item, geo.num_frames, geo.frame_stride, geo.start_frame, colors=colors)
+
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if backbone is None:
+        spec = config.model
+        device = config.device or default_device()
+        backbone = load_backbone(spec.backbone, spec.model, spec.dtype, spec.max_sequence_length, device)
+    if config.vae_tiling and hasattr(backbone.vae, "enable_tiling"):
+        backbone.vae.enable_tiling()
+    backbone.frame_groups(geo.num_frames)  # raises early if the frame count cannot be encoded
+
+    manifest_items = []
+    encoded, skipped = [], []
+    progress = Progress(
+        TextColumn("[bold]cache"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+    )
+    with progress:
+        task = progress.add_task("", total=len(items))
+        for item in items:
+            key = _item_key(item)
+            path = out / "items" / f"{key}.safetensors"
+            fingerprint = _fingerprint(item, config)
+            progress.update(task, description=key)
+            if path.exists() and _stored_fingerprint(path) == fingerprint:
+                skipped.append(key)
+            else:
+                tensors = encode_item(backbone, item, config)
+                meta = {"caption": item.caption, "relation": item.relation, "fingerprint": fingerprint}
+                atomic_save(tensors, path, meta)
+                encoded.append(key)
+            manifest_items.append(
+                {
+                    "key": key,
+                    "name": item.name,
+                    "relation": item.relation,
+                    "caption": item.caption,
+                    "video": str(item.video_path),
+                    "file": f"items/{key}.safetensors",
+                }
+            )
+            progress.advance(task)
+
+    null = {f"text.{k}": v[0].cpu() for k, v in backbone.encode_prompts([""]).items()}
+    atomic_save(null, out / "null_prompt.safetensors")
+    manifest = {
+        "backbone": backbone.name,
+        "model": config.model.model,
+        "video": config.video.model_dump(),
+        "relation_mask": config.relation_mask,
+        "mask_order": list(MASK_ORDER),
+        "config": json.loads(dump_config(config)),
+        "items": manifest_items,
+    }
+    atomic_write_text(json.dumps(manifest, indent=2), out / MANIFEST)
+    return CacheSummary(encoded=encoded, skipped=skipped, output=out)
+
+
+def _stored_fingerprint(path: Path) -> str | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("fingerprint")
+    except Exception:  # an unreadable file is simply re-encoded
+        return None
+
+
+@dataclass
+class CachedItem:
+    key: str
+    relation: str
+    caption: str
+    latents: torch.Tensor
+    masks: torch.Tensor | None
+    text: dict[str, torch.Tensor]
+
+
+class CachedDataset:
+    """The exemplars of one or several cache folders, fully in memory (they are small)."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.items: list[CachedItem] = []
+        self.backbones: set[str] = set()
+        self.null_text: dict[str, torch.Tensor] | None = None
+        shapes = set()
+        for root in map(Path, roots):
+            manifest_path = root / MANIFEST
+            if not manifest_path.is_file():
+                raise InputError(
+                    manifest_path, "no cache manifest", "run `dreamrelation cache` for this data first"
+                )
+            manifest = json.loads(manifest_path.read_text())
+            self.backbones.add(manifest["backbone"])
+            for entry in manifest["items"]:
+                path = root / entry["file"]
+                try:
+                    tensors = load_file(str(path))
+                except Exception as exc:
+                    raise InputError(
+                        path, f"cannot read cached item ({exc})", "re-run `dreamrelation cache`"
+                    ) from exc
+                text = {k.removeprefix("text."): v for k, v in tensors.items() if k.startswith("text.")}
+                self.items.append(
+                    CachedItem(
+                        entry["key"],
+                        entry["relation"],
+                        entry["caption"],
+                        tensors["latents"],
+                        tensors.get("masks"),
+                        text,
+                    )
+                )
+                shapes.add(tuple(tensors["latents"].shape))
+            if self.null_text is None:
+                null = load_file(str(root / "null_prompt.safetensors"))
+                self.null_text = {k.removeprefix("text."): v for k, v in null.items()}
+        if not self.items:
+            raise InputError(
+                roots[0], "the cache holds no videos", "check the dataset folder and re-run caching"
+            )
+        if len(self.backbones) > 1:
+            raise InputError(
+                roots[0],
+                f"caches from different backbones {sorted(self.backbones)}",
+                "cache all data with the backbone you train",
+            )
+        if len(shapes) > 1:
+            raise InputError(
+                roots[0],
+                f"cached latents have different shapes {sorted(shapes)}",
+                "cache every source with the same num_frames/height/width",
+            )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def relations(self) -> list[str]:
+        return sorted({i.relation for i in self.items})

@@ -1,0 +1,143 @@
+"""Training checkpoints as safetensors + JSON, written atomically, never pickled.
+
+A checkpoint folder holds the adapters, the optimizer and LR-scheduler state, every RNG state,
+the RCL memory bank (one per process) and the step. It is assembled in a temporary folder and
+renamed into place, so a kill at any moment leaves either the old or the new checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from dreamrelation.errors import InputError
+
+STATE_FILE = "state.json"
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into flat tensors and JSON-able structure."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, param_state in state["state"].items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    np_state = np.random.get_state()
+    meta = {
+        "python": _jsonable(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    py = meta["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def save_checkpoint(
+    directory: Path,
+    *,
+    adapters: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    memory_banks: dict[int, dict[str, torch.Tensor]],
+    state: dict[str, Any],
+) -> Path:
+    """Write everything into ``directory`` atomically (temp folder + rename)."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file(adapters, str(tmp / "adapters.safetensors"))
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
+    (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
+    for rank, bank in memory_banks.items():
+        save_file(bank, str(tmp / f"memory_bank.rank{rank}.safetensors"))
+    rng_tensors, rng_meta = rng_state()
+    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    (tmp / "rng.json").write_text(json.dumps(rng_meta))
+    (tmp / STATE_FILE).write_text(json.dumps(state))
+    for f in tmp.iterdir():  # make the data durable before the rename publishes it
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def load_checkpoint(directory: Path, rank: int = 0) -> dict[str, Any]:
+    directory = Path(directory)
+    if not (directory / STATE_FILE).is_file():
+        raise InputError(
+            directory, "not a complete checkpoint (no state.json)", "delete it or pick another one"
+        )
+    return {
+        "adapters": load_file(str(directory / "adapters.safetensors")),
+        "optimizer": optimizer_from_tensors(
+            load_file(str(directory / "optimizer.safetensors")),
+            json.loads((directory / "optimizer.json").read_text()),
+        ),
+        "scheduler": json.loads((directory / "scheduler.json").read_text()),
+        "memory_bank": load_file(str(directory / f"memory_bank.rank{rank}.safetensors")),
+        "rng": (
+            load_file(str(directory / "rng.safetensors")),
+            json.loads((directory / "rng.json").read_text()),
+        ),
+        "state": json.loads((directory / STATE_FILE).read_text()),
+    }
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first (temp folders are ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step-*") if p.is_dir() and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))

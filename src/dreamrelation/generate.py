@@ -1,0 +1,120 @@
+"""`dreamrelation generate`: render a learned relation for new subjects through the backbone's
+own diffusers pipeline, with only the inference adapters (``relation`` + ``ffn``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dreamrelation.backbones import Backbone, default_device, load_backbone
+from dreamrelation.config import GenerateConfig
+from dreamrelation.data import write_gif, write_video
+from dreamrelation.errors import InputError
+from dreamrelation.lora_io import read_lora_metadata
+
+ADAPTER_NAME = "dreamrelation"
+
+
+@torch.no_grad()
+def render(
+    backbone: Backbone,
+    prompt: str,
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    num_inference_steps: int = 64,
+    guidance_scale: float = 6.0,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """One video as float frames in [0, 1], shape (F, H, W, 3); reproducible by ``seed``."""
+    pipe = backbone.pipeline
+    pipe.set_progress_bar_config(disable=not show_progress)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    out = pipe(
+        prompt=prompt,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        generator=generator,
+        output_type="np",
+        **backbone.pipeline_kwargs(guidance_scale),
+    )
+    return np.asarray(out.frames[0], dtype=np.float32)
+
+
+def slug(prompt: str, index: int) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60]
+    return f"{index:02d}-{words or 'video'}"
+
+
+def render_and_save(
+    backbone: Backbone,
+    prompts: list[str],
+    output: Path,
+    *,
+    fps: int = 8,
+    gif_scale: int = 1,
+    **render_kwargs: object,
+) -> list[Path]:
+    """Render each prompt and write ``NN-slug.mp4`` plus a ``.gif`` preview; returns the MP4 paths."""
+    output = Path(output)
+    paths = []
+    for i, prompt in enumerate(prompts):
+        frames = render(backbone, prompt, **render_kwargs)
+        path = output / f"{slug(prompt, i)}.mp4"
+        write_video(frames, path, fps=fps)
+        write_gif(frames, path.with_suffix(".gif"), fps=fps, scale=gif_scale)
+        paths.append(path)
+    return paths
+
+
+def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse: bool = False) -> None:
+    """Load our diffusers-format LoRA through the pipeline's own ``load_lora_weights``."""
+    lora = Path(lora)
+    if not lora.is_file():
+        raise InputError(
+            lora, "LoRA file not found", "pass the relation_lora.safetensors written by training"
+        )
+    meta = read_lora_metadata(lora)
+    trained_on = meta.get("dreamrelation.backbone")
+    if trained_on is not None and trained_on != backbone.name:
+        raise InputError(
+            lora, f"was trained on {trained_on}, not {backbone.name}", f"use --backbone {trained_on}"
+        )
+    pipe = backbone.pipeline
+    pipe.load_lora_weights(str(lora), adapter_name=ADAPTER_NAME)
+    pipe.set_adapters([ADAPTER_NAME], [scale])
+    if fuse:
+        pipe.fuse_lora(lora_scale=1.0, adapter_names=[ADAPTER_NAME])
+        pipe.unload_lora_weights()
+
+
+def generate(
+    config: GenerateConfig, backbone: Backbone | None = None, show_progress: bool = True
+) -> list[Path]:
+    if backbone is None:
+        spec = config.model
+        backbone = load_backbone(
+            spec.backbone, spec.model, spec.dtype, spec.max_sequence_length, config.device or default_device()
+        )
+    if config.lora is not None:
+        load_inference_lora(backbone, config.lora, config.lora_scale, config.fuse)
+    return render_and_save(
+        backbone,
+        config.prompts,
+        config.output,
+        fps=config.fps,
+        num_frames=config.num_frames,
+        height=config.height,
+        width=config.width,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        seed=config.seed,
+        show_progress=show_progress,
+    )

@@ -1,0 +1,392 @@
+"""`dreamrelation train`: the DreamRelation training loop (one screen, every knob in TrainConfig).
+
+Per iteration: draw the LoRA to train (HMT selection), activate exactly the adapters it needs,
+noise the cached latents (flow matching), predict, take the mask-weighted loss on the selected
+mask plus λ_1 × the relational contrastive loss against the memory bank, and step AdamW on the
+active adapters only. Every random draw comes from generators seeded by (seed, step, rank), so a
+run resumed from a checkpoint reproduces the uninterrupted loss sequence exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from dreamrelation.adapters import (
+    SELECTABLE,
+    activate,
+    adapters_for_selection,
+    add_triplet,
+    load_triplet_state_dict,
+    triplet_state_dict,
+)
+from dreamrelation.backbones import Backbone, load_backbone
+from dreamrelation.cache import MASK_ORDER, CachedDataset
+from dreamrelation.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
+from dreamrelation.config import TrainConfig, dump_config
+from dreamrelation.errors import ConfigError, TrainingError
+from dreamrelation.lora_io import save_lora_files
+from dreamrelation.losses import (
+    MemoryBank,
+    combined_mask_loss,
+    frame_features,
+    mask_weighted_loss,
+    relational_contrastive_loss,
+)
+
+_MIX = 0x9E3779B1  # spreads (seed, step, rank) into distinct generator seeds
+
+
+def _generator(*parts: int) -> torch.Generator:
+    seed = 0
+    for p in parts:
+        seed = (seed * _MIX + int(p) + 1) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    lora_path: Path
+    triplet_path: Path
+    history: list[dict[str, float | str | int]] = field(default_factory=list)
+
+
+class Trainer:
+    """Holds the pieces of one training run; :meth:`run` is the loop."""
+
+    def __init__(self, config: TrainConfig, backbone: Backbone | None = None) -> None:
+        self.config = config
+        mixed = config.mixed_precision
+        if mixed == "auto":
+            mixed = "bf16" if torch.cuda.is_available() else "no"
+        self.accelerator = Accelerator(
+            mixed_precision=mixed,
+            log_with="tensorboard" if config.tensorboard else None,
+            project_dir=str(config.output),
+        )
+        self.dataset = CachedDataset(config.cache)
+        spec = config.model
+        if backbone is None:
+            backbone = load_backbone(spec.backbone, spec.model, spec.dtype, spec.max_sequence_length)
+        if backbone.name not in self.dataset.backbones:
+            raise ConfigError(
+                f"the cache was made with {sorted(self.dataset.backbones)}, training uses {backbone.name}; "
+                "re-run `dreamrelation cache` with the same backbone"
+            )
+        self.backbone = backbone.to(self.accelerator.device)
+        self.transformer = backbone.transformer
+        self.targets = add_triplet(backbone, config.lora)
+        self.present = list(self.targets)
+        self.selectable = [a for a in SELECTABLE if a in self.present]
+        if config.loss.hybrid_masks and not self.selectable:
+            raise ConfigError(
+                "hybrid_masks needs at least one of relation/subject1/subject2 in lora.placement"
+            )
+        if config.loss.hybrid_masks and any(i.masks is None for i in self.dataset.items):
+            raise ConfigError(
+                "hybrid_masks needs subject masks; cache the data with masks or set hybrid_masks: false"
+            )
+        self.lora_params = [p for n, p in self.transformer.named_parameters() if "lora_" in n]
+        for p in self.lora_params:  # adapters train in fp32 even on a bf16 base
+            p.data = p.data.float()
+        if config.gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        self.transformer.train()
+        self.optimizer = torch.optim.AdamW(
+            self.lora_params,
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            betas=config.adam_betas,
+        )
+        self.scheduler = get_scheduler(
+            "constant_with_warmup", self.optimizer, num_warmup_steps=config.warmup_steps
+        )
+        self.memory_bank = MemoryBank(config.loss.memory_bank_size)
+        self.history: list[dict[str, float | str | int]] = []
+        self.step = 0
+        self._perms: dict[int, torch.Tensor] = {}
+
+    # ----- deterministic data order -----------------------------------------------------------
+    def batch_indices(self, step: int) -> list[int]:
+        n = len(self.dataset)
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        start = step * self.config.batch_size * world + rank * self.config.batch_size
+        indices = []
+        for pos in range(start, start + self.config.batch_size):
+            epoch, offset = divmod(pos, n)
+            if epoch not in self._perms:
+                self._perms = {epoch: torch.randperm(n, generator=_generator(self.config.seed, 7, epoch))}
+            indices.append(int(self._perms[epoch][offset]))
+        return indices
+
+    def collate(self, indices: list[int], generator: torch.Generator) -> dict:
+        items = [self.dataset.items[i] for i in indices]
+        drop = torch.rand(len(items), generator=generator) < self.config.caption_dropout
+        null = self.dataset.null_text or {}
+        text = {
+            key: torch.stack([null[key] if d else it.text[key] for it, d in zip(items, drop, strict=True)])
+            for key in items[0].text
+        }
+        device = self.accelerator.device
+        return {
+            "latents": torch.stack([it.latents for it in items]).to(device),
+            "masks": None if items[0].masks is None else torch.stack([it.masks for it in items]).to(device),
+            "text": {k: v.to(device) for k, v in text.items()},
+            "relations": [it.relation for it in items],
+            "keys": [it.key for it in items],
+        }
+
+    # ----- one iteration ----------------------------------------------------------------------
+    def select(self, step: int) -> str | None:
+        """HMT LoRA selection: one of relation/subject1/subject2 uniformly (same on every process)."""
+        if not self.config.loss.hybrid_masks:
+            return None
+        choice = torch.randint(len(self.selectable), (1,), generator=_generator(self.config.seed, 1, step))
+        return self.selectable[int(choice)]
+
+    def training_step(self, step: int) -> dict[str, float | str | int]:
+        cfg, loss_cfg = self.config, self.config.loss
+        gen = _generator(cfg.seed, 2, step, self.accelerator.process_index)
+        selected = self.select(step)
+        active = self.present if selected is None else adapters_for_selection(selected, self.present)
+        activate(self.transformer, active)
+
+        batch = self.collate(self.batch_indices(step), gen)
+        latents = batch["latents"]
+        sigma = torch.rand(latents.shape[0], generator=gen).to(latents.device)
+        noise = torch.randn(latents.shape, generator=gen).to(latents.device)
+        noisy = self.backbone.add_noise(latents, noise, sigma)
+        target = self.backbone.flow_target(latents, noise)
+        with self.accelerator.autocast():
+            prediction = self.backbone.predict(noisy, sigma, batch["text"])
+        prediction = prediction.float()
+
+        if selected is None:
+            mask = torch.zeros_like(latents[:, :1])
+        else:
+            mask = batch["masks"][:, MASK_ORDER.index(selected)].unsqueeze(1)
+        loss_fn = mask_weighted_loss if loss_cfg.mask_loss == "paper" else combined_mask_loss
+        rec = loss_fn(prediction, target, mask, loss_cfg.mask_weight if selected else 0.0)
+
+        rcl = torch.zeros((), device=prediction.device)
+        rcl_terms = 0
+        single, dynamics = frame_features(prediction)
+        if loss_cfg.contrastive_weight > 0:
+            for b, relation in enumerate(batch["relations"]):
+                sample = self.memory_bank.sample(
+                    relation,
+                    single.shape[1],
+                    loss_cfg.num_positives,
+                    loss_cfg.num_negatives,
+                    single[b],
+                    gen,
+                    exclude_source=batch["keys"][b],
+                )
+                if sample is None:  # bank has no other video of this relation yet
+                    continue
+                positives, negatives = sample
+                rcl = rcl + relational_contrastive_loss(
+                    dynamics[b], positives, negatives, loss_cfg.temperature
+                )
+                rcl_terms += 1
+            if rcl_terms:
+                rcl = rcl / rcl_terms
+        loss = rec + loss_cfg.contrastive_weight * rcl
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"non-finite loss at step {step} (reconstruction {rec.item()}, contrastive {rcl.item()}, "
+                f"adapter {selected}); the last checkpoint is intact. Lower learning_rate, set max_grad_norm,"
+                " "
+                "or re-run `dreamrelation cache` if the cached latents contain NaN"
+            )
+        self.accelerator.backward(loss)
+        self._average_gradients()
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.lora_params if p.grad is not None], cfg.max_grad_norm
+            )
+        # Inactive adapters have grad None: AdamW skips them (no update, no weight decay).
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        for b, relation in enumerate(batch["relations"]):
+            self.memory_bank.push(relation, dynamics[b].detach(), single[b].detach(), source=batch["keys"][b])
+        return {
+            "step": step + 1,
+            "loss": loss.item(),
+            "reconstruction": rec.item(),
+            "contrastive": rcl.item(),
+            "contrastive_terms": rcl_terms,
+            "adapter": selected or "all",
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+
+    def _average_gradients(self) -> None:
+        """Data parallel without DDP: mean the grads of the active adapters across processes.
+
+        DDP would all-reduce (and so materialise) grads for inactive adapters too.
+        """
+        if self.accelerator.num_processes == 1:
+            return
+        grads = [p.grad for p in self.lora_params if p.grad is not None]
+        flat = self.accelerator.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    # ----- checkpoints --------------------------------------------------------------------------
+    @property
+    def checkpoint_root(self) -> Path:
+        return Path(self.config.output) / "checkpoints"
+
+    def save(self) -> None:
+        acc = self.accelerator
+        directory = self.checkpoint_root / f"step-{self.step:07d}"
+        if acc.num_processes > 1:
+            # every process writes its own bank beside the shared state
+            bank_dir = self.checkpoint_root / f".banks-{self.step:07d}"
+            bank_dir.mkdir(parents=True, exist_ok=True)
+            from safetensors.torch import save_file
+
+            save_file(self.memory_bank.state_dict(), str(bank_dir / f"rank{acc.process_index}.safetensors"))
+            acc.wait_for_everyone()
+        if acc.is_main_process:
+            if acc.num_processes > 1:
+                from safetensors.torch import load_file
+
+                banks = {
+                    r: load_file(str(bank_dir / f"rank{r}.safetensors")) for r in range(acc.num_processes)
+                }
+            else:
+                banks = {0: self.memory_bank.state_dict()}
+            save_checkpoint(
+                directory,
+                adapters=triplet_state_dict(self.transformer, self.present),
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                memory_banks=banks,
+                state={
+                    "step": self.step,
+                    "history": self.history,
+                    "config": json.loads(dump_config(self.config)),
+                },
+            )
+            if acc.num_processes > 1:
+                shutil.rmtree(bank_dir, ignore_errors=True)
+            for old in list_checkpoints(self.checkpoint_root)[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def resume(self) -> bool:
+        found = list_checkpoints(self.checkpoint_root) if self.config.resume == "auto" else []
+        if not found:
+            return False
+        ckpt = load_checkpoint(found[-1], rank=self.accelerator.process_index)
+        saved = ckpt["state"]["config"]
+        for key in ("lora", "loss", "cache", "batch_size", "seed"):
+            now = json.loads(dump_config(self.config))[key]
+            if saved[key] != now:
+                raise ConfigError(
+                    f"{found[-1]}: checkpoint was trained with a different `{key}` ({saved[key]} vs {now}); "
+                    "use another output folder or set resume: never"
+                )
+        load_triplet_state_dict(self.transformer, ckpt["adapters"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.memory_bank.load_state_dict(ckpt["memory_bank"])
+        set_rng_state(*ckpt["rng"])
+        self.step = ckpt["state"]["step"]
+        self.history = ckpt["state"]["history"]
+        return True
+
+    # ----- the loop ---------------------------------------------------------------------------
+    def run(self, show_progress: bool = True, stop_after: int | None = None) -> TrainResult:
+        """Train to ``max_steps`` (or stop early after ``stop_after`` steps, for tests/benchmarks)."""
+        cfg, acc = self.config, self.accelerator
+        Path(cfg.output).mkdir(parents=True, exist_ok=True)
+        self.resume()
+        if cfg.tensorboard:
+            acc.init_trackers("dreamrelation")
+        progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rec {task.fields[rec]:.4f} rcl {task.fields[rcl]:.4f} [cyan]{task.fields[adapter]}"),
+            TimeRemainingColumn(),
+            disable=not (show_progress and acc.is_main_process),
+        )
+        last = self.step + (stop_after if stop_after is not None else cfg.max_steps)
+        last = min(last, cfg.max_steps)
+        with progress:
+            task = progress.add_task(
+                "", total=cfg.max_steps, completed=self.step, rec=math.nan, rcl=math.nan, adapter="-"
+            )
+            while self.step < last:
+                record = self.training_step(self.step)
+                self.step += 1
+                self.history.append(record)
+                progress.update(
+                    task,
+                    advance=1,
+                    rec=record["reconstruction"],
+                    rcl=record["contrastive"],
+                    adapter=record["adapter"],
+                )
+                if cfg.tensorboard and self.step % cfg.log_every == 0:
+                    acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=self.step)
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                    self.save()
+                if cfg.validation_every and self.step % cfg.validation_every == 0 and acc.is_main_process:
+                    self.validate()
+        return self.finish()
+
+    def validate(self) -> list[Path]:
+        from dreamrelation.generate import render_and_save
+
+        manifest = json.loads((Path(self.config.cache[0]) / "manifest.json").read_text())
+        geo = manifest["video"]
+        activate(self.transformer, [a for a in ("relation", "ffn") if a in self.present], trainable=False)
+        self.transformer.eval()
+        try:
+            return render_and_save(
+                self.backbone,
+                self.config.validation_prompts,
+                Path(self.config.output) / "validation" / f"step-{self.step:07d}",
+                num_frames=geo["num_frames"],
+                height=geo["height"],
+                width=geo["width"],
+                num_inference_steps=self.config.validation_steps,
+                guidance_scale=self.config.validation_guidance,
+                seed=self.config.seed,
+                show_progress=False,
+            )
+        finally:
+            self.transformer.train()
+
+    def finish(self) -> TrainResult:
+        acc = self.accelerator
+        output = Path(self.config.output)
+        lora_path, triplet_path = output / "relation_lora.safetensors", output / "triplet.safetensors"
+        if acc.is_main_process:
+            lora_path, triplet_path = save_lora_files(
+                self.transformer, output, dump_config(self.config), self.backbone.name, self.present
+            )
+            (output / "history.json").write_text(json.dumps(self.history, indent=1))
+        if self.config.tensorboard:
+            acc.end_training()
+        return TrainResult(output, lora_path, triplet_path, self.history)
+
+
+def train(config: TrainConfig, backbone: Backbone | None = None, show_progress: bool = True) -> TrainResult:
+    return Trainer(config, backbone).run(show_progress=show_progress)
