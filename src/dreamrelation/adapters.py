@@ -10,6 +10,7 @@ gradient and AdamW (which skips parameters whose ``grad`` is None) neither moves
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -93,7 +94,10 @@ def add_triplet(backbone: Backbone, config: TripletConfig) -> dict[str, list[str
             target_modules="|".join(re.escape(m) for m in modules),
             init_lora_weights=True,
         )
-        transformer.add_adapter(lora, adapter_name=adapter)
+        with warnings.catch_warnings():
+            # several named adapters on one model is the point here, not a mistake
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            transformer.add_adapter(lora, adapter_name=adapter)
     activate(transformer, list(targets))
     return targets
 
@@ -141,7 +145,7 @@ def triplet_state_dict(transformer: torch.nn.Module, adapters: Sequence[str]) ->
     state = {}
     for adapter in adapters:
         for name, p in adapter_parameters(transformer, adapter).items():
-            state[name.replace(".base_layer", "")] = p.detach().cpu().contiguous()
+            state[name.replace(".base_layer", "")] = p.detach().to("cpu", copy=True)
     return state
 
 

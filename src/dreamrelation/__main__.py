@@ -1,0 +1,3 @@
+from dreamrelation.cli import main
+
+main()

@@ -1,0 +1,169 @@
+"""The `dreamrelation` command line: one command per stage of the data flow.
+
+data -> `cache` -> `train` -> LoRA file -> `generate`; `analyze` sits beside. Every command
+takes an optional YAML config (validated before any work starts) and flags that override it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dreamrelation.analysis.cli import analyze_app
+from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig, load_config
+from dreamrelation.errors import DreamRelationError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="DreamRelation: learn a relation between two subjects from a few videos, render it for new ones.",
+)
+app.add_typer(
+    analyze_app, name="analyze", help="Interpretability: Q/K/V subspaces, feature and attention maps."
+)
+console = Console(stderr=True)
+
+CONFIG_HELP = "YAML file with the command's settings (see docs/); flags given here override it."
+
+
+def _run(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary for every command
+    try:
+        return fn(*args, **kwargs)
+    except DreamRelationError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _model_overrides(backbone: str | None, model: str | None, dtype: str | None) -> dict[str, object]:
+    return {"model.backbone": backbone, "model.model": model, "model.dtype": dtype}
+
+
+BACKBONE_OPT = typer.Option(None, "--backbone", help="Backbone: mochi, wan, hunyuan (or toy).")
+MODEL_OPT = typer.Option(
+    None, "--model", help="Hub id or local diffusers folder ('tiny': random test model)."
+)
+DTYPE_OPT = typer.Option(None, "--dtype", help="Weights dtype: float32, bfloat16, float16.")
+
+
+@app.command()
+def cache(
+    data: list[Path] = typer.Option(None, "--data", help="Dataset folder (repeat for several relations)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Cache folder to write."),
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    backbone: str = BACKBONE_OPT,
+    model: str = MODEL_OPT,
+    dtype: str = DTYPE_OPT,
+    num_frames: int = typer.Option(None, "--num-frames", help="Frames per clip (Mochi: 6k+1, e.g. 61)."),
+    height: int = typer.Option(None, "--height"),
+    width: int = typer.Option(None, "--width"),
+    relation_mask: str = typer.Option(None, "--relation-mask", help="bbox (paper) or sum (official code)."),
+) -> None:
+    """Precompute latents, text embeddings and latent masks once; resumable (skips what is done)."""
+    from dreamrelation.cache import build_cache
+
+    overrides = {
+        **_model_overrides(backbone, model, dtype),
+        "data": [{"path": str(p)} for p in data] if data else None,
+        "output": str(output) if output else None,
+        "video.num_frames": num_frames,
+        "video.height": height,
+        "video.width": width,
+        "relation_mask": relation_mask,
+    }
+    cfg = _run(load_config, CacheConfig, config, **overrides)
+    summary = _run(build_cache, cfg)
+    console.print(f"cached {len(summary.encoded)} new, {len(summary.skipped)} up to date -> {summary.output}")
+
+
+@app.command()
+def train(
+    cache_dirs: list[Path] = typer.Option(
+        None, "--cache", help="Cache folder(s) from `dreamrelation cache`."
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="Run folder: checkpoints, LoRA files, logs."),
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    backbone: str = BACKBONE_OPT,
+    model: str = MODEL_OPT,
+    dtype: str = DTYPE_OPT,
+    max_steps: int = typer.Option(None, "--max-steps", help="Iterations (paper: 2400)."),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    seed: int = typer.Option(None, "--seed"),
+    tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Log to <output>/ for TB."),
+) -> None:
+    """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss.
+
+    Resumes automatically from the newest checkpoint in --output. Multi-GPU: `accelerate launch
+    -m dreamrelation.cli train ...`.
+    """
+    from dreamrelation.train import train as run_training
+
+    overrides = {
+        **_model_overrides(backbone, model, dtype),
+        "cache": [str(p) for p in cache_dirs] if cache_dirs else None,
+        "output": str(output) if output else None,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "seed": seed,
+        "tensorboard": tensorboard,
+    }
+    cfg = _run(load_config, TrainConfig, config, **overrides)
+    result = _run(run_training, cfg)
+    table = Table(title="training")
+    for col in ("steps", "final loss", "inference LoRA", "triplet"):
+        table.add_column(col)
+    final = result.history[-1]["loss"] if result.history else float("nan")
+    table.add_row(str(len(result.history)), f"{final:.4f}", str(result.lora_path), str(result.triplet_path))
+    Console().print(table)
+
+
+@app.command()
+def generate(
+    prompt: list[str] = typer.Option(None, "--prompt", "-p", help="Prompt (repeatable)."),
+    lora: Path = typer.Option(
+        None, "--lora", help="relation_lora.safetensors from training (omit: base model)."
+    ),
+    output: Path = typer.Option(None, "--output", "-o", help="Folder for the MP4s and GIF previews."),
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    backbone: str = BACKBONE_OPT,
+    model: str = MODEL_OPT,
+    dtype: str = DTYPE_OPT,
+    steps: int = typer.Option(None, "--steps", help="Sampling steps (paper: 64)."),
+    guidance: float = typer.Option(None, "--guidance", help="Classifier-free guidance (paper: 6.0)."),
+    num_frames: int = typer.Option(None, "--num-frames"),
+    height: int = typer.Option(None, "--height"),
+    width: int = typer.Option(None, "--width"),
+    seed: int = typer.Option(None, "--seed"),
+    fuse: bool = typer.Option(None, "--fuse/--no-fuse", help="Fuse the LoRA into the weights first."),
+) -> None:
+    """Render the learned relation for new subjects with only the relation + FFN LoRAs."""
+    from dreamrelation.generate import generate as run_generate
+
+    overrides = {
+        **_model_overrides(backbone, model, dtype),
+        "prompts": list(prompt) if prompt else None,
+        "lora": str(lora) if lora else None,
+        "output": str(output) if output else None,
+        "num_inference_steps": steps,
+        "guidance_scale": guidance,
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+        "seed": seed,
+        "fuse": fuse,
+    }
+    cfg = _run(load_config, GenerateConfig, config, **overrides)
+    for path in _run(run_generate, cfg):
+        console.print(f"wrote {path} (+ .gif)")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()
