@@ -69,6 +69,8 @@ class Trainer:
         if mixed == "auto":
             mixed = "bf16" if torch.cuda.is_available() else "no"
         self.accelerator = Accelerator(
+            # cpu=True also lets torchrun/accelerate start CPU data parallelism (gloo)
+            cpu=not torch.cuda.is_available(),
             mixed_precision=mixed,
             log_with="tensorboard" if config.tensorboard else None,
             project_dir=str(config.output),

@@ -183,3 +183,38 @@ def test_batch_of_two_and_several_relations(mochi_cache: Path, tmp_path: Path) -
     assert trainer.dataset.relations == ["hugging", "shaking_hands"]
     history = trainer.run(show_progress=False).history
     assert len(history) == 6 and all(torch.isfinite(torch.tensor(r["loss"])) for r in history)
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel(mochi_cache: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo): both train, grads are averaged, every bank is saved."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        "model: {backbone: mochi, model: tiny, dtype: float32}\n"
+        f"cache: [{mochi_cache}]\nlora: {{rank: 4, alpha: 4}}\nwarmup_steps: 0\nmax_steps: 2\ncheckpoint_every: 2\n"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "dreamrelation.cli",
+        "train",
+        "--config",
+        str(config),
+        "--output",
+        str(tmp_path / "run"),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "step-0000002"
+    assert (ckpt / "memory_bank.rank0.safetensors").is_file() and (
+        ckpt / "memory_bank.rank1.safetensors"
+    ).is_file()
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["step"] == 2
