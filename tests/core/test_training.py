@@ -194,7 +194,8 @@ def test_two_process_data_parallel(mochi_cache: Path, tmp_path: Path) -> None:
     config = tmp_path / "train.yaml"
     config.write_text(
         "model: {backbone: mochi, model: tiny, dtype: float32}\n"
-        f"cache: [{mochi_cache}]\nlora: {{rank: 4, alpha: 4}}\nwarmup_steps: 0\nmax_steps: 2\ncheckpoint_every: 2\n"
+        f"cache: [{mochi_cache}]\nlora: {{rank: 4, alpha: 4}}\n"
+        "warmup_steps: 0\nmax_steps: 2\ncheckpoint_every: 2\n"
     )
     cmd = [
         sys.executable,
