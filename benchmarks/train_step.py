@@ -223,7 +223,8 @@ def main() -> None:
         )
     print(
         f"DreamRelation / plain LoRA: time {ratios['time_ratio']:.3f}x,"
-        f" peak memory {ratios['peak_memory_ratio']:.3f}x, saved activations {ratios['saved_activation_ratio']:.3f}x"
+        f" peak memory {ratios['peak_memory_ratio']:.3f}x,"
+        f" saved activations {ratios['saved_activation_ratio']:.3f}x"
     )
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "ratios": ratios, "runs": results}, indent=2))
