@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dreamrelation.analysis.cli import analyze_app
+from dreamrelation.analysis.maps_cli import register as register_maps
 from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig, load_config
 from dreamrelation.errors import DreamRelationError
 
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
     help="DreamRelation: learn a relation between two subjects from a few videos, render it for new ones.",
 )
+register_maps(analyze_app)
 app.add_typer(
     analyze_app, name="analyze", help="Interpretability: Q/K/V subspaces, feature and attention maps."
 )
@@ -158,6 +160,81 @@ def generate(
     cfg = _run(load_config, GenerateConfig, config, **overrides)
     for path in _run(run_generate, cfg):
         console.print(f"wrote {path} (+ .gif)")
+
+
+@app.command()
+def demo(
+    relation: str = typer.Option("shaking_hands", "--relation", "-r", help="Toy relation to learn."),
+    output: Path = typer.Option(Path("dreamrelation-demo"), "--output", "-o", help="Where everything goes."),
+    steps: int = typer.Option(None, "--steps", help="Training steps (default: the demo's setting)."),
+    exemplars: int = typer.Option(None, "--exemplars", help="Number of exemplar videos (default 20)."),
+    eval_prompts: int = typer.Option(None, "--eval-prompts", help="Prompts with new subjects to evaluate."),
+    sampling_steps: int = typer.Option(None, "--sampling-steps", help="Sampling steps per video."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The whole method on the toy world, on CPU: exemplars -> masks -> cache -> train -> generate ->
+    oracle evaluation -> report.html (base model vs DreamRelation on new subjects)."""
+    from dreamrelation.toyworld.demo import run_demo
+    from dreamrelation.toyworld.experiment import ExperimentConfig
+
+    cfg = _run(
+        _experiment_config,
+        ExperimentConfig,
+        relation=relation,
+        train_steps=steps,
+        exemplars=exemplars,
+        eval_prompts=eval_prompts,
+        sampling_steps=sampling_steps,
+        seed=seed,
+    )
+    _run(run_demo, cfg, output)
+
+
+def _experiment_config(cls, **values: object):  # noqa: ANN001, ANN202
+    from pydantic import ValidationError
+
+    from dreamrelation.errors import ConfigError
+    from dreamrelation.toyworld.world import RELATIONS
+
+    relation = values.get("relation")
+    if relation is not None and relation not in RELATIONS:
+        raise ConfigError(f"unknown relation {relation!r}; the toy world has: {', '.join(RELATIONS)}")
+    try:
+        return cls(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+benchmark_app = typer.Typer(no_args_is_help=True, add_completion=False)
+app.add_typer(benchmark_app, name="benchmark", help="Measured comparisons (methods, ablations).")
+
+
+@benchmark_app.command("toy")
+def benchmark_toy(
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (>= 3 for mean ± std)."),
+    methods: str = typer.Option(None, "--methods", help="Comma-separated subset (default: all)."),
+    relation: str = typer.Option("shaking_hands", "--relation", "-r"),
+    steps: int = typer.Option(None, "--steps", help="Training steps per method."),
+    eval_prompts: int = typer.Option(None, "--eval-prompts"),
+    output: Path = typer.Option(Path("runs/toy-benchmark"), "--output", "-o", help="Results (resumable)."),
+    docs: Path = typer.Option(Path("docs/toy_benchmark.md"), "--docs", help="Markdown table to write."),
+) -> None:
+    """Base model, direct LoRA, DreamRelation, ablations and LoRA placements in the toy world."""
+    import sys
+
+    from dreamrelation.toyworld.benchmark import METHODS, run_benchmark
+    from dreamrelation.toyworld.experiment import ExperimentConfig
+
+    chosen = methods.split(",") if methods else list(METHODS)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        console.print(f"[bold red]error:[/] unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        raise typer.Exit(2)
+    cfg = _run(
+        _experiment_config, ExperimentConfig, relation=relation, train_steps=steps, eval_prompts=eval_prompts
+    )
+    command = "dreamrelation " + " ".join(sys.argv[1:])
+    _run(run_benchmark, cfg, [int(s) for s in seeds.split(",")], chosen, output, command, docs)
 
 
 def main() -> None:

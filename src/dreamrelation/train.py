@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -313,8 +314,16 @@ class Trainer:
         return True
 
     # ----- the loop ---------------------------------------------------------------------------
-    def run(self, show_progress: bool = True, stop_after: int | None = None) -> TrainResult:
-        """Train to ``max_steps`` (or stop early after ``stop_after`` steps, for tests/benchmarks)."""
+    def run(
+        self,
+        show_progress: bool = True,
+        stop_after: int | None = None,
+        on_step: Callable[[dict[str, float | str | int]], None] | None = None,
+    ) -> TrainResult:
+        """Train to ``max_steps`` (or stop early after ``stop_after`` steps, for tests/benchmarks).
+
+        ``on_step`` receives each step's record (for callers that draw their own progress).
+        """
         cfg, acc = self.config, self.accelerator
         Path(cfg.output).mkdir(parents=True, exist_ok=True)
         self.resume()
@@ -338,6 +347,8 @@ class Trainer:
                 record = self.training_step(self.step)
                 self.step += 1
                 self.history.append(record)
+                if on_step is not None:
+                    on_step(record)
                 progress.update(
                     task,
                     advance=1,

@@ -127,3 +127,10 @@ def test_inactive_adapters_are_not_computed_and_get_no_grad() -> None:
     for adapter in ("subject1", "ffn"):
         grads = [p.grad for p in adapter_parameters(bb.transformer, adapter).values()]
         assert all(g is not None for g in grads)
+
+
+def test_projection_modules_still_found_after_a_lora_is_loaded() -> None:
+    bb = load_backbone("mochi", "tiny")
+    before = bb.projection_modules("q")
+    add_triplet(bb, TripletConfig(rank=2, alpha=2))
+    assert bb.projection_modules("q") == before

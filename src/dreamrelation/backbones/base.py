@@ -25,6 +25,13 @@ ROLES: tuple[Role, ...] = ("q", "k", "v", "out")
 FlowConvention = Literal["data_minus_noise", "noise_minus_data"]
 
 
+def _is_linear(module: torch.nn.Module) -> bool:
+    """A Linear layer, or a peft LoRA wrapper around one (after load_lora_weights / add_adapter)."""
+    return isinstance(module, torch.nn.Linear) or isinstance(
+        getattr(module, "base_layer", None), torch.nn.Linear
+    )
+
+
 class Backbone(ABC):
     """A diffusers video pipeline plus the facts DreamRelation needs about it.
 
@@ -94,7 +101,7 @@ class Backbone(ABC):
         return [
             module_name
             for module_name, module in self.transformer.named_modules()
-            if isinstance(module, torch.nn.Linear) and any(p.fullmatch(module_name) for p in patterns)
+            if _is_linear(module) and any(p.fullmatch(module_name) for p in patterns)
         ]
 
     # ----- latent geometry -----------------------------------------------------------------
