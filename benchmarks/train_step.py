@@ -105,7 +105,7 @@ def run_variant(name: str, cache: Path, steps: int, warmup: int, out: Path) -> d
     from dreamrelation.config import TrainConfig, load_config
     from dreamrelation.train import Trainer
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     cfg = load_config(
         TrainConfig,
         **{

@@ -219,3 +219,25 @@ def test_two_process_data_parallel(mochi_cache: Path, tmp_path: Path) -> None:
     ).is_file()
     state = json.loads((ckpt / "state.json").read_text())
     assert state["step"] == 2
+
+
+def test_validation_videos_and_tensorboard_logs(mochi_cache: Path, tmp_path: Path) -> None:
+    cfg = _config(
+        mochi_cache,
+        tmp_path / "run",
+        max_steps=2,
+        validation_every=2,
+        validation_steps=2,
+        validation_prompts=["a cat is shaking hands with a dog."],
+        tensorboard=True,
+    )
+    Trainer(cfg).run(show_progress=False)
+    videos = list((tmp_path / "run" / "validation" / "step-0000002").glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].with_suffix(".gif").is_file()
+    assert list((tmp_path / "run").rglob("events.out.tfevents.*"))
+
+
+def test_gradient_checkpointing_gives_the_same_step(mochi_cache: Path, tmp_path: Path) -> None:
+    plain = Trainer(_config(mochi_cache, tmp_path / "a")).training_step(0)
+    checkpointed = Trainer(_config(mochi_cache, tmp_path / "b", gradient_checkpointing=True)).training_step(0)
+    assert checkpointed["loss"] == pytest.approx(plain["loss"], rel=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 from dreamrelation.backbones.base import ROLES, Backbone
@@ -14,12 +16,19 @@ BACKBONES: dict[str, type[Backbone]] = {
 }
 
 
+#: backbones defined elsewhere, imported (and so registered) on first use
+_LAZY = {"toy": "dreamrelation.toyworld.backbone"}
+
+
 def backbone_class(name: str) -> type[Backbone]:
     """Look a backbone up by its registry name."""
+    if name not in BACKBONES and name in _LAZY:
+        importlib.import_module(_LAZY[name])
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}") from None
+        known = ", ".join(sorted({*BACKBONES, *_LAZY}))
+        raise ValueError(f"unknown backbone {name!r}; available: {known}") from None
 
 
 def register_backbone(cls: type[Backbone]) -> type[Backbone]:
