@@ -345,7 +345,8 @@ def _download(repo_id: str) -> Path:
     except Exception as error:  # offline, unknown repo, gated repo: all end the same way for the user
         raise InputError(
             repo_id,
-            f"could not get the transformer from the Hugging Face Hub ({type(error).__name__}: {error})",
+            "is no local path, and its transformer could not be fetched from the Hugging Face Hub "
+            f"({type(error).__name__}: {error})",
             "pass a local diffusers folder (pipeline or transformer/), or download it once with network "
             "access so it is in the Hugging Face cache",
         ) from None
