@@ -205,6 +205,14 @@ def _experiment_config(cls, **values: object):  # noqa: ANN001, ANN202
         raise ConfigError(str(exc)) from exc
 
 
+def _toy_app() -> typer.Typer:
+    from dreamrelation.toyworld.pretrain import toy_app
+
+    return toy_app
+
+
+app.add_typer(_toy_app(), name="toy", help="The toy world's base model: `dreamrelation toy pretrain`.")
+
 benchmark_app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(benchmark_app, name="benchmark", help="Measured comparisons (methods, ablations).")
 
