@@ -20,6 +20,7 @@ import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
 
 from dreamrelation.adapters import (
     SELECTABLE,
@@ -260,14 +261,10 @@ class Trainer:
             # every process writes its own bank beside the shared state
             bank_dir = self.checkpoint_root / f".banks-{self.step:07d}"
             bank_dir.mkdir(parents=True, exist_ok=True)
-            from safetensors.torch import save_file
-
             save_file(self.memory_bank.state_dict(), str(bank_dir / f"rank{acc.process_index}.safetensors"))
             acc.wait_for_everyone()
         if acc.is_main_process:
             if acc.num_processes > 1:
-                from safetensors.torch import load_file
-
                 banks = {
                     r: load_file(str(bank_dir / f"rank{r}.safetensors")) for r in range(acc.num_processes)
                 }
