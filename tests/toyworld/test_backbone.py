@@ -33,14 +33,26 @@ from dreamrelation.toyworld.pretrain import (
 from dreamrelation.toyworld.world import GENERIC_MOTIONS, RELATIONS, Scene, caption_for
 from dreamrelation.toyworld.world import render as render_scene
 
-# Recorded once from the shipped weights (see docs/toy_backbone.md): prompt, settings, statistics.
+# diffusers' Mochi RoPE asks for a float32 autocast on CPU, which torch refuses harmlessly.
+pytestmark = pytest.mark.filterwarnings("ignore:In CPU autocast")
+
+# Recorded once from the shipped weights (docs/toy_backbone.md): a 4-step sample and its statistics.
+# Re-record (and say so in the commit) whenever the shipped weights are retrained.
 RECORDED_SAMPLE = {
     "prompt": "a red triangle is shaking hands with a blue circle on a dark background.",
     "num_inference_steps": 4,
     "guidance_scale": 5.0,
     "seed": 0,
 }
-RECORDED_STATS_FILE = Path(__file__).with_name("toy_backbone_sample.json")
+RECORDED_MEAN = 0.12876704335212708
+RECORDED_STD = 0.13709188997745514
+RECORDED_PIXELS = {  # (frame, row, column, channel) -> value in [0, 1]
+    (0, 0, 0, 0): 0.14988145232200623,
+    (3, 10, 20, 1): 0.09639909863471985,
+    (7, 16, 16, 2): 0.1748552918434143,
+    (12, 5, 27, 0): 0.2663440704345703,
+    (15, 31, 31, 2): 0.18860936164855957,
+}
 
 
 @pytest.fixture(scope="module")
@@ -190,12 +202,11 @@ def test_shipped_weights_reproduce_the_recorded_sample() -> None:
         seed=RECORDED_SAMPLE["seed"],
         show_progress=False,
     )
-    recorded = json.loads(RECORDED_STATS_FILE.read_text())
-    assert recorded["settings"] == RECORDED_SAMPLE
-    np.testing.assert_allclose(frames.mean(), recorded["mean"], atol=1e-4)
-    np.testing.assert_allclose(frames.std(), recorded["std"], atol=1e-4)
-    pixels = [frames[f, y, x, c] for f, y, x, c in recorded["pixel_index"]]
-    np.testing.assert_allclose(pixels, recorded["pixels"], atol=2e-3)
+    assert frames.shape == (16, 32, 32, 3)
+    np.testing.assert_allclose(frames.mean(), RECORDED_MEAN, atol=1e-4)
+    np.testing.assert_allclose(frames.std(), RECORDED_STD, atol=1e-4)
+    pixels = [frames[index] for index in RECORDED_PIXELS]
+    np.testing.assert_allclose(pixels, list(RECORDED_PIXELS.values()), atol=2e-3)
 
 
 def test_shipped_recipe_records_the_run() -> None:
@@ -208,7 +219,7 @@ def test_shipped_recipe_records_the_run() -> None:
 
 
 def test_training_clips_are_generic_and_deterministic() -> None:
-    config = PretrainConfig(batch_size=3, seed=5)
+    config = PretrainConfig(output="unused", batch_size=3, seed=5)
     videos, captions = training_clips(7, config)
     again, captions_again = training_clips(7, config)
     assert videos.shape == (3, 16, 32, 32, 3) and videos.dtype == np.uint8
@@ -225,7 +236,9 @@ def test_training_clips_are_generic_and_deterministic() -> None:
 
 
 def test_learning_rate_warms_up_then_decays() -> None:
-    config = PretrainConfig(steps=100, warmup_steps=10, learning_rate=1e-3, min_learning_rate=1e-4)
+    config = PretrainConfig(
+        output="unused", steps=100, warmup_steps=10, learning_rate=1e-3, min_learning_rate=1e-4
+    )
     assert learning_rate_at(0, config) == pytest.approx(1e-4)
     assert learning_rate_at(9, config) == pytest.approx(1e-3)
     assert learning_rate_at(100, config) == pytest.approx(1e-4)

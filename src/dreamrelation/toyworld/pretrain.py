@@ -23,6 +23,7 @@ import platform
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +45,6 @@ from rich.table import Table
 from dreamrelation.toyworld.backbone import (
     GUIDANCE_SCALE,
     NUM_INFERENCE_STEPS,
-    SHIPPED_WEIGHTS,
     ToyBackbone,
     build_pipeline,
     zero_init_modulation,
@@ -72,7 +72,7 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    output: Path = SHIPPED_WEIGHTS
+    output: Path  # the pipeline folder to write (the shipped one is backbone.SHIPPED_WEIGHTS)
     size: str = "base"
     steps: int = Field(4500, gt=0)
     batch_size: int = Field(8, gt=0)
@@ -170,12 +170,15 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train the toy base model and save it as a pipeline folder; returns the training record.
 
-    ``output``/``steps``/``seed`` and any other :class:`PretrainConfig` field may be passed directly.
+    ``output``/``steps``/``seed`` and any other :class:`PretrainConfig` field may be passed directly
+    (they override ``config``); the defaults are the recipe of the shipped weights.
     """
-    values = (config or PretrainConfig()).model_dump()
+    values = config.model_dump() if config is not None else {}
     values.update(
         {k: v for k, v in dict(overrides, output=output, steps=steps, seed=seed).items() if v is not None}
     )
+    if "output" not in values:
+        raise ValueError("pretrain needs an output folder")
     config = PretrainConfig(**values)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -381,6 +384,11 @@ def evaluate_base(
 
 # ----------------------------------------------------------------------------- CLI
 
+
+def _default(field: str) -> Any:
+    return PretrainConfig.model_fields[field].default
+
+
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False)
 console = Console()
 
@@ -393,13 +401,14 @@ def toy() -> None:
 @toy_app.command("pretrain")
 def pretrain_command(
     output: Path = typer.Option(
-        SHIPPED_WEIGHTS, "--output", "-o", help="Pipeline folder to write (default: the shipped weights)."
+        ...,
+        "--output",
+        "-o",
+        help="Pipeline folder to write (the shipped one is src/dreamrelation/toyworld/weights/base).",
     ),
-    steps: int = typer.Option(PretrainConfig().steps, "--steps", help="Optimizer steps."),
-    batch_size: int = typer.Option(PretrainConfig().batch_size, "--batch-size", help="Clips per step."),
-    learning_rate: float = typer.Option(
-        PretrainConfig().learning_rate, "--lr", help="Peak AdamW learning rate."
-    ),
+    steps: int = typer.Option(_default("steps"), "--steps", help="Optimizer steps."),
+    batch_size: int = typer.Option(_default("batch_size"), "--batch-size", help="Clips per step."),
+    learning_rate: float = typer.Option(_default("learning_rate"), "--lr", help="Peak AdamW learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, clips, captions and noise."),
     size: str = typer.Option("base", "--size", help="Transformer size: base (shipped) or tiny (smoke test)."),
     threads: int = typer.Option(
@@ -411,6 +420,8 @@ def pretrain_command(
 ) -> None:
     """Train the toy base model (all transformer weights) on rendered generic motions, relations held
     out, then check it with the oracle and write recipe.json next to the weights."""
+    # diffusers' Mochi RoPE asks for a float32 autocast, which CPU autocast refuses (harmlessly).
+    warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
     record = pretrain(
         output=output,
         steps=steps,
