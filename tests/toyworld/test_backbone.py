@@ -36,23 +36,9 @@ from dreamrelation.toyworld.world import render as render_scene
 # diffusers' Mochi RoPE asks for a float32 autocast on CPU, which torch refuses harmlessly.
 pytestmark = pytest.mark.filterwarnings("ignore:In CPU autocast")
 
-# Recorded once from the shipped weights (docs/toy_backbone.md): a 4-step sample and its statistics.
-# Re-record (and say so in the commit) whenever the shipped weights are retrained.
-RECORDED_SAMPLE = {
-    "prompt": "a red triangle is shaking hands with a blue circle on a dark background.",
-    "num_inference_steps": 4,
-    "guidance_scale": 5.0,
-    "seed": 0,
-}
-RECORDED_MEAN = 0.12876704335212708
-RECORDED_STD = 0.13709188997745514
-RECORDED_PIXELS = {  # (frame, row, column, channel) -> value in [0, 1]
-    (0, 0, 0, 0): 0.14988145232200623,
-    (3, 10, 20, 1): 0.09639909863471985,
-    (7, 16, 16, 2): 0.1748552918434143,
-    (12, 5, 27, 0): 0.2663440704345703,
-    (15, 31, 31, 2): 0.18860936164855957,
-}
+# Recorded once from the shipped weights (docs/toy_backbone.md): the settings of a 4-step sample,
+# its mean, std and 16 pixels. Re-record it whenever the shipped weights are retrained.
+RECORDED_SAMPLE_FILE = Path(__file__).with_name("toy_backbone_sample.json")
 
 
 @pytest.fixture(scope="module")
@@ -190,23 +176,24 @@ def test_save_and_from_pretrained_round_trip(tmp_path: Path, toy: ToyBackbone) -
 
 def test_shipped_weights_reproduce_the_recorded_sample() -> None:
     assert (SHIPPED_WEIGHTS / "model_index.json").is_file()
-    backbone = load_backbone("toy", "shipped")
+    recorded = json.loads(RECORDED_SAMPLE_FILE.read_text())
+    settings = recorded["settings"]
     frames = render(
-        backbone,
-        RECORDED_SAMPLE["prompt"],
+        load_backbone("toy", "shipped"),
+        settings["prompt"],
         num_frames=16,
         height=32,
         width=32,
-        num_inference_steps=RECORDED_SAMPLE["num_inference_steps"],
-        guidance_scale=RECORDED_SAMPLE["guidance_scale"],
-        seed=RECORDED_SAMPLE["seed"],
+        num_inference_steps=settings["num_inference_steps"],
+        guidance_scale=settings["guidance_scale"],
+        seed=settings["seed"],
         show_progress=False,
     )
     assert frames.shape == (16, 32, 32, 3)
-    np.testing.assert_allclose(frames.mean(), RECORDED_MEAN, atol=1e-4)
-    np.testing.assert_allclose(frames.std(), RECORDED_STD, atol=1e-4)
-    pixels = [frames[index] for index in RECORDED_PIXELS]
-    np.testing.assert_allclose(pixels, list(RECORDED_PIXELS.values()), atol=2e-3)
+    np.testing.assert_allclose(frames.mean(), recorded["mean"], atol=1e-4)
+    np.testing.assert_allclose(frames.std(), recorded["std"], atol=1e-4)
+    pixels = [frames[tuple(index)] for index in recorded["pixel_index"]]
+    np.testing.assert_allclose(pixels, recorded["pixels"], atol=2e-3)
 
 
 def test_shipped_recipe_records_the_run() -> None:

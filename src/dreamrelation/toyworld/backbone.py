@@ -336,7 +336,7 @@ class ToyBackbone(MochiBackbone):
                 "`dreamrelation toy pretrain` or 'shipped'"
             )
         # The codec is our own class, which diffusers cannot import by library name: pass it in.
-        vae = ToyVideoCodec.from_pretrained(folder / "vae")
+        vae = ToyVideoCodec.from_pretrained(folder / "vae").to(torch_dtype)
         pipeline = ToyPipeline.from_pretrained(folder, vae=vae, torch_dtype=torch_dtype)
         pipeline.text_encoder.requires_grad_(False)
         return cls(pipeline, max_sequence_length or MAX_SEQUENCE_LENGTH)
