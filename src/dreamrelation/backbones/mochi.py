@@ -11,10 +11,10 @@ from diffusers import (
     MochiPipeline,
     MochiTransformer3DModel,
 )
-from transformers import T5Config, T5EncoderModel
+from transformers import T5EncoderModel
 
 from dreamrelation.backbones.base import Backbone
-from dreamrelation.backbones.tiny_text import word_tokenizer
+from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
 
 class MochiBackbone(Backbone):
@@ -59,18 +59,7 @@ class MochiBackbone(Backbone):
             decoder_block_out_channels=(32, 32, 32, 32),
             layers_per_block=(1, 1, 1, 1, 1),
         )
-        text_encoder = T5EncoderModel(
-            T5Config(
-                vocab_size=512,
-                d_model=32,
-                d_kv=8,
-                d_ff=37,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                decoder_start_token_id=0,
-            )
-        )
+        text_encoder = T5EncoderModel(tiny_t5_config())
         scheduler = FlowMatchEulerDiscreteScheduler(invert_sigmas=True)
         pipeline = MochiPipeline(
             scheduler=scheduler,

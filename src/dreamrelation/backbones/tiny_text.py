@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast, T5Config
 
 _WORDS = """
 a an the is are with and of on in to at from by toward towards each other person people man woman
@@ -43,4 +43,18 @@ def word_tokenizer(
         unk_token="<unk>",
         bos_token="<s>",
         model_max_length=model_max_length,
+    )
+
+
+def tiny_t5_config() -> T5Config:
+    """The tiny T5 encoder config shared by the tiny Mochi (T5) and Wan (UMT5) pipelines."""
+    return T5Config(
+        vocab_size=512,
+        d_model=32,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        decoder_start_token_id=0,
     )

@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
-from transformers import T5Config, UMT5EncoderModel
+from transformers import UMT5EncoderModel
 
 from dreamrelation.backbones.base import Backbone
-from dreamrelation.backbones.tiny_text import word_tokenizer
+from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
 
 class WanBackbone(Backbone):
@@ -54,18 +54,7 @@ class WanBackbone(Backbone):
             num_res_blocks=1,
             temperal_downsample=[False, True, True],
         )
-        text_encoder = UMT5EncoderModel(
-            T5Config(
-                vocab_size=512,
-                d_model=32,
-                d_kv=8,
-                d_ff=37,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                decoder_start_token_id=0,
-            )
-        )
+        text_encoder = UMT5EncoderModel(tiny_t5_config())
         scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
         pipeline = WanPipeline(
             tokenizer=word_tokenizer(16),
