@@ -261,3 +261,31 @@ def test_pretrain_smoke_run_saves_a_loadable_pipeline(tmp_path: Path) -> None:
         show_progress=False,
     )
     assert frames.shape == (4, 16, 16, 3)
+
+
+def test_pretrain_continues_from_a_saved_stage_and_records_its_lineage(tmp_path: Path) -> None:
+    """--init-from starts from the folder's weights (not random, not zeroed) and keeps its recipe."""
+    common = {"size": "tiny", "batch_size": 2, "warmup_steps": 1, "show_progress": False}
+    pretrain(output=tmp_path / "stage1", steps=2, seed=0, **common)
+    (tmp_path / "stage1" / "recipe.json").write_text(json.dumps({"command": "stage one"}))
+    stage1 = load_backbone("toy", str(tmp_path / "stage1")).transformer.state_dict()
+
+    # Zero steps of learning rate: the second stage must save exactly the weights it started from.
+    record = pretrain(
+        output=tmp_path / "stage2",
+        init_from=tmp_path / "stage1",
+        steps=1,
+        seed=1,
+        learning_rate=1e-12,
+        min_learning_rate=0.0,
+        ema_decay=0.0,
+        **common,
+    )
+    assert record["init_recipe"] == {"command": "stage one"}
+    assert record["config"]["init_from"] == str(tmp_path / "stage1")
+    stage2 = load_backbone("toy", str(tmp_path / "stage2")).transformer.state_dict()
+    assert stage1.keys() == stage2.keys()
+    for name, weight in stage1.items():
+        torch.testing.assert_close(stage2[name], weight, atol=1e-3, rtol=1e-3, msg=name)
+    # The stage-1 model was not zero-initialised again (its output layer is not all zeros).
+    assert stage2["proj_out.weight"].abs().sum() > 0

@@ -73,6 +73,8 @@ class PretrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     output: Path  # the pipeline folder to write (the shipped one is backbone.SHIPPED_WEIGHTS)
+    #: a saved toy pipeline folder to continue training from (a further stage); None: random weights
+    init_from: Path | None = None
     size: str = "base"
     steps: int = Field(4500, gt=0)
     batch_size: int = Field(8, gt=0)
@@ -188,11 +190,16 @@ def pretrain(
             f"pretraining uses generic motions only; {unknown} are not in {tuple(GENERIC_MOTIONS)}"
         )
 
-    backbone = ToyBackbone(
-        build_pipeline(config.seed, config.size), ToyBackbone.default_max_sequence_length()
-    )
-    transformer = backbone.transformer
-    zero_init_modulation(transformer)
+    if config.init_from is not None:
+        # A further stage: the folder's transformer and its (frozen) text encoder, in float32.
+        backbone = ToyBackbone.from_pretrained(config.init_from, torch_dtype=torch.float32)
+        transformer = backbone.transformer
+    else:
+        backbone = ToyBackbone(
+            build_pipeline(config.seed, config.size), ToyBackbone.default_max_sequence_length()
+        )
+        transformer = backbone.transformer
+        zero_init_modulation(transformer)
     transformer.train()
     transformer.requires_grad_(True)
     ema = copy.deepcopy(transformer).requires_grad_(False) if config.ema_decay > 0 else None
@@ -250,6 +257,9 @@ def pretrain(
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
     }
+    if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
+        # The stage this one continued from, with its own command and evaluation: the exact lineage.
+        record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
     return record
 
 
@@ -411,6 +421,13 @@ def pretrain_command(
     learning_rate: float = typer.Option(_default("learning_rate"), "--lr", help="Peak AdamW learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, clips, captions and noise."),
     size: str = typer.Option("base", "--size", help="Transformer size: base (shipped) or tiny (smoke test)."),
+    init_from: Path = typer.Option(
+        None, "--init-from", help="Continue from this saved toy pipeline folder instead of random weights."
+    ),
+    warmup_steps: int = typer.Option(_default("warmup_steps"), "--warmup-steps", help="Linear warmup steps."),
+    min_learning_rate: float = typer.Option(
+        _default("min_learning_rate"), "--min-lr", help="Learning rate at the end of the cosine decay."
+    ),
     threads: int = typer.Option(
         None, "--threads", help="torch CPU threads (1 is often fastest when shared)."
     ),
@@ -430,6 +447,9 @@ def pretrain_command(
         learning_rate=learning_rate,
         size=size,
         threads=threads,
+        init_from=init_from,
+        warmup_steps=warmup_steps,
+        min_learning_rate=min_learning_rate,
     )
     arguments = sys.argv[sys.argv.index("pretrain") + 1 :] if "pretrain" in sys.argv else sys.argv[1:]
     record["command"] = shlex.join(["dreamrelation", "toy", "pretrain", *arguments])
