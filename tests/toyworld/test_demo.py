@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from dreamrelation.cli import app
-from dreamrelation.toyworld.benchmark import run_benchmark
+from dreamrelation.toyworld.benchmark import claim_verdict, run_benchmark
 from dreamrelation.toyworld.demo import run_demo
 from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts
 
@@ -65,3 +65,18 @@ def test_benchmark_writes_a_markdown_table_and_resumes(tmp_path: Path) -> None:
     before = (tmp_path / "bench" / "results.json").stat().st_mtime_ns
     run_benchmark(cfg, [0], ["base", "dreamrelation"], tmp_path / "bench", "test", docs, show_progress=False)
     assert (tmp_path / "bench" / "results.json").stat().st_mtime_ns == before  # nothing re-run
+
+
+def test_claim_verdict_needs_both_gaps_beyond_the_seed_spread() -> None:
+    def summary(ours: tuple[float, float], direct: tuple[float, float], std: float) -> dict:
+        return {
+            "dreamrelation": {"relation_accuracy": (ours[0], std), "appearance_leakage": (ours[1], std)},
+            "direct_lora": {"relation_accuracy": (direct[0], std), "appearance_leakage": (direct[1], std)},
+        }
+
+    assert "**shown**" in claim_verdict(summary((0.6, 0.1), (0.3, 0.4), 0.05))
+    # Relation accuracy better, leakage not lower: not shown.
+    assert "**not shown**" in claim_verdict(summary((0.6, 0.4), (0.3, 0.4), 0.05))
+    # Both better, but by less than the seed spread: not shown.
+    assert "**not shown**" in claim_verdict(summary((0.6, 0.1), (0.5, 0.2), 0.15))
+    assert "not tested" in claim_verdict({"base": {}})

@@ -113,6 +113,29 @@ def summarize(
     return summary
 
 
+def claim_verdict(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
+    """The paper's claim, tested on the summary: DreamRelation beats direct LoRA on relation accuracy
+    AND has lower appearance leakage, each gap larger than the larger of the two methods' seed std."""
+    if "dreamrelation" not in summary or "direct_lora" not in summary:
+        return "Claim not tested: the run lacks `dreamrelation` or `direct_lora`."
+    ours, direct = summary["dreamrelation"], summary["direct_lora"]
+    parts, shown = [], True
+    for metric, better in (("relation_accuracy", 1), ("appearance_leakage", -1)):
+        gap = better * (ours[metric][0] - direct[metric][0])
+        spread = max(ours[metric][1], direct[metric][1])
+        holds = gap > spread
+        shown &= holds
+        word = "higher" if better > 0 else "lower"
+        parts.append(
+            f"{METRIC_LABELS[metric].rstrip(' ↑↓')}: DreamRelation {ours[metric][0]:.3f} vs direct LoRA "
+            f"{direct[metric][0]:.3f} ({word} by {gap:+.3f}; seed std up to {spread:.3f}) → "
+            + ("holds" if holds else "not shown")
+        )
+    verdict = "**shown**" if shown else "**not shown**"
+    heading = f"Claim (DreamRelation beats direct LoRA by more than the seed spread): {verdict}."
+    return heading + "\n\n" + "\n".join(f"- {part}" for part in parts)
+
+
 def markdown_table(
     summary: dict[str, dict[str, tuple[float, float]]],
     cfg: ExperimentConfig,
@@ -135,4 +158,5 @@ def markdown_table(
     for method, metrics in summary.items():
         cells = [f"{metrics[m][0]:.3f} ± {metrics[m][1]:.3f}" if m in metrics else "–" for m in METRIC_LABELS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", claim_verdict(summary)]
     return "\n".join(lines) + "\n"
