@@ -167,6 +167,13 @@ class Backbone(ABC):
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents -> the space the transformer is trained in (the pipeline's inverse)."""
 
+    def standardize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(latents - latents_mean) / latents_std per channel, from the VAE config (Mochi, Wan)."""
+        cfg = self.vae.config
+        mean = torch.tensor(cfg.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
+        return (latents - mean) / std
+
     def pipeline_kwargs(self, guidance_scale: float) -> dict[str, Any]:
         """Keyword arguments that make the backbone's pipeline run with our CFG setting."""
         return {"guidance_scale": guidance_scale, "max_sequence_length": self.max_sequence_length}

@@ -88,7 +88,4 @@ class MochiBackbone(Backbone):
         }
 
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        cfg = self.vae.config
-        mean = torch.tensor(cfg.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
-        std = torch.tensor(cfg.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
-        return (latents - mean) * cfg.scaling_factor / std
+        return self.standardize_latents(latents) * self.vae.config.scaling_factor

@@ -80,7 +80,4 @@ class WanBackbone(Backbone):
         return {"encoder_hidden_states": conditioning["prompt_embeds"].to(noisy_latents.dtype)}
 
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        cfg = self.vae.config
-        mean = torch.tensor(cfg.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
-        std = torch.tensor(cfg.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
-        return (latents - mean) / std
+        return self.standardize_latents(latents)

@@ -348,9 +348,7 @@ class ToyBackbone(MochiBackbone):
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config
         if cfg.latents_mean is not None and cfg.latents_std is not None:
-            mean = torch.tensor(cfg.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
-            std = torch.tensor(cfg.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
-            return (latents - mean) * cfg.scaling_factor / std
+            return super().normalize_latents(latents)
         return latents * cfg.scaling_factor
 
     def save_pretrained(self, folder: str | Path) -> None:
