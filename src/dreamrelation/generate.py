@@ -19,6 +19,38 @@ ADAPTER_NAME = "dreamrelation"
 
 
 @torch.no_grad()
+def render_batch(
+    backbone: Backbone,
+    prompts: list[str],
+    seeds: list[int],
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    num_inference_steps: int = 64,
+    guidance_scale: float = 6.0,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Videos for several prompts in one pipeline call: float frames in [0, 1], shape (N, F, H, W, 3).
+    Video i starts from the noise of generator seed ``seeds[i]``, so it equals ``render(prompts[i],
+    seed=seeds[i])``."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"one seed per prompt: got {len(prompts)} prompts and {len(seeds)} seeds")
+    pipe = backbone.pipeline
+    pipe.set_progress_bar_config(disable=not show_progress)
+    out = pipe(
+        prompt=list(prompts),
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
+        output_type="np",
+        **backbone.pipeline_kwargs(guidance_scale),
+    )
+    return np.asarray(out.frames, dtype=np.float32)
+
+
 def render(
     backbone: Backbone,
     prompt: str,
@@ -32,20 +64,22 @@ def render(
     show_progress: bool = True,
 ) -> np.ndarray:
     """One video as float frames in [0, 1], shape (F, H, W, 3); reproducible by ``seed``."""
-    pipe = backbone.pipeline
-    pipe.set_progress_bar_config(disable=not show_progress)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    out = pipe(
-        prompt=prompt,
+    return render_batch(
+        backbone,
+        [prompt],
+        [seed],
         num_frames=num_frames,
         height=height,
         width=width,
         num_inference_steps=num_inference_steps,
-        generator=generator,
-        output_type="np",
-        **backbone.pipeline_kwargs(guidance_scale),
-    )
-    return np.asarray(out.frames[0], dtype=np.float32)
+        guidance_scale=guidance_scale,
+        show_progress=show_progress,
+    )[0]
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] -> uint8 pixels, rounded."""
+    return np.clip(np.round(frames * 255), 0, 255).astype(np.uint8)
 
 
 def slug(prompt: str, index: int) -> str:

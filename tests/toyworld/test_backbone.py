@@ -13,7 +13,7 @@ import torch
 from dreamrelation.adapters import TripletConfig, add_triplet
 from dreamrelation.backbones import load_backbone, register_backbone
 from dreamrelation.backbones.mochi import MochiBackbone
-from dreamrelation.generate import load_inference_lora, render
+from dreamrelation.generate import load_inference_lora, render, render_batch
 from dreamrelation.lora_io import save_lora_files
 from dreamrelation.toyworld.backbone import (
     MAX_SEQUENCE_LENGTH,
@@ -119,6 +119,18 @@ def test_pipeline_uses_the_codec_geometry(toy: ToyBackbone) -> None:
         **toy.pipeline_kwargs(5.0),
     )
     assert out.frames.shape == (1, 96, 8, 8, 8)
+
+
+def test_batched_render_equals_one_render_per_prompt(toy: ToyBackbone) -> None:
+    """pretrain.sample_videos renders in batches; each video must be the one `render` gives alone."""
+    prompts = ["a red circle and a blue square are standing still.", "a green cross is moving."]
+    kwargs = {"num_frames": 4, "height": 16, "width": 16, "num_inference_steps": 2, "show_progress": False}
+    batch = render_batch(toy, prompts, [3, 7], **kwargs)
+    assert batch.shape == (2, 4, 16, 16, 3)
+    for video, prompt, seed in zip(batch, prompts, (3, 7), strict=True):
+        np.testing.assert_allclose(video, render(toy, prompt, seed=seed, **kwargs), atol=1e-5)
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        render_batch(toy, prompts, [3], **kwargs)
 
 
 def test_vocabulary_covers_every_caption_word() -> None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dreamrelation.backbones import Backbone, load_backbone
 from dreamrelation.cache import build_cache
 from dreamrelation.config import CacheConfig, TrainConfig, load_config
-from dreamrelation.generate import load_inference_lora, render
+from dreamrelation.generate import load_inference_lora, render, to_uint8
 from dreamrelation.toyworld import oracle
 from dreamrelation.toyworld.world import (
     BACKGROUNDS,
@@ -194,7 +194,7 @@ def generate_videos(
             seed=p.seed % (2**31),
             show_progress=False,
         )
-        videos.append(np.clip(np.round(frames * 255), 0, 255).astype(np.uint8))
+        videos.append(to_uint8(frames))
         if on_video is not None:
             on_video()
     return videos

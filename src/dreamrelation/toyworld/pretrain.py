@@ -42,6 +42,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from dreamrelation.generate import render_batch, to_uint8
 from dreamrelation.toyworld.backbone import (
     GUIDANCE_SCALE,
     NUM_INFERENCE_STEPS,
@@ -304,24 +305,21 @@ def sample_videos(
     size: int = DEFAULT_SIZE,
 ) -> list[np.ndarray]:
     """(F, H, W, 3) uint8 videos through the real pipeline; video i uses generator seed ``seed + i``."""
-    pipe = backbone.pipeline
-    pipe.set_progress_bar_config(disable=True)
     videos: list[np.ndarray] = []
     for begin in range(0, len(prompts), batch_size):
         chunk = prompts[begin : begin + batch_size]
-        generators = [torch.Generator().manual_seed(seed + begin + i) for i in range(len(chunk))]
-        out = pipe(
-            prompt=chunk,
+        frames_float = render_batch(
+            backbone,
+            chunk,
+            [seed + begin + i for i in range(len(chunk))],
             num_frames=frames,
             height=size,
             width=size,
             num_inference_steps=num_inference_steps,
-            generator=generators,
-            output_type="np",
-            **backbone.pipeline_kwargs(guidance_scale),
+            guidance_scale=guidance_scale,
+            show_progress=False,
         )
-        frames_float = np.asarray(out.frames, dtype=np.float32)
-        videos.extend(np.clip(np.round(frames_float * 255), 0, 255).astype(np.uint8))
+        videos.extend(to_uint8(frames_float))
     return videos
 
 
