@@ -62,28 +62,13 @@ def _mid_backbone():
 
 def make_cache(root: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import write_two_subject_dataset
+    from conftest import write_tiny_mochi_cache
 
     from dreamrelation.backbones.mochi import MochiBackbone
-    from dreamrelation.cache import build_cache
-    from dreamrelation.config import CacheConfig, load_config
 
-    data = write_two_subject_dataset(root / "shaking_hands", n_videos=4, num_frames=25, size=128)
-    cfg = load_config(
-        CacheConfig,
-        **{
-            "model.backbone": "mochi",
-            "model.model": "tiny",
-            "model.dtype": "float32",
-            "data": [{"path": str(data)}],
-            "output": str(root / "cache"),
-            "video.num_frames": 25,
-            "video.height": 128,
-            "video.width": 128,
-        },
+    return write_tiny_mochi_cache(
+        root, n_videos=4, num_frames=25, size=128, backbone=MochiBackbone.tiny(seed=0)
     )
-    build_cache(cfg, backbone=MochiBackbone.tiny(seed=0), show_progress=False)
-    return root / "cache"
 
 
 def _status_bytes(field: str) -> int:

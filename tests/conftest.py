@@ -52,14 +52,17 @@ def make_dataset(tmp_path: Path):
     return make
 
 
-@pytest.fixture(scope="session")
-def mochi_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache of three 13-frame 32x32 clips encoded by the tiny random Mochi."""
+def write_tiny_mochi_cache(
+    root: Path, *, n_videos: int = 3, num_frames: int = 13, size: int = 32, backbone: object = None
+) -> Path:
+    """A two-subject dataset under ``root`` cached by the tiny random Mochi (``backbone``: one already
+    built, else the registry's tiny one); returns the cache folder. Also used by benchmarks/."""
     from dreamrelation.cache import build_cache
     from dreamrelation.config import CacheConfig, load_config
 
-    root = tmp_path_factory.mktemp("mochi")
-    data = write_two_subject_dataset(root / "shaking_hands")
+    data = write_two_subject_dataset(
+        root / "shaking_hands", n_videos=n_videos, num_frames=num_frames, size=size
+    )
     cfg = load_config(
         CacheConfig,
         **{
@@ -68,10 +71,16 @@ def mochi_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "model.dtype": "float32",
             "data": [{"path": str(data)}],
             "output": str(root / "cache"),
-            "video.num_frames": 13,
-            "video.height": 32,
-            "video.width": 32,
+            "video.num_frames": num_frames,
+            "video.height": size,
+            "video.width": size,
         },
     )
-    build_cache(cfg, show_progress=False)
+    build_cache(cfg, backbone=backbone, show_progress=False)
     return root / "cache"
+
+
+@pytest.fixture(scope="session")
+def mochi_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache of three 13-frame 32x32 clips encoded by the tiny random Mochi."""
+    return write_tiny_mochi_cache(tmp_path_factory.mktemp("mochi"))
