@@ -43,20 +43,10 @@ def _mid_backbone():
 
     tiny = MochiBackbone.tiny(seed=0)
     torch.manual_seed(0)
-    tiny.pipeline.transformer = MochiTransformer3DModel(
-        patch_size=2,
-        num_attention_heads=8,
-        attention_head_dim=32,
-        num_layers=6,
-        pooled_projection_dim=64,
-        in_channels=12,
-        out_channels=None,
-        qk_norm="rms_norm",
-        text_embed_dim=32,
-        time_embed_dim=64,
-        activation_fn="swiglu",
-        max_sequence_length=16,
-    ).eval()
+    # The tiny Mochi's config at a mid size: more heads, wider, deeper.
+    mid = {"num_attention_heads": 8, "attention_head_dim": 32, "num_layers": 6}
+    mid |= {"pooled_projection_dim": 64, "time_embed_dim": 64}
+    tiny.pipeline.transformer = MochiTransformer3DModel.from_config({**tiny.transformer.config, **mid}).eval()
     return tiny
 
 
