@@ -77,6 +77,18 @@ TRANSFORMER_SIZES["tiny"] = {
     "pooled_projection_dim": 32,
     "time_embed_dim": 32,
 }
+# Calibration candidates (docs/toy_backbone.md): deeper at patch 2, and finer tokens (patch 1: a token
+# is 2 frames x 4x4 px, 96 numbers, so a narrower width still covers it) with more blocks.
+TRANSFORMER_SIZES["patch2_2x384"] = dict(TRANSFORMER_SIZES["base"])
+TRANSFORMER_SIZES["patch2_3x384"] = {**TRANSFORMER_SIZES["base"], "num_layers": 3}
+TRANSFORMER_SIZES["patch1_4x192"] = {
+    **TRANSFORMER_SIZES["base"],
+    "patch_size": 1,
+    "num_attention_heads": 4,
+    "attention_head_dim": 48,
+    "num_layers": 4,
+}
+TRANSFORMER_SIZES["patch1_6x192"] = {**TRANSFORMER_SIZES["patch1_4x192"], "num_layers": 6}
 TEXT_ENCODER_CONFIG: dict[str, Any] = {
     "d_model": 64,
     "d_kv": 16,

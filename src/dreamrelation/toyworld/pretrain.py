@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import typer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -42,10 +42,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from dreamrelation.backbones.mochi import use_batched_attention
 from dreamrelation.generate import render_batch, to_uint8
 from dreamrelation.toyworld.backbone import (
     GUIDANCE_SCALE,
     NUM_INFERENCE_STEPS,
+    TRANSFORMER_SIZES,
     ToyBackbone,
     build_pipeline,
     zero_init_modulation,
@@ -76,8 +78,11 @@ class PretrainConfig(BaseModel):
     output: Path  # the pipeline folder to write (the shipped one is backbone.SHIPPED_WEIGHTS)
     #: a saved toy pipeline folder to continue training from (a further stage); None: random weights
     init_from: Path | None = None
-    size: str = "base"
-    steps: int = Field(4500, gt=0)
+    size: str = "base"  # a key of backbone.TRANSFORMER_SIZES
+    steps: int = Field(4500, gt=0)  # with time_budget_s: the most steps (the budget sets the rest)
+    #: train for about this many seconds: the schedule's length is set from the throughput of the
+    #: first steps, so candidates can be compared at equal wall time on one machine
+    time_budget_s: float | None = Field(None, gt=0)
     batch_size: int = Field(8, gt=0)
     learning_rate: float = Field(2e-3, gt=0)
     min_learning_rate: float = Field(1e-4, ge=0)  # end of the cosine decay
@@ -90,11 +95,72 @@ class PretrainConfig(BaseModel):
     sigma_shift: float = Field(3.0, ge=1)  # 1: uniform noise levels
     motions: tuple[str, ...] = tuple(GENERIC_MOTIONS)  # relations are held out
     seed: int = 0
-    bf16_autocast: bool = True
+    #: "auto": bf16 autocast only where the hardware computes bf16 natively (a CUDA GPU with bf16,
+    #: a CPU with AMX or AVX512-BF16); on an AVX2-only CPU bf16 is ~10x slower than float32.
+    autocast: Literal["auto", "bf16", "off"] = "auto"
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    #: processes rendering the training clips ahead of the model (0: render in the training loop)
+    workers: int = Field(0, ge=0)
     #: dtype of the saved transformer weights: float16 keeps the shipped folder under 20 MB
     save_dtype: Literal["float32", "float16"] = "float16"
     #: torch CPU threads (None: torch's default). On a shared machine 1 is often fastest.
     threads: int | None = None
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, size: str) -> str:
+        if size not in TRANSFORMER_SIZES:
+            raise ValueError(
+                f"unknown toy transformer size {size!r}; choose one of {tuple(TRANSFORMER_SIZES)}"
+            )
+        return size
+
+    @field_validator("motions")
+    @classmethod
+    def _generic_only(cls, motions: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in motions if m not in GENERIC_MOTIONS]
+        if unknown:
+            raise ValueError(
+                f"pretraining uses generic motions only; {unknown} are not in {tuple(GENERIC_MOTIONS)}"
+            )
+        return motions
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU that supports it, or a CPU with AMX or
+    AVX512-BF16. Elsewhere (an AVX2-only CPU) bf16 autocast is emulated and ~10x slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return False
+
+
+def use_bf16_autocast(setting: str, device: torch.device) -> bool:
+    return setting == "bf16" or (setting == "auto" and native_bf16(device))
+
+
+def machine_description(device: torch.device) -> str:
+    """The processor a figure came from (CPU model and torch's vector capability, or the GPU)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        model = names[0] if names else model
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
 
 
 # ----------------------------------------------------------------------------- data
@@ -121,11 +187,44 @@ def drop_captions(captions: list[str], rate: float, rng: np.random.Generator) ->
     return ["" if rng.random() < rate else caption for caption in captions]
 
 
-def learning_rate_at(step: int, config: PretrainConfig) -> float:
-    """Linear warmup, then cosine decay from ``learning_rate`` to ``min_learning_rate``."""
+class TrainingBatches(torch.utils.data.Dataset):
+    """Item ``step`` is the batch of that step (:func:`training_clips`): a DataLoader's workers then
+    render batches ahead of the model, and the batches do not depend on how many workers there are."""
+
+    def __init__(self, config: PretrainConfig) -> None:
+        self.config = config
+
+    def __len__(self) -> int:
+        return self.config.steps
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[str]]:
+        videos, captions = training_clips(step, self.config)
+        return torch.from_numpy(videos), captions
+
+
+def batch_loader(config: PretrainConfig, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        TrainingBatches(config),
+        batch_size=None,  # an item is already a whole batch
+        shuffle=False,
+        num_workers=config.workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if config.workers else None,
+        worker_init_fn=_single_thread if config.workers else None,
+    )
+
+
+def _single_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def learning_rate_at(step: int, config: PretrainConfig, total_steps: int | None = None) -> float:
+    """Linear warmup, then cosine decay from ``learning_rate`` to ``min_learning_rate`` over
+    ``total_steps`` (default ``config.steps``)."""
+    total_steps = config.steps if total_steps is None else total_steps
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    progress = (step - config.warmup_steps) / max(total_steps - config.warmup_steps, 1)
     cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * cosine
 
@@ -155,12 +254,46 @@ def flow_matching_loss(
     generator: torch.Generator,
     sigma_shift: float = 1.0,
 ) -> torch.Tensor:
-    """MSE between the prediction and the flow target (the backbone's convention)."""
-    sigma = sample_sigmas(latents.shape[0], sigma_shift, generator)
-    noise = torch.randn(latents.shape, generator=generator)
+    """MSE between the prediction and the flow target (the backbone's convention). Noise levels and
+    noise come from the CPU ``generator`` (the same draws on every device)."""
+    sigma = sample_sigmas(latents.shape[0], sigma_shift, generator).to(latents.device)
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
     noisy = backbone.add_noise(latents, noise, sigma)
     prediction = backbone.predict(noisy, sigma, conditioning)
     return torch.nn.functional.mse_loss(prediction.float(), backbone.flow_target(latents, noise))
+
+
+#: noise levels of the fixed validation protocol (docs/toy_backbone.md)
+VALIDATION_SIGMAS = (0.05, 0.2, 0.5, 0.8, 0.95)
+
+
+@torch.no_grad()
+def denoising_errors(
+    backbone: ToyBackbone,
+    sigmas: tuple[float, ...] = VALIDATION_SIGMAS,
+    n_clips: int = 32,
+    seed: int = 424242,
+) -> dict[str, float]:
+    """The calibration protocol's fixed validation batch: ``n_clips`` generic clips (seed ``seed``, never
+    a training seed), fixed noise, and per noise level the mean squared error of the clean latent the
+    model implies (x̂ = z_σ + σ·prediction for Mochi's convention), in normalised latent units."""
+    config = PretrainConfig(output=Path("."), batch_size=n_clips, seed=seed)
+    videos, captions = training_clips(0, config)
+    device = backbone.transformer.device
+    latents = backbone.encode_video(torch.from_numpy(videos)).to(device)
+    conditioning = backbone.encode_prompts(captions)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    errors = {}
+    for value in sigmas:
+        sigma = torch.full((n_clips,), value, device=device)
+        noisy = backbone.add_noise(latents, noise, sigma)
+        prediction = backbone.predict(noisy, sigma, conditioning).float()
+        # Mochi's convention: target z - ε, so z = z_σ + σ·(z - ε); the other convention flips the sign.
+        sign = 1.0 if backbone.flow_convention == "data_minus_noise" else -1.0
+        clean = noisy + sign * value * prediction
+        errors[f"{value:g}"] = float((clean - latents).square().mean())
+    return errors
 
 
 def pretrain(
@@ -185,22 +318,20 @@ def pretrain(
     config = PretrainConfig(**values)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    unknown = [m for m in config.motions if m not in GENERIC_MOTIONS]
-    if unknown:
-        raise ValueError(
-            f"pretraining uses generic motions only; {unknown} are not in {tuple(GENERIC_MOTIONS)}"
-        )
+    device = resolve_device(config.device)
+    autocast = use_bf16_autocast(config.autocast, device)
 
+    # 1. the model: a saved stage (its transformer and frozen text encoder) or random weights
     if config.init_from is not None:
-        # A further stage: the folder's transformer and its (frozen) text encoder, in float32.
         backbone = ToyBackbone.from_pretrained(config.init_from, torch_dtype=torch.float32)
-        transformer = backbone.transformer
     else:
         backbone = ToyBackbone(
             build_pipeline(config.seed, config.size), ToyBackbone.default_max_sequence_length()
         )
-        transformer = backbone.transformer
-        zero_init_modulation(transformer)
+        zero_init_modulation(backbone.transformer)
+    backbone.to(device)
+    transformer = backbone.transformer
+    use_batched_attention(transformer)  # same outputs, no per-sample loop (matters at large batch)
     transformer.train()
     transformer.requires_grad_(True)
     ema = copy.deepcopy(transformer).requires_grad_(False) if config.ema_decay > 0 else None
@@ -213,21 +344,34 @@ def pretrain(
     generator = torch.Generator().manual_seed(config.seed)
     caption_rng = np.random.default_rng([config.seed, 1 << 20])
 
+    # 2. the loop: rendered batches -> latents + text -> flow-matching step -> EMA
+    total_steps = config.steps
     losses: list[float] = []
     start = time.perf_counter()
     with _progress(show_progress) as progress:
-        task = progress.add_task("pretraining", total=config.steps, loss=float("nan"))
-        for step in range(config.steps):
-            videos, captions = training_clips(step, config)
+        task = progress.add_task("pretraining", total=total_steps, loss=float("nan"))
+        for step, (videos, captions) in enumerate(batch_loader(config, pin_memory=device.type == "cuda")):
+            if step >= total_steps:
+                break
+            if config.time_budget_s is not None and step in BUDGET_PROBE_STEPS:
+                # The schedule's length from the throughput between the two probe steps (after
+                # start-up: workers spawning, kernels warming up), for the time the budget has left.
+                now = time.perf_counter()
+                if step == BUDGET_PROBE_STEPS[0]:
+                    probe_start = now
+                else:
+                    per_step = (now - probe_start) / (BUDGET_PROBE_STEPS[1] - BUDGET_PROBE_STEPS[0])
+                    left = config.time_budget_s - (now - start)
+                    total_steps = max(step + 1, min(config.steps, step + int(left / per_step)))
+                    progress.update(task, total=total_steps)
             with torch.no_grad():
-                latents = backbone.encode_video(torch.from_numpy(videos))
+                latents = backbone.encode_video(videos.to(device, non_blocking=True))
                 conditioning = backbone.encode_prompts(
                     drop_captions(captions, config.caption_dropout, caption_rng)
                 )
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(step, config)
-            # bf16 autocast: ~1.4x faster on CPUs with AMX/AVX512-BF16; the loss stays in float32.
-            with torch.autocast(latents.device.type, torch.bfloat16, enabled=config.bf16_autocast):
+                group["lr"] = learning_rate_at(step, config, total_steps)
+            with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
                 loss = flow_matching_loss(backbone, latents, conditioning, generator, config.sigma_shift)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -235,33 +379,52 @@ def pretrain(
             optimizer.step()
             if ema is not None:
                 with torch.no_grad():
-                    for averaged, current in zip(ema.parameters(), transformer.parameters(), strict=True):
-                        averaged.lerp_(current, 1 - ema_decay_at(step, config.ema_decay))
-            losses.append(loss.item())
-            progress.update(task, advance=1, loss=float(np.mean(losses[-50:])))
+                    torch._foreach_lerp_(
+                        list(ema.parameters()),
+                        list(transformer.parameters()),
+                        1 - ema_decay_at(step, config.ema_decay),
+                    )
+            losses.append(loss.detach())
+            if step % 25 == 0:
+                progress.update(task, completed=step + 1, loss=float(torch.stack(losses[-50:]).mean()))
     wall = time.perf_counter() - start
+    losses_cpu = torch.stack(losses).float().cpu().numpy()
 
+    # 3. save the EMA weights, then the record (with the fixed validation protocol)
     if ema is not None:
         transformer.load_state_dict(ema.state_dict())
     transformer.eval()
+    validation = denoising_errors(backbone)
     transformer.to({"float32": torch.float32, "float16": torch.float16}[config.save_dtype])
     Path(config.output).mkdir(parents=True, exist_ok=True)
+    backbone.to("cpu")
     backbone.save_pretrained(config.output)
     record = {
         "config": json.loads(config.model_dump_json()),
-        "steps": config.steps,
+        "steps": len(losses_cpu),
+        "clips_seen": len(losses_cpu) * config.batch_size,
+        "parameters": sum(p.numel() for p in transformer.parameters()),
         "wall_time_s": round(wall, 1),
-        "loss_first_50": float(np.mean(losses[:50])),
-        "loss_last_100": float(np.mean(losses[-100:])),
-        "loss_curve": [round(float(np.mean(losses[i : i + 100])), 4) for i in range(0, len(losses), 100)],
+        "loss_first_50": float(np.mean(losses_cpu[:50])),
+        "loss_last_100": float(np.mean(losses_cpu[-100:])),
+        "loss_curve": [
+            round(float(np.mean(losses_cpu[i : i + 100])), 4) for i in range(0, len(losses_cpu), 100)
+        ],
+        "validation_denoising_mse": validation,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
+        "device": str(device),
+        "machine": machine_description(device),
+        "bf16_autocast": autocast,
     }
     if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
         # The stage this one continued from, with its own command and evaluation: the exact lineage.
         record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
     return record
+
+
+#: the steps between which a time budget's throughput is measured (then the schedule's length is fixed)
+BUDGET_PROBE_STEPS = (10, 60)
 
 
 def _progress(show: bool) -> Progress:
@@ -279,8 +442,14 @@ def _progress(show: bool) -> Progress:
 # ----------------------------------------------------------------------------- evaluation
 
 
+#: prompt seed of the calibration protocol (used while developing a recipe)
+CALIBRATION_PROMPT_SEED = 2025
+#: prompt seed of the acceptance evaluation (never looked at while developing a recipe)
+ACCEPTANCE_PROMPT_SEED = 90210
+
+
 def evaluation_prompts(
-    n_per_relation: int = 5, seed: int = 2025
+    n_per_relation: int = 5, seed: int = CALIBRATION_PROMPT_SEED
 ) -> list[tuple[str, str, tuple[Subject, Subject]]]:
     """(relation, prompt, subjects) for ``n_per_relation`` random subject pairs of every relation and
     generic motion; a separate seed from training, so the exact (subjects, background) combos are new."""
@@ -343,6 +512,8 @@ def evaluate_base(
     guidance_scale: float = GUIDANCE_SCALE,
     seed: int = 0,
     include_generic: bool = True,
+    prompt_seed: int = CALIBRATION_PROMPT_SEED,
+    batch_size: int = 8,
 ) -> dict[str, Any]:
     """Oracle check of a base model on fresh prompts.
 
@@ -350,7 +521,7 @@ def evaluate_base(
     (``n_per_relation`` x 8 videos): the base must draw the subjects but, never having seen a relation,
     rarely act it out. ``generic_subject_fidelity`` is measured on the generic-motion prompts.
     """
-    items = evaluation_prompts(n_per_relation)
+    items = evaluation_prompts(n_per_relation, prompt_seed)
     if not include_generic:
         items = [item for item in items if item[0] in RELATIONS]
     videos = sample_videos(
@@ -359,6 +530,7 @@ def evaluate_base(
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
         seed=seed,
+        batch_size=batch_size,
     )
     relation_items = [
         (video, item) for video, item in zip(videos, items, strict=True) if item[0] in RELATIONS
@@ -381,6 +553,7 @@ def evaluate_base(
         "num_inference_steps": num_inference_steps,
         "guidance_scale": guidance_scale,
         "seed": seed,
+        "prompt_seed": prompt_seed,
     }
     if generic_items:
         metrics["n_generic_videos"] = len(generic_items)
@@ -414,11 +587,18 @@ def pretrain_command(
         "-o",
         help="Pipeline folder to write (the shipped one is src/dreamrelation/toyworld/weights/base).",
     ),
-    steps: int = typer.Option(_default("steps"), "--steps", help="Optimizer steps."),
+    steps: int = typer.Option(
+        _default("steps"), "--steps", help="Optimizer steps (with --time-budget: the most)."
+    ),
+    time_budget: float = typer.Option(
+        None, "--time-budget", help="Train for about this many seconds (sets the schedule's length)."
+    ),
     batch_size: int = typer.Option(_default("batch_size"), "--batch-size", help="Clips per step."),
     learning_rate: float = typer.Option(_default("learning_rate"), "--lr", help="Peak AdamW learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, clips, captions and noise."),
-    size: str = typer.Option("base", "--size", help="Transformer size: base (shipped) or tiny (smoke test)."),
+    size: str = typer.Option(
+        _default("size"), "--size", help=f"Transformer size: one of {', '.join(TRANSFORMER_SIZES)}."
+    ),
     init_from: Path = typer.Option(
         None, "--init-from", help="Continue from this saved toy pipeline folder instead of random weights."
     ),
@@ -426,11 +606,20 @@ def pretrain_command(
     min_learning_rate: float = typer.Option(
         _default("min_learning_rate"), "--min-lr", help="Learning rate at the end of the cosine decay."
     ),
+    ema_decay: float = typer.Option(_default("ema_decay"), "--ema-decay", help="EMA decay (0: no EMA)."),
+    device: str = typer.Option(_default("device"), "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    autocast: str = typer.Option(
+        _default("autocast"), "--autocast", help="auto (bf16 only where native), bf16 or off."
+    ),
+    workers: int = typer.Option(_default("workers"), "--workers", help="Processes rendering clips ahead."),
     threads: int = typer.Option(
         None, "--threads", help="torch CPU threads (1 is often fastest when shared)."
     ),
     eval_per_relation: int = typer.Option(
         5, "--eval-per-relation", help="Oracle check after training: prompts per relation/motion (0: skip)."
+    ),
+    eval_prompt_seed: int = typer.Option(
+        CALIBRATION_PROMPT_SEED, "--eval-prompt-seed", help="Seed of the oracle check's prompts."
     ),
 ) -> None:
     """Train the toy base model (all transformer weights) on rendered generic motions, relations held
@@ -441,6 +630,7 @@ def pretrain_command(
         output=output,
         steps=steps,
         seed=seed,
+        time_budget_s=time_budget,
         batch_size=batch_size,
         learning_rate=learning_rate,
         size=size,
@@ -448,11 +638,18 @@ def pretrain_command(
         init_from=init_from,
         warmup_steps=warmup_steps,
         min_learning_rate=min_learning_rate,
+        ema_decay=ema_decay,
+        device=device,
+        autocast=autocast,
+        workers=workers,
     )
     arguments = sys.argv[sys.argv.index("pretrain") + 1 :] if "pretrain" in sys.argv else sys.argv[1:]
     record["command"] = shlex.join(["dreamrelation", "toy", "pretrain", *arguments])
     if eval_per_relation > 0:
-        record["evaluation"] = evaluate_base(ToyBackbone.from_pretrained(output), eval_per_relation)
+        evaluated = ToyBackbone.from_pretrained(output).to(resolve_device(device))
+        record["evaluation"] = evaluate_base(
+            evaluated, eval_per_relation, prompt_seed=eval_prompt_seed, batch_size=32
+        )
     (Path(output) / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
     table = Table(title=f"toy base model -> {output}")
     table.add_column("metric")
@@ -460,6 +657,8 @@ def pretrain_command(
     table.add_row("steps", str(record["steps"]))
     table.add_row("wall time (s)", f"{record['wall_time_s']:.0f}")
     table.add_row("loss (last 100 steps)", f"{record['loss_last_100']:.4f}")
+    for sigma, error in record["validation_denoising_mse"].items():
+        table.add_row(f"x̂ MSE at σ={sigma}", f"{error:.4f}")
     for key in ("subject_fidelity", "generic_subject_fidelity", "subject_presence", "relation_accuracy"):
         if key in record.get("evaluation", {}):
             table.add_row(key, f"{record['evaluation'][key]:.3f}")
