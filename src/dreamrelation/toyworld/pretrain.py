@@ -417,6 +417,8 @@ def pretrain(
         "machine": machine_description(device),
         "bf16_autocast": autocast,
     }
+    if device.type == "cuda":
+        record["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
         # The stage this one continued from, with its own command and evaluation: the exact lineage.
         record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
