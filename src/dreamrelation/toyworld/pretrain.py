@@ -384,7 +384,8 @@ def pretrain(
                         list(transformer.parameters()),
                         1 - ema_decay_at(step, config.ema_decay),
                     )
-            losses.append(loss.detach())
+            # clone: a mean-reduced loss is a view that keeps the whole elementwise buffer alive
+            losses.append(loss.detach().clone())
             if step % 25 == 0:
                 progress.update(task, completed=step + 1, loss=float(torch.stack(losses[-50:]).mean()))
     wall = time.perf_counter() - start
