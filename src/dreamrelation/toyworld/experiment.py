@@ -22,6 +22,7 @@ from dreamrelation.cache import build_cache
 from dreamrelation.config import CacheConfig, TrainConfig, load_config
 from dreamrelation.generate import load_inference_lora, render, to_uint8
 from dreamrelation.toyworld import oracle
+from dreamrelation.toyworld.backbone import GUIDANCE_SCALE
 from dreamrelation.toyworld.world import (
     BACKGROUNDS,
     COLORS,
@@ -78,7 +79,7 @@ class ExperimentConfig(BaseModel):
     learning_rate: float = 1e-3
     rank: int = 8
     sampling_steps: int = 24
-    guidance_scale: float = 5.0
+    guidance_scale: float = GUIDANCE_SCALE
     seed: int = 0
 
     def check(self) -> None:
