@@ -221,28 +221,43 @@ app.add_typer(benchmark_app, name="benchmark", help="Measured comparisons (metho
 def benchmark_toy(
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (>= 3 for mean ± std)."),
     methods: str = typer.Option(None, "--methods", help="Comma-separated subset (default: all)."),
-    relation: str = typer.Option("shaking_hands", "--relation", "-r"),
+    relation: str = typer.Option(
+        "shaking_hands", "--relation", "-r", help="A relation, a comma-separated list, or 'all' (all eight)."
+    ),
     steps: int = typer.Option(None, "--steps", help="Training steps per method."),
     eval_prompts: int = typer.Option(None, "--eval-prompts"),
+    model: str = typer.Option(None, "--model", help="Toy base model: 'shipped' or a pretrained folder."),
     output: Path = typer.Option(Path("runs/toy-benchmark"), "--output", "-o", help="Results (resumable)."),
     docs: Path = typer.Option(Path("docs/toy_benchmark.md"), "--docs", help="Markdown table to write."),
 ) -> None:
-    """Base model, direct LoRA, DreamRelation, ablations and LoRA placements in the toy world."""
+    """Base model, direct LoRA, DreamRelation, ablations and LoRA placements in the toy world, per
+    relation and averaged over relations."""
     import sys
 
     from dreamrelation.toyworld.benchmark import METHODS, run_benchmark
     from dreamrelation.toyworld.experiment import ExperimentConfig
+    from dreamrelation.toyworld.world import RELATIONS
 
     chosen = methods.split(",") if methods else list(METHODS)
     unknown = [m for m in chosen if m not in METHODS]
     if unknown:
         console.print(f"[bold red]error:[/] unknown methods {unknown}; choose from {', '.join(METHODS)}")
         raise typer.Exit(2)
+    relations = list(RELATIONS) if relation == "all" else relation.split(",")
+    for name in relations:  # each one checked before any work starts
+        _run(_experiment_config, ExperimentConfig, relation=name)
     cfg = _run(
-        _experiment_config, ExperimentConfig, relation=relation, train_steps=steps, eval_prompts=eval_prompts
+        _experiment_config,
+        ExperimentConfig,
+        relation=relations[0],
+        train_steps=steps,
+        eval_prompts=eval_prompts,
+        model=model,
     )
     command = "dreamrelation " + " ".join(sys.argv[1:])
-    _run(run_benchmark, cfg, [int(s) for s in seeds.split(",")], chosen, output, command, docs)
+    _run(
+        run_benchmark, cfg, [int(s) for s in seeds.split(",")], chosen, output, command, docs, True, relations
+    )
 
 
 def main() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dreamrelation.cli import app
-from dreamrelation.toyworld.benchmark import claim_verdict, run_benchmark
-from dreamrelation.toyworld.demo import run_demo
+from dreamrelation.toyworld.benchmark import average_over_relations, claim_verdict, run_benchmark, summarize
+from dreamrelation.toyworld.demo import demo_verdict, run_demo
 from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts
 
 SMALL = {"model": "tiny", "exemplars": 3, "eval_prompts": 2, "train_steps": 2, "sampling_steps": 2}
@@ -22,22 +23,46 @@ def test_short_demo_writes_every_artefact(tmp_path: Path) -> None:
         "exemplars.gif",
         "base.gif",
         "dreamrelation.gif",
+        "direct_lora.gif",
         "ground_truth.gif",
         "losses.png",
         "metrics.json",
         "run/relation_lora.safetensors",
+        "direct_lora/relation_lora.safetensors",
         "work/data/shaking_hands",
     ):
         assert (tmp_path / name).exists(), name
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert set(metrics) == {"Base model", "DreamRelation"}
+    assert set(metrics) == {"Base model", "DreamRelation", "Direct LoRA"}
     for values in metrics.values():
         assert 0 <= values["relation_accuracy"] <= 1 and values["toy_fvd"] >= 0
     html = (tmp_path / "report.html").read_text()
     assert "Relation accuracy" in html and "dreamrelation.gif" in html and "analysis/attention.png" in html
+    assert "direct_lora.gif" in html and "Base model (no LoRA)" in html
+    # The measured result comes first, before any picture.
+    verdict = json.loads((tmp_path / "metrics.json").read_text())["verdict"]
+    assert html.index(verdict) < html.index("<img")
     assert set(summary["subspace"]) == {"base", "relation LoRA"}
     assert "vision" in summary["subspace"]["base"]
     assert summary["report"].endswith("report.html")
+
+
+def test_demo_verdict_states_what_each_lora_did() -> None:
+    def metrics(base: float, ours: float, direct: float) -> dict[str, dict[str, float]]:
+        rows = {"Base model": base, "DreamRelation": ours, "Direct LoRA": direct}
+        return {k: {"relation_accuracy": v, "appearance_leakage": 0.1} for k, v in rows.items()}
+
+    assert (
+        demo_verdict(metrics(0.0, 0.0, 0.0))
+        == "Neither LoRA changed relation accuracy on new subjects (all 0.000)."
+    )
+    raised = demo_verdict(metrics(0.0, 0.5, 0.25))
+    assert raised.startswith(
+        "DreamRelation raised relation accuracy on new subjects from 0.000 (base model) to 0.500"
+    )
+    assert "direct LoRA reached 0.250" in raised
+    assert demo_verdict(metrics(0.25, 0.0, 0.25)).startswith("DreamRelation lowered")
+    assert demo_verdict(metrics(0.25, 0.25, 0.5)).startswith("DreamRelation did not change relation accuracy")
 
 
 def test_evaluation_prompts_use_new_subjects_and_backgrounds() -> None:
@@ -57,14 +82,36 @@ def test_unknown_relation_is_a_clear_error(tmp_path: Path) -> None:
 def test_benchmark_writes_a_markdown_table_and_resumes(tmp_path: Path) -> None:
     cfg = ExperimentConfig(**SMALL)
     docs = tmp_path / "docs" / "toy.md"
-    run_benchmark(cfg, [0], ["base", "dreamrelation"], tmp_path / "bench", "test", docs, show_progress=False)
+    relations = ["shaking_hands", "hugging"]
+    args = (cfg, [0], ["base", "dreamrelation"], tmp_path / "bench", "test", docs)
+    run_benchmark(*args, show_progress=False, relations=relations)
     table = docs.read_text()
-    assert "| dreamrelation |" in table and "| base |" in table and "±" in table
+    assert "## Averaged over shaking_hands, hugging" in table
+    assert "## shaking_hands" in table and "## hugging" in table
+    assert table.count("| dreamrelation |") == 3 and "| base |" in table and "±" in table
+    assert "Machine:" in table
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
-    assert set(results) == {"base", "dreamrelation"}
+    assert set(results) == set(relations)
+    assert all(set(results[r]) == {"base", "dreamrelation"} for r in relations)
     before = (tmp_path / "bench" / "results.json").stat().st_mtime_ns
-    run_benchmark(cfg, [0], ["base", "dreamrelation"], tmp_path / "bench", "test", docs, show_progress=False)
+    run_benchmark(*args, show_progress=False, relations=relations)
     assert (tmp_path / "bench" / "results.json").stat().st_mtime_ns == before  # nothing re-run
+
+
+def test_average_over_relations_is_the_seed_spread_of_the_relation_mean() -> None:
+    def run(accuracy: float) -> dict[str, float]:
+        return {"relation_accuracy": accuracy}
+
+    results = {
+        "hugging": {"dreamrelation": {"0": run(0.2), "1": run(0.4)}},
+        "pushing": {"dreamrelation": {"0": run(0.6), "1": run(1.0), "2": run(0.9)}},
+    }
+    averaged = average_over_relations(results, ["hugging", "pushing"], ["dreamrelation"], [0, 1, 2])
+    mean, std = averaged["dreamrelation"]["relation_accuracy"]
+    # seed 0: (0.2 + 0.6) / 2 = 0.4; seed 1: (0.4 + 1.0) / 2 = 0.7; seed 2 lacks hugging: left out.
+    assert mean == pytest.approx(0.55) and std == pytest.approx(0.15)
+    per_relation = summarize(results["pushing"], ["dreamrelation"], [0, 1, 2])
+    assert per_relation["dreamrelation"]["relation_accuracy"][0] == pytest.approx(2.5 / 3)
 
 
 def test_claim_verdict_needs_both_gaps_beyond_the_seed_spread() -> None:

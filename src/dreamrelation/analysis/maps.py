@@ -737,6 +737,11 @@ def _figure(rows: int, cols: int, cell: float = 2.2) -> tuple[Any, np.ndarray]:
     return fig, axes
 
 
+def _row_label(label: str) -> str:
+    """What a figure row shows, in words: the base model, or the base model with the relation LoRA."""
+    return {"base": "base model", "relation LoRA": "base + relation LoRA"}.get(label, label)
+
+
 def _save(fig: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -758,14 +763,15 @@ def save_feature_figure(
         shown = result.frame_index[middle]
         axes[row, 0].imshow(np.clip(video[shown], 0, 1))
         axes[row, 0].set_title(f"frame {shown}", fontsize=8)
-        axes[row, 0].set_ylabel(result.label, fontsize=9)
+        axes[row, 0].set_ylabel(_row_label(result.label), fontsize=9)
         for col, role in enumerate(FEATURE_ROLES, start=1):
             image = axes[row, col].imshow(result.maps[role].numpy(), cmap="viridis")
             axes[row, col].set_title(f"{role.upper()} ({result.reduce})", fontsize=8)
             bar = fig.colorbar(image, ax=axes[row, col], fraction=0.046, pad=0.03)
             bar.ax.tick_params(labelsize=7)
     fig.suptitle(
-        f"vision-token features at step {maps.step}/{maps.num_inference_steps}: {maps.prompt}", fontsize=9
+        f"Vision-token features, sampling step {maps.step} of {maps.num_inference_steps}\n{maps.prompt}",
+        fontsize=9,
     )
     return _save(fig, path)
 
@@ -792,14 +798,18 @@ def save_attention_figure(
             shown = result.frame_index[t]
             image = np.clip(video[shown], 0, 1)
             axes[2 * r, c].imshow(image)
-            axes[2 * r, c].set_title(f"latent {t} · frame {shown}", fontsize=7)
+            axes[2 * r, c].set_title(f"frame {shown}", fontsize=8)
             axes[2 * r + 1, c].imshow(image)
             axes[2 * r + 1, c].imshow(heat[t], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
-        axes[2 * r, 0].set_ylabel(result.label, fontsize=9)
-        axes[2 * r + 1, 0].set_ylabel(f"'{result.word}'", fontsize=9)
-    arrow = "word → video" if maps.direction == "text_to_video" else "video → word"
+        axes[2 * r, 0].set_ylabel(_row_label(result.label), fontsize=9)
+        axes[2 * r + 1, 0].set_ylabel(f"attention of\n'{result.word}'", fontsize=9)
+    arrow = (
+        "from the word to the video" if maps.direction == "text_to_video" else "from the video to the word"
+    )
     fig.suptitle(
-        f"attention {arrow} at step {maps.step}/{maps.num_inference_steps}: {maps.prompt}", fontsize=9
+        f"Attention of '{maps.word}' ({arrow}), sampling step {maps.step} of {maps.num_inference_steps}"
+        f"\n{maps.prompt}",
+        fontsize=9,
     )
     return _save(fig, path)
 

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dreamrelation.devices import machine_description
 from dreamrelation.toyworld.experiment import (
     VARIANTS,
     ExperimentConfig,
@@ -56,17 +58,31 @@ def run_benchmark(
     command: str,
     docs: Path | None,
     show_progress: bool = True,
+    relations: Sequence[str] | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
+    """Every (relation, seed, method) run not yet in ``output/results.json``; then the tables.
+
+    Returns the summary averaged over ``relations`` (default: ``base.relation`` alone), as the paper's
+    Table 1 averages over its relations; the Markdown also has one table per relation.
+    """
+    relations = list(relations or [base.relation])
     output = Path(output)
     results_path = output / "results.json"
-    results: dict[str, dict[str, dict[str, float]]] = (
+    # results[relation][method][seed] -> oracle metrics
+    results: dict[str, dict[str, dict[str, dict[str, float]]]] = (
         json.loads(results_path.read_text()) if results_path.exists() else {}
     )
-    todo = [(s, m) for s in seeds for m in methods if str(s) not in results.get(m, {})]
+    todo = [
+        (r, s, m)
+        for r in relations
+        for s in seeds
+        for m in methods
+        if str(s) not in results.get(r, {}).get(m, {})
+    ]
     console = Console(stderr=True, quiet=not show_progress)
     started = time.perf_counter()
     with Progress(
-        TextColumn("[bold]{task.description:<28}"),
+        TextColumn("[bold]{task.description:<40}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -74,34 +90,39 @@ def run_benchmark(
         disable=not show_progress,
     ) as progress:
         task = progress.add_task("benchmark", total=len(todo))
-        for seed in seeds:
-            cfg = base.model_copy(update={"seed": seed})
-            workdir = output / "work" / f"seed{seed}"
-            cache = None
-            for method in methods:
-                if str(seed) in results.get(method, {}):
-                    continue
-                progress.update(task, description=f"seed {seed}: {method}")
-                if cache is None:
-                    cache = prepare_cache(cfg, workdir)
-                results.setdefault(method, {})[str(seed)] = run_one(cfg, method, workdir, cache)
-                save_json(results, results_path)
-                progress.advance(task)
-            shutil.rmtree(workdir, ignore_errors=True)
-    summary = summarize(results, methods, seeds)
+        for relation in relations:
+            for seed in seeds:
+                cfg = base.model_copy(update={"seed": seed, "relation": relation})
+                cfg.check()
+                workdir = output / "work" / f"{relation}_seed{seed}"
+                cache = None
+                for method in methods:
+                    done = results.setdefault(relation, {}).setdefault(method, {})
+                    if str(seed) in done:
+                        continue
+                    progress.update(task, description=f"{relation} seed {seed}: {method}")
+                    if cache is None:
+                        cache = prepare_cache(cfg, workdir)
+                    done[str(seed)] = run_one(cfg, method, workdir, cache)
+                    save_json(results, results_path)
+                    progress.advance(task)
+                shutil.rmtree(workdir, ignore_errors=True)
+    per_relation = {r: summarize(results[r], methods, seeds) for r in relations}
+    averaged = average_over_relations(results, relations, methods, seeds)
     minutes = (time.perf_counter() - started) / 60
-    table = markdown_table(summary, base, seeds, command, minutes)
+    table = markdown_report(averaged, per_relation, base, seeds, command, minutes)
     (output / "benchmark.md").write_text(table)
     if docs is not None:
         docs.parent.mkdir(parents=True, exist_ok=True)
         docs.write_text(table)
     console.print(table)
-    return summary
+    return averaged
 
 
 def summarize(
     results: dict[str, dict[str, dict[str, float]]], methods: Sequence[str], seeds: Sequence[int]
 ) -> dict[str, dict[str, tuple[float, float]]]:
+    """One relation's results[method][seed] -> {method: {metric: (mean, std over seeds)}}."""
     summary = {}
     for method in methods:
         runs = [results[method][str(s)] for s in seeds if str(s) in results.get(method, {})]
@@ -110,6 +131,33 @@ def summarize(
             for m in METRIC_LABELS
             if runs and m in runs[0]
         }
+    return summary
+
+
+def average_over_relations(
+    results: dict[str, dict[str, dict[str, dict[str, float]]]],
+    relations: Sequence[str],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """{method: {metric: (mean, std)}} of the relation-averaged metric: for each seed the mean over
+    ``relations`` (a seed counts only once every relation has it), then mean and std over seeds, so
+    the std is the seed spread of the paper-style averaged number."""
+    summary = {}
+    for method in methods:
+        per_seed = [
+            [results[r][method][str(s)] for r in relations]
+            for s in seeds
+            if all(str(s) in results.get(r, {}).get(method, {}) for r in relations)
+        ]
+        if not per_seed:
+            summary[method] = {}
+            continue
+        metrics = [m for m in METRIC_LABELS if all(m in run for runs in per_seed for run in runs)]
+        summary[method] = {}
+        for metric in metrics:
+            values = [float(np.mean([run[metric] for run in runs])) for runs in per_seed]
+            summary[method][metric] = (float(np.mean(values)), float(np.std(values)))
     return summary
 
 
@@ -136,27 +184,50 @@ def claim_verdict(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
     return heading + "\n\n" + "\n".join(f"- {part}" for part in parts)
 
 
-def markdown_table(
-    summary: dict[str, dict[str, tuple[float, float]]],
+def markdown_report(
+    averaged: dict[str, dict[str, tuple[float, float]]],
+    per_relation: dict[str, dict[str, dict[str, tuple[float, float]]]],
     cfg: ExperimentConfig,
     seeds: Sequence[int],
     command: str,
     minutes: float,
 ) -> str:
+    relations = list(per_relation)
+    title = relations[0] if len(relations) == 1 else f"{len(relations)} relations"
     lines = [
-        f"# Toy-world benchmark: {cfg.relation}",
+        f"# Toy-world benchmark: {title}",
         "",
         f"Command: `{command}`  ",
         f"Seeds: {list(seeds)} (mean ± std over seeds); {cfg.exemplars} exemplars, "
-        f"{cfg.train_steps} training "
-        f"steps, {cfg.eval_prompts} evaluation prompts with held-out subjects and backgrounds per seed; "
-        f"this invocation ran {minutes:.1f} min.",
+        f"{cfg.train_steps} training steps, {cfg.eval_prompts} evaluation prompts with held-out subjects and "
+        f"backgrounds per relation and seed; base model `{cfg.model}`, sampling {cfg.sampling_steps} steps, "
+        f"CFG {cfg.guidance_scale:g}.  ",
+        f"Machine: {machine_description(torch.device('cpu'))}; this invocation ran {minutes:.1f} min.",
         "",
+    ]
+    if len(relations) > 1:
+        lines += [
+            f"## Averaged over {', '.join(relations)}",
+            "",
+            *_table(averaged),
+            "",
+            claim_verdict(averaged),
+            "",
+        ]
+    for relation, summary in per_relation.items():
+        lines += [f"## {relation}", "", *_table(summary)]
+        if len(relations) == 1:
+            lines += ["", claim_verdict(summary)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _table(summary: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
+    lines = [
         "| method | " + " | ".join(METRIC_LABELS.values()) + " |",
         "|---" * (len(METRIC_LABELS) + 1) + "|",
     ]
     for method, metrics in summary.items():
         cells = [f"{metrics[m][0]:.3f} ± {metrics[m][1]:.3f}" if m in metrics else "–" for m in METRIC_LABELS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines += ["", claim_verdict(summary)]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -1,9 +1,10 @@
 """`dreamrelation demo`: the whole method on the toy world, on CPU, in minutes.
 
 Renders exemplars of one relation ("person-like" subjects on one background), writes them as a
-dataset folder with masks, caches, trains DreamRelation on the shipped toy base model, renders
-the relation for new subjects and backgrounds with the base model and with the learned LoRA,
-scores both with the oracle and writes ``report.html``.
+dataset folder with masks, caches, trains DreamRelation and the direct-LoRA baseline on the shipped
+toy base model, renders the relation for new subjects and backgrounds with the base model and with
+each LoRA (same prompts, same seeds), scores all three with the oracle and writes ``report.html``,
+whose first line states the measured result.
 """
 
 from __future__ import annotations
@@ -89,6 +90,25 @@ def analyze_toy(cfg: ExperimentConfig, lora: Path, prompt: str, output: Path) ->
     }
 
 
+def demo_verdict(metrics: dict[str, dict[str, float]]) -> str:
+    """The measured result in one sentence: what each LoRA did to relation accuracy on new subjects."""
+    base = metrics["Base model"]["relation_accuracy"]
+    ours = metrics["DreamRelation"]["relation_accuracy"]
+    direct = metrics["Direct LoRA"]["relation_accuracy"]
+    if ours == base and direct == base:
+        return f"Neither LoRA changed relation accuracy on new subjects (all {base:.3f})."
+    if ours == base:
+        effect = f"did not change relation accuracy on new subjects ({base:.3f})"
+    else:
+        change = "raised" if ours > base else "lowered"
+        effect = f"{change} relation accuracy on new subjects from {base:.3f} (base model) to {ours:.3f}"
+    leak = metrics["DreamRelation"]["appearance_leakage"], metrics["Direct LoRA"]["appearance_leakage"]
+    return (
+        f"DreamRelation {effect}; direct LoRA reached {direct:.3f}. Appearance leakage: "
+        f"DreamRelation {leak[0]:.3f}, direct LoRA {leak[1]:.3f}."
+    )
+
+
 def run_demo(cfg: ExperimentConfig, output: Path, show_progress: bool = True) -> dict[str, object]:
     cfg.check()
     output = Path(output)
@@ -111,47 +131,64 @@ def run_demo(cfg: ExperimentConfig, output: Path, show_progress: bool = True) ->
         cache = prepare_cache(cfg, output / "work")
         progress.advance(stage)
 
-        trainer = Trainer(train_config(cfg, "dreamrelation", cache, output / "run"))
-        train_task = progress.add_task("train DreamRelation", total=cfg.train_steps)
-        result = trainer.run(show_progress=False, on_step=lambda _: progress.advance(train_task))
+        # DreamRelation, and the paper's direct-LoRA baseline on the same exemplars and seed.
+        runs = {}
+        for method, label in (("dreamrelation", "DreamRelation"), ("direct_lora", "direct LoRA")):
+            trainer = Trainer(
+                train_config(cfg, method, cache, output / ("run" if method == "dreamrelation" else method))
+            )
+            train_task = progress.add_task(f"train {label}", total=cfg.train_steps)
+            runs[method] = trainer.run(
+                show_progress=False, on_step=lambda _, t=train_task: progress.advance(t)
+            )
+        result = runs["dreamrelation"]
 
-        gen_task = progress.add_task("generate (base, ours)", total=2 * len(prompts))
-        base_videos = generate_videos(base_backbone(cfg), cfg, prompts, lambda: progress.advance(gen_task))
-        ours_videos = generate_videos(
-            backbone_with_lora(cfg, result.lora_path), cfg, prompts, lambda: progress.advance(gen_task)
-        )
+        gen_task = progress.add_task("generate (base, ours, direct)", total=3 * len(prompts))
+        videos = {
+            "Base model": generate_videos(
+                base_backbone(cfg), cfg, prompts, lambda: progress.advance(gen_task)
+            )
+        }
+        for method, label in (("dreamrelation", "DreamRelation"), ("direct_lora", "Direct LoRA")):
+            backbone = backbone_with_lora(cfg, runs[method].lora_path)
+            videos[label] = generate_videos(backbone, cfg, prompts, lambda: progress.advance(gen_task))
         analysis_task = progress.add_task("Q/K/V + attention analysis", total=1)
         interpretability = analyze_toy(cfg, result.lora_path, prompts[0].prompt, output)
         progress.advance(analysis_task)
-        eval_task = progress.add_task("oracle evaluation", total=2)
-        metrics = {"Base model": evaluate_videos(cfg, base_videos, prompts, reference)}
-        progress.advance(eval_task)
-        metrics["DreamRelation"] = evaluate_videos(cfg, ours_videos, prompts, reference)
-        progress.advance(eval_task)
+        eval_task = progress.add_task("oracle evaluation", total=len(videos))
+        metrics = {}
+        for label, generated in videos.items():
+            metrics[label] = evaluate_videos(cfg, generated, prompts, reference)
+            progress.advance(eval_task)
 
     exemplars = exemplar_clips(cfg)
     shown = prompts[:SHOWN]
     exemplars_gif = gif_strip([c.frames for c in exemplars[:SHOWN]], output / "exemplars.gif")
-    base_gif = gif_strip(base_videos[:SHOWN], output / "base.gif")
-    ours_gif = gif_strip(ours_videos[:SHOWN], output / "dreamrelation.gif")
+    base_gif = gif_strip(videos["Base model"][:SHOWN], output / "base.gif")
+    ours_gif = gif_strip(videos["DreamRelation"][:SHOWN], output / "dreamrelation.gif")
+    direct_gif = gif_strip(videos["Direct LoRA"][:SHOWN], output / "direct_lora.gif")
     truth_gif = gif_strip(reference[:SHOWN], output / "ground_truth.gif")
     loss_png = loss_curves(result.history, output / "losses.png")
     minutes = (time.perf_counter() - started) / 60
+    verdict = demo_verdict(metrics)
     notes = (
-        f"Relation <b>{cfg.relation}</b> learned from {cfg.exemplars} exemplars "
+        f"<b>{verdict}</b></p><p>Relation <b>{cfg.relation}</b> learned from {cfg.exemplars} exemplars "
         f"({cfg.exemplar_subjects[0][1]} and {cfg.exemplar_subjects[1][1]} persons on a "
         f"{cfg.exemplar_background} background), {cfg.train_steps} steps; "
         f"evaluated on {len(prompts)} prompts "
-        f"with new subjects and backgrounds; {minutes:.1f} minutes in all."
+        f"with new subjects and backgrounds, the same prompts and seeds for every model; "
+        f"{minutes:.1f} minutes in all. One seed: `dreamrelation benchmark toy` gives the seed spread."
     )
+    prompts_shown = [p.prompt for p in shown]
     report = write_report(
         output,
         title=f"DreamRelation toy demo: {cfg.relation}",
         exemplars_gif=exemplars_gif,
         sections=[
-            ("Base model", base_gif, [p.prompt for p in shown]),
-            ("DreamRelation (relation + FFN LoRAs)", ours_gif, [p.prompt for p in shown]),
-            ("Ground truth for the same prompts", truth_gif, [p.prompt for p in shown]),
+            ("Base model (no LoRA)", base_gif, prompts_shown),
+            ("Base + DreamRelation LoRA (relation + FFN)", ours_gif, prompts_shown),
+            ("Base + direct LoRA (all projections, plain loss)", direct_gif, prompts_shown),
+            ("Ground truth for the same prompts", truth_gif, prompts_shown),
         ],
         metrics=metrics,
         loss_png=loss_png,
@@ -161,6 +198,7 @@ def run_demo(cfg: ExperimentConfig, output: Path, show_progress: bool = True) ->
     summary = {
         "config": cfg.model_dump(),
         "metrics": metrics,
+        "verdict": verdict,
         "subspace": interpretability["subspace"],
         "minutes": minutes,
         "report": str(report),
@@ -174,5 +212,6 @@ def run_demo(cfg: ExperimentConfig, output: Path, show_progress: bool = True) ->
     for method, values in metrics.items():
         table.add_row(method, *(f"{values.get(m, float('nan')):.3f}" for m in METRIC_LABELS))
     console.print(table)
+    console.print(verdict)
     console.print(f"report: {report}")
     return summary
