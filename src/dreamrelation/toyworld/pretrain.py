@@ -226,6 +226,8 @@ def flow_matching_loss(
     return torch.nn.functional.mse_loss(prediction.float(), backbone.flow_target(latents, noise))
 
 
+#: the steps between which a time budget's throughput is measured (then the schedule's length is fixed)
+BUDGET_PROBE_STEPS = (10, 60)
 #: noise levels of the fixed validation protocol (docs/toy_backbone.md)
 VALIDATION_SIGMAS = (0.05, 0.2, 0.5, 0.8, 0.95)
 
@@ -309,7 +311,7 @@ def pretrain(
 
     # 2. the loop: rendered batches -> latents + text -> flow-matching step -> EMA
     total_steps = config.steps
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     start = time.perf_counter()
     with _progress(show_progress) as progress:
         task = progress.add_task("pretraining", total=total_steps, loss=float("nan"))
@@ -387,10 +389,6 @@ def pretrain(
         # The stage this one continued from, with its own command and evaluation: the exact lineage.
         record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
     return record
-
-
-#: the steps between which a time budget's throughput is measured (then the schedule's length is fixed)
-BUDGET_PROBE_STEPS = (10, 60)
 
 
 def _progress(show: bool) -> Progress:
