@@ -8,11 +8,14 @@ from pathlib import Path
 import torch
 
 
+def default_device() -> torch.device:
+    """cuda when available, else cpu."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else as torch reads it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``"auto"`` -> :func:`default_device`; anything else as torch reads it."""
+    return default_device() if device == "auto" else torch.device(device)
 
 
 def native_bf16(device: torch.device) -> bool:

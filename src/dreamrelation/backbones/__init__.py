@@ -10,6 +10,7 @@ from dreamrelation.backbones.base import ROLES, Backbone
 from dreamrelation.backbones.hunyuan import HunyuanVideoBackbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.backbones.wan import WanBackbone
+from dreamrelation.devices import default_device
 
 BACKBONES: dict[str, type[Backbone]] = {
     cls.name: cls for cls in (MochiBackbone, WanBackbone, HunyuanVideoBackbone)
@@ -61,10 +62,6 @@ def load_backbone(
     if device is not None:
         loaded.to(device)
     return loaded
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 __all__ = [

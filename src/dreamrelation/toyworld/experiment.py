@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from dreamrelation.backbones import Backbone, load_backbone
+from dreamrelation.backbones import Backbone, default_device, load_backbone
 from dreamrelation.cache import build_cache
 from dreamrelation.config import CacheConfig, TrainConfig, load_config
 from dreamrelation.generate import load_inference_lora, render, to_uint8
@@ -216,7 +216,9 @@ def evaluate_videos(
 
 
 def base_backbone(cfg: ExperimentConfig) -> Backbone:
-    return load_backbone("toy", cfg.model, "float32")
+    """The toy base model on the default device (a GPU when there is one: the benchmark's generation
+    then runs there, as its training does through accelerate)."""
+    return load_backbone("toy", cfg.model, "float32", device=default_device())
 
 
 def backbone_with_lora(cfg: ExperimentConfig, lora: Path) -> Backbone:
