@@ -9,7 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from dreamrelation.cli import app
-from dreamrelation.toyworld.benchmark import average_over_relations, claim_verdict, run_benchmark, summarize
+from dreamrelation.toyworld.benchmark import (
+    average_over_relations,
+    claim_verdict,
+    complete_seeds,
+    markdown_report,
+    run_benchmark,
+    summarize,
+)
 from dreamrelation.toyworld.demo import demo_verdict, run_demo
 from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts
 
@@ -90,6 +97,8 @@ def test_benchmark_writes_a_markdown_table_and_resumes(tmp_path: Path) -> None:
     assert "## shaking_hands" in table and "## hugging" in table
     assert table.count("| dreamrelation |") == 3 and "| base |" in table and "±" in table
     assert "Machine:" in table
+    # one seed, and no direct LoRA run: the claim is not judged
+    assert "Claim not tested yet: 0 complete seeds" in table and "**shown**" not in table
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert set(results) == set(relations)
     assert all(set(results[r]) == {"base", "dreamrelation"} for r in relations)
@@ -127,3 +136,21 @@ def test_claim_verdict_needs_both_gaps_beyond_the_seed_spread() -> None:
     # Both better, but by less than the seed spread: not shown.
     assert "**not shown**" in claim_verdict(summary((0.6, 0.1), (0.5, 0.2), 0.15))
     assert "not tested" in claim_verdict({"base": {}})
+
+
+def test_the_claim_is_judged_only_with_three_complete_seeds() -> None:
+    runs = {"dreamrelation": {"relation_accuracy": 0.9, "appearance_leakage": 0.0}}
+    runs["direct_lora"] = {"relation_accuracy": 0.1, "appearance_leakage": 0.5}
+    results = {r: {m: {"0": v, "1": v} for m, v in runs.items()} for r in ("hugging", "pushing")}
+    results["pushing"]["dreamrelation"]["2"] = runs["dreamrelation"]
+    assert complete_seeds(results, ["hugging", "pushing"], [0, 1, 2]) == [0, 1]
+    summary = average_over_relations(results, ["hugging", "pushing"], list(runs), [0, 1, 2])
+    cfg = ExperimentConfig()
+    report = markdown_report(
+        summary, {r: summary for r in ("hugging", "pushing")}, cfg, [0, 1, 2], "test", 1.0, {"averaged": 2}
+    )
+    assert "(2 complete seeds)" in report and "Claim not tested yet: 2 complete seeds" in report
+    report = markdown_report(
+        summary, {r: summary for r in ("hugging", "pushing")}, cfg, [0, 1, 2], "test", 1.0, {"averaged": 3}
+    )
+    assert "**shown**" in report

@@ -109,8 +109,10 @@ def run_benchmark(
                 shutil.rmtree(workdir, ignore_errors=True)
     per_relation = {r: summarize(results[r], methods, seeds) for r in relations}
     averaged = average_over_relations(results, relations, methods, seeds)
+    complete = {r: len(complete_seeds(results, [r], seeds)) for r in relations}
+    complete["averaged"] = len(complete_seeds(results, relations, seeds))
     minutes = (time.perf_counter() - started) / 60
-    table = markdown_report(averaged, per_relation, base, seeds, command, minutes)
+    table = markdown_report(averaged, per_relation, base, seeds, command, minutes, complete)
     (output / "benchmark.md").write_text(table)
     if docs is not None:
         docs.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +134,18 @@ def summarize(
             if runs and m in runs[0]
         }
     return summary
+
+
+def complete_seeds(
+    results: dict[str, dict[str, dict[str, dict[str, float]]]],
+    relations: Sequence[str],
+    seeds: Sequence[int],
+    methods: Sequence[str] = ("dreamrelation", "direct_lora"),
+) -> list[int]:
+    """The seeds for which every relation has a result for every one of ``methods``."""
+    return [
+        s for s in seeds if all(str(s) in results.get(r, {}).get(m, {}) for r in relations for m in methods)
+    ]
 
 
 def average_over_relations(
@@ -191,8 +205,12 @@ def markdown_report(
     seeds: Sequence[int],
     command: str,
     minutes: float,
+    complete: dict[str, int] | None = None,
 ) -> str:
+    """``complete``: per relation (and ``"averaged"``) how many seeds have both compared methods; the
+    claim is judged only with at least :data:`MIN_SEEDS_FOR_VERDICT` of them (a seed spread needs them)."""
     relations = list(per_relation)
+    complete = complete or {}
     title = relations[0] if len(relations) == 1 else f"{len(relations)} relations"
     lines = [
         f"# Toy-world benchmark: {title}",
@@ -206,20 +224,34 @@ def markdown_report(
         "",
     ]
     if len(relations) > 1:
+        n = complete.get("averaged", len(seeds))
         lines += [
-            f"## Averaged over {', '.join(relations)}",
+            f"## Averaged over {', '.join(relations)} ({n} complete seed{'s' if n != 1 else ''})",
             "",
             *_table(averaged),
             "",
-            claim_verdict(averaged),
+            _verdict(averaged, n),
             "",
         ]
     for relation, summary in per_relation.items():
         lines += [f"## {relation}", "", *_table(summary)]
         if len(relations) == 1:
-            lines += ["", claim_verdict(summary)]
+            lines += ["", _verdict(summary, complete.get(relation, len(seeds)))]
         lines.append("")
     return "\n".join(lines)
+
+
+#: the fewest seeds with which the claim is judged
+MIN_SEEDS_FOR_VERDICT = 3
+
+
+def _verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+    if seeds < MIN_SEEDS_FOR_VERDICT:
+        return (
+            f"Claim not tested yet: {seeds} complete seed{'s' if seeds != 1 else ''}, and the rule needs "
+            f"{MIN_SEEDS_FOR_VERDICT} for a seed spread (rerun the same command: it resumes)."
+        )
+    return claim_verdict(summary)
 
 
 def _table(summary: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
