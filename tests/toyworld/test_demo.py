@@ -94,7 +94,7 @@ def test_benchmark_writes_a_markdown_table_and_resumes(tmp_path: Path) -> None:
     run_benchmark(*args, show_progress=False, relations=relations)
     table = docs.read_text()
     assert "## Averaged over shaking_hands, hugging" in table
-    assert "## shaking_hands" in table and "## hugging" in table
+    assert "## shaking_hands (0 complete seeds)" in table and "## hugging" in table
     assert table.count("| dreamrelation |") == 3 and "| base |" in table and "±" in table
     assert "Machine:" in table
     # one seed, and no direct LoRA run: the claim is not judged

@@ -234,7 +234,9 @@ def markdown_report(
             "",
         ]
     for relation, summary in per_relation.items():
-        lines += [f"## {relation}", "", *_table(summary)]
+        n = complete.get(relation)
+        heading = relation if n is None else f"{relation} ({n} complete seed{'s' if n != 1 else ''})"
+        lines += [f"## {heading}", "", *_table(summary)]
         if len(relations) == 1:
             lines += ["", _verdict(summary, complete.get(relation, len(seeds)))]
         lines.append("")
