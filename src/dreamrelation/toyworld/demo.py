@@ -34,6 +34,8 @@ from dreamrelation.toyworld.world import RELATIONS
 from dreamrelation.train import Trainer
 
 SHOWN = 8  # videos per GIF strip
+#: the LoRAs the demo trains (method -> label in the report): the paper's method and its baseline
+LORA_METHODS = {"dreamrelation": "DreamRelation", "direct_lora": "Direct LoRA"}
 
 
 def relation_word(relation: str) -> str:
@@ -133,7 +135,7 @@ def run_demo(cfg: ExperimentConfig, output: Path, show_progress: bool = True) ->
 
         # DreamRelation, and the paper's direct-LoRA baseline on the same exemplars and seed.
         runs = {}
-        for method, label in (("dreamrelation", "DreamRelation"), ("direct_lora", "direct LoRA")):
+        for method, label in LORA_METHODS.items():
             trainer = Trainer(
                 train_config(cfg, method, cache, output / ("run" if method == "dreamrelation" else method))
             )
@@ -149,7 +151,7 @@ def run_demo(cfg: ExperimentConfig, output: Path, show_progress: bool = True) ->
                 base_backbone(cfg), cfg, prompts, lambda: progress.advance(gen_task)
             )
         }
-        for method, label in (("dreamrelation", "DreamRelation"), ("direct_lora", "Direct LoRA")):
+        for method, label in LORA_METHODS.items():
             backbone = backbone_with_lora(cfg, runs[method].lora_path)
             videos[label] = generate_videos(backbone, cfg, prompts, lambda: progress.advance(gen_task))
         analysis_task = progress.add_task("Q/K/V + attention analysis", total=1)
