@@ -97,8 +97,9 @@ def test_benchmark_writes_a_markdown_table_and_resumes(tmp_path: Path) -> None:
     assert "## shaking_hands (0 complete seeds)" in table and "## hugging" in table
     assert table.count("| dreamrelation |") == 3 and "| base |" in table and "±" in table
     assert "Machine:" in table
-    # one seed, and no direct LoRA run: the claim is not judged
-    assert "Claim not tested yet: 0 complete seeds" in table and "**shown**" not in table
+    # no direct LoRA run: the claim is not judged, and the table says why
+    assert "Claim not tested: the run lacks `dreamrelation` or `direct_lora`" in table
+    assert "**shown**" not in table
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
     assert set(results) == set(relations)
     assert all(set(results[r]) == {"base", "dreamrelation"} for r in relations)

@@ -236,10 +236,14 @@ def markdown_report(
     for relation, summary in per_relation.items():
         n = complete.get(relation)
         heading = relation if n is None else f"{relation} ({n} complete seed{'s' if n != 1 else ''})"
-        lines += [f"## {heading}", "", *_table(summary)]
-        if len(relations) == 1:
-            lines += ["", _verdict(summary, complete.get(relation, len(seeds)))]
-        lines.append("")
+        lines += [
+            f"## {heading}",
+            "",
+            *_table(summary),
+            "",
+            _verdict(summary, n if n is not None else len(seeds)),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -248,6 +252,8 @@ MIN_SEEDS_FOR_VERDICT = 3
 
 
 def _verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+    if "dreamrelation" not in summary or "direct_lora" not in summary:
+        return claim_verdict(summary)  # says which method is missing
     if seeds < MIN_SEEDS_FOR_VERDICT:
         return (
             f"Claim not tested yet: {seeds} complete seed{'s' if seeds != 1 else ''}, and the rule needs "
