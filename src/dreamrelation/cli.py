@@ -229,6 +229,9 @@ def benchmark_toy(
     model: str = typer.Option(None, "--model", help="Toy base model: 'shipped' or a pretrained folder."),
     output: Path = typer.Option(Path("runs/toy-benchmark"), "--output", "-o", help="Results (resumable)."),
     docs: Path = typer.Option(Path("docs/toy_benchmark.md"), "--docs", help="Markdown table to write."),
+    report_only: bool = typer.Option(
+        False, "--report-only", help="Write the tables of the results already in --output; run nothing."
+    ),
 ) -> None:
     """Base model, direct LoRA, DreamRelation, ablations and LoRA placements in the toy world, per
     relation and averaged over relations."""
@@ -256,7 +259,16 @@ def benchmark_toy(
     )
     command = "dreamrelation " + " ".join(sys.argv[1:])
     _run(
-        run_benchmark, cfg, [int(s) for s in seeds.split(",")], chosen, output, command, docs, True, relations
+        run_benchmark,
+        cfg,
+        [int(s) for s in seeds.split(",")],
+        chosen,
+        output,
+        command,
+        docs,
+        True,
+        relations,
+        report_only,
     )
 
 

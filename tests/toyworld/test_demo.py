@@ -106,6 +106,10 @@ def test_benchmark_writes_a_markdown_table_and_resumes(tmp_path: Path) -> None:
     before = (tmp_path / "bench" / "results.json").stat().st_mtime_ns
     run_benchmark(*args, show_progress=False, relations=relations)
     assert (tmp_path / "bench" / "results.json").stat().st_mtime_ns == before  # nothing re-run
+    # a relation not run yet: --report-only writes its (empty) table and runs nothing
+    run_benchmark(*args, show_progress=False, relations=[*relations, "pushing"], report_only=True)
+    assert (tmp_path / "bench" / "results.json").stat().st_mtime_ns == before
+    assert "## pushing (0 complete seeds)" in docs.read_text()
 
 
 def test_average_over_relations_is_the_seed_spread_of_the_relation_mean() -> None:

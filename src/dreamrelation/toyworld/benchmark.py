@@ -59,8 +59,10 @@ def run_benchmark(
     docs: Path | None,
     show_progress: bool = True,
     relations: Sequence[str] | None = None,
+    report_only: bool = False,
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """Every (relation, seed, method) run not yet in ``output/results.json``; then the tables.
+    """Every (relation, seed, method) run not yet in ``output/results.json``; then the tables
+    (``report_only``: the tables of what is there, running nothing).
 
     Returns the summary averaged over ``relations`` (default: ``base.relation`` alone), as the paper's
     Table 1 averages over its relations; the Markdown also has one table per relation.
@@ -77,7 +79,7 @@ def run_benchmark(
         for r in relations
         for s in seeds
         for m in methods
-        if str(s) not in results.get(r, {}).get(m, {})
+        if str(s) not in results.get(r, {}).get(m, {}) and not report_only
     ]
     console = Console(stderr=True, quiet=not show_progress)
     started = time.perf_counter()
@@ -90,7 +92,7 @@ def run_benchmark(
         disable=not show_progress,
     ) as progress:
         task = progress.add_task("benchmark", total=len(todo))
-        for relation in relations:
+        for relation in relations if todo else []:
             for seed in seeds:
                 cfg = base.model_copy(update={"seed": seed, "relation": relation})
                 cfg.check()
@@ -107,7 +109,7 @@ def run_benchmark(
                     save_json(results, results_path)
                     progress.advance(task)
                 shutil.rmtree(workdir, ignore_errors=True)
-    per_relation = {r: summarize(results[r], methods, seeds) for r in relations}
+    per_relation = {r: summarize(results.get(r, {}), methods, seeds) for r in relations}
     averaged = average_over_relations(results, relations, methods, seeds)
     complete = {r: len(complete_seeds(results, [r], seeds)) for r in relations}
     complete["averaged"] = len(complete_seeds(results, relations, seeds))
