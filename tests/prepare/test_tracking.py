@@ -40,7 +40,9 @@ def toy_detections(
             if f in (drop or {}).get(s, set()) or not visible[s, f].any():
                 continue
             phrase = 0 if same_words else s
-            dets.append(Detection(mask_box(visible[s, f]), float(rng.uniform(0.5, 0.9)), phrase, visible[s, f]))
+            dets.append(
+                Detection(mask_box(visible[s, f]), float(rng.uniform(0.5, 0.9)), phrase, visible[s, f])
+            )
         # a weak distractor in a corner, overlapping neither sprite's previous position much
         corner = np.zeros_like(visible[0, f])
         corner[0:2, 0:2] = True
@@ -102,7 +104,9 @@ def test_a_subject_missing_in_too_many_frames_fails_with_its_name():
     scene = Scene(("triangle", "red"), ("circle", "blue"), "hugging", "dark", seed=3)
     frames, _ = toy_detections(scene, same_words=False, drop={0: {1, 2, 3, 9, 10}})
     tracks = track_subjects(frames, same_words=False)
-    with pytest.raises(MaskingError, match=r"clip7: subject 1 \('red triangle'\) not found in 5 of 16 frames"):
+    with pytest.raises(
+        MaskingError, match=r"clip7: subject 1 \('red triangle'\) not found in 5 of 16 frames"
+    ):
         check_tracks(tracks, "clip7", ("red triangle", "blue circle"), max_missing_fraction=0.2)
 
 

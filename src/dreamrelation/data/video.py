@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +180,36 @@ def read_video(
             "lower num_frames or frame_stride, or use a longer clip",
         )
     return torch.from_numpy(np.stack(picked))
+
+
+def read_frames(path: str | Path, indices: Sequence[int], height: int, width: int) -> torch.Tensor:
+    """Decode the frames at ``indices`` (any order, repeats allowed) as uint8 (len(indices), H, W, 3).
+
+    One pass over the clip, keeping only the wanted frames, resized and centre-cropped like
+    :func:`read_video`; an index past the end is an error naming the clip.
+    """
+    if not indices:
+        raise ValueError("indices must name at least one frame")
+    if min(indices) < 0:
+        raise ValueError(f"frame indices must be >= 0, got {min(indices)}")
+    path = Path(path)
+    wanted = set(indices)
+    last_needed = max(wanted)
+    kept: dict[int, np.ndarray] = {}
+    decoded = 0
+    with _open_frames(path) as (_, frames):
+        for index, frame in enumerate(frames):
+            decoded = index + 1
+            if index in wanted:
+                image = resize_and_crop(frame.to_image(), height, width, Image.Resampling.BICUBIC)
+                kept[index] = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            if index >= last_needed:
+                break
+    if last_needed not in kept:
+        raise InputError(
+            path, f"has {decoded} frames, needs frame {last_needed}", "use a longer clip or fewer frames"
+        )
+    return torch.from_numpy(np.stack([kept[i] for i in indices]))
 
 
 def _frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:

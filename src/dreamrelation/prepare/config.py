@@ -21,7 +21,9 @@ class _Strict(BaseModel):
 class NtuConfig(_Strict):
     """`dreamrelation prepare ntu`: pick clips of the 26 two-person relations from a copy of NTU RGB+D."""
 
-    ntu: Path = Field(description="Folder holding the *_rgb.avi files (one folder or the per-archive folders).")
+    ntu: Path = Field(
+        description="Folder holding the *_rgb.avi files (one folder or the per-archive folders)."
+    )
     output: Path = Field(description="Where to write one dataset folder per relation.")
     relations: str = Field("all", description="'all' or names/codes/ids, e.g. shaking_hands,A055,112.")
     clips_per_relation: int = Field(20, gt=0, description="Clips per relation (paper: about 20).")
@@ -35,13 +37,19 @@ class VideosConfig(_Strict):
 
     input: Path = Field(description="Dataset folder: clips, <clip>.txt captions, optional masks/<clip>/.")
     output: Path = Field(description="Dataset folder to write (with bucketing: one sub-folder per size).")
-    backbone: str = Field("mochi", description="Whose frame rule and size rule to follow: mochi, wan, hunyuan, toy.")
-    num_frames: int = Field(61, gt=0, description="Frames per output clip (Mochi 6k+1, Wan/HunyuanVideo 4k+1).")
+    backbone: str = Field(
+        "mochi", description="Whose frame rule and size rule to follow: mochi, wan, hunyuan, toy."
+    )
+    num_frames: int = Field(
+        61, gt=0, description="Frames per output clip (Mochi 6k+1, Wan/HunyuanVideo 4k+1)."
+    )
     fps: float | None = Field(None, gt=0, description="Resample to this frame rate first (default: keep).")
     frames: Literal["first", "uniform", "chunks"] = Field(
         "first", description="first N frames, N spread uniformly over the clip, or sliding chunks of N."
     )
-    chunk_stride: int | None = Field(None, gt=0, description="Chunks: frames between chunk starts (default N).")
+    chunk_stride: int | None = Field(
+        None, gt=0, description="Chunks: frames between chunk starts (default N)."
+    )
     height: int = Field(480, gt=0, description="Output height (resize + centre crop).")
     width: int = Field(848, gt=0, description="Output width (resize + centre crop).")
     resize: Literal["crop", "bucket"] = Field(
@@ -73,8 +81,12 @@ class MasksConfig(_Strict):
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1 ...")
     box_threshold: float = Field(0.3, ge=0, le=1, description="Minimum Grounding DINO phrase score of a box.")
     top_k: int = Field(6, gt=0, description="Boxes per frame handed to SAM and the tracker.")
-    min_overlap: float = Field(0.1, ge=0, le=1, description="IoU with the previous frame needed to keep an identity.")
-    swap_ratio: float = Field(0.8, gt=0, le=1, description="Flag a frame as a suspected swap above this ratio.")
+    min_overlap: float = Field(
+        0.1, ge=0, le=1, description="IoU with the previous frame needed to keep an identity."
+    )
+    swap_ratio: float = Field(
+        0.8, gt=0, le=1, description="Flag a frame as a suspected swap above this ratio."
+    )
     max_missing_fraction: float = Field(
         0.2, ge=0, le=1, description="Fail a clip whose subject is missing in more of its frames than this."
     )

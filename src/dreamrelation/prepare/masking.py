@@ -69,7 +69,8 @@ def subject_words(caption: str) -> tuple[str, str]:
     """The two subject phrases of an NTU-style caption, without articles.
 
     ``"A person is shaking hands with a person."`` -> ``("person", "person")``;
-    ``"a red triangle is hugging a blue circle on a dark background."`` -> ``("red triangle", "blue circle")``.
+    ``"a red triangle is hugging a blue circle on a dark background."`` ->
+    ``("red triangle", "blue circle")``.
     Matches the 26 relation templates; other captions need the subjects given explicitly.
     """
     text = " ".join(caption.strip().split())
@@ -128,9 +129,7 @@ def detect_frames(
     return per_frame
 
 
-def check_tracks(
-    tracks: Tracks, name: str, words: tuple[str, str], max_missing_fraction: float
-) -> None:
+def check_tracks(tracks: Tracks, name: str, words: tuple[str, str], max_missing_fraction: float) -> None:
     """Raise :class:`MaskingError` naming the clip and subject when a subject is missing too often."""
     if tracks.anchor_frame is None:
         raise MaskingError(

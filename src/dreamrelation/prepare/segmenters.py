@@ -45,7 +45,7 @@ def _load(kind: str, source: str, loader):  # noqa: ANN001, ANN202 - from_pretra
     looks_local = path.is_absolute() or source.startswith((".", "~")) or path.exists()
     if looks_local and not path.is_dir():
         raise InputError(
-            path, f"{kind} folder does not exist", f"pass a folder saved with save_pretrained or a hub id"
+            path, f"{kind} folder does not exist", "pass a folder saved with save_pretrained or a hub id"
         )
     try:
         return loader(str(path) if looks_local else source)
@@ -159,7 +159,9 @@ class SamSegmenter:
         self.device = torch.device(device)
 
     @classmethod
-    def from_pretrained(cls, source: str = DEFAULT_SEGMENTER, device: str | torch.device = "cpu") -> SamSegmenter:
+    def from_pretrained(
+        cls, source: str = DEFAULT_SEGMENTER, device: str | torch.device = "cpu"
+    ) -> SamSegmenter:
         from transformers import AutoProcessor, SamModel
 
         model = _load("segmenter", source, SamModel.from_pretrained)

@@ -33,18 +33,35 @@ def save_tiny_grounding_dino(folder: str | Path, words: Sequence[str] = _WORDS, 
     torch.manual_seed(seed)
     config = GroundingDinoConfig(
         backbone_config=SwinConfig(
-            image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
-            window_size=2, out_indices=[2, 3, 4],
+            image_size=64,
+            patch_size=4,
+            embed_dim=8,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 1, 1],
+            window_size=2,
+            out_indices=[2, 3, 4],
         ),
         text_config=BertConfig(
-            vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-            intermediate_size=16, max_position_embeddings=64,
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            max_position_embeddings=64,
         ),
         # d_model 32: the input projections use GroupNorm(32, d_model); 2 decoder layers: the box
         # heads of layers > 0 are tied to layer 0's.
-        d_model=32, num_queries=12, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32,
-        decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2, encoder_n_points=2,
-        decoder_n_points=2, max_text_len=32,
+        d_model=32,
+        num_queries=12,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        max_text_len=32,
     )
     model = GroundingDinoForObjectDetection(config).eval()
     # At least 64 px on the short side: the coarsest feature level must keep more than one pixel.
@@ -69,8 +86,16 @@ def save_tiny_sam(folder: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = SamConfig(
         vision_config=SamVisionConfig(
-            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8,
-            output_channels=8, mlp_dim=16, global_attn_indexes=[0], window_size=0, num_pos_feats=4,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            output_channels=8,
+            mlp_dim=16,
+            global_attn_indexes=[0],
+            window_size=0,
+            num_pos_feats=4,
         ),
         prompt_encoder_config=SamPromptEncoderConfig(
             hidden_size=8, image_size=32, patch_size=8, mask_input_channels=4

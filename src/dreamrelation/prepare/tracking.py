@@ -128,7 +128,10 @@ class Tracks:
 
 
 def _pair_options(
-    candidates: Sequence[Detection], references: tuple[Detection, Detection], same_words: bool, min_overlap: float
+    candidates: Sequence[Detection],
+    references: tuple[Detection, Detection],
+    same_words: bool,
+    min_overlap: float,
 ) -> list[tuple[float, float, int | None, int | None]]:
     """Every valid (total overlap, total score, index for subject 1, index for subject 2)."""
     per_slot: list[list[tuple[int | None, float]]] = []
@@ -189,7 +192,9 @@ def track_subjects(
 ) -> Tracks:
     """Assign each frame's detections to subject 1 / subject 2 (rules in the module docstring)."""
     if not 0 <= min_overlap <= 1 or not 0 < swap_ratio <= 1:
-        raise ValueError(f"need 0 <= min_overlap <= 1 and 0 < swap_ratio <= 1, got {min_overlap}, {swap_ratio}")
+        raise ValueError(
+            f"need 0 <= min_overlap <= 1 and 0 < swap_ratio <= 1, got {min_overlap}, {swap_ratio}"
+        )
     cleaned = [deduplicate(frame, duplicate_iou) for frame in frames]
     tracks: list[list[Detection | None]] = [[None] * len(frames), [None] * len(frames)]
     swaps: set[int] = set()
@@ -227,7 +232,9 @@ def filled_masks(tracks: Tracks, height: int, width: int) -> tuple[np.ndarray, l
             detection = tracks.tracks[subject][source]
             assert detection is not None
             if detection.mask is None:
-                raise ValueError(f"frame {source}: subject {subject + 1} has a box but no mask; segment it first")
+                raise ValueError(
+                    f"frame {source}: subject {subject + 1} has a box but no mask; segment it first"
+                )
             if detection.mask.shape != (height, width):
                 raise ValueError(
                     f"frame {source}: mask is {detection.mask.shape}, expected ({height}, {width})"
