@@ -17,6 +17,7 @@ from dreamrelation.analysis.cli import analyze_app
 from dreamrelation.analysis.maps_cli import register as register_maps
 from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig, load_config
 from dreamrelation.errors import DreamRelationError
+from dreamrelation.prepare.cli import register as register_prepare
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -27,6 +28,7 @@ register_maps(analyze_app)
 app.add_typer(
     analyze_app, name="analyze", help="Interpretability: Q/K/V subspaces, feature and attention maps."
 )
+register_prepare(app)  # `prepare ntu|videos`, `masks`: raw videos -> dataset folders
 console = Console(stderr=True)
 
 CONFIG_HELP = "YAML file with the command's settings (see docs/); flags given here override it."

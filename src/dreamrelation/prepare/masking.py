@@ -113,6 +113,15 @@ class MasksSummary:
     def suspected_swaps(self) -> int:
         return sum(len(r.suspected_swaps) for r in self.reports)
 
+    def check(self) -> None:
+        """Raise :class:`MaskingError` listing every failed clip (with its own message)."""
+        failed = [r for r in self.reports if r.status == "failed"]
+        if failed:
+            lines = "\n".join(f"  {r.message}" for r in failed)
+            raise MaskingError(
+                f"{len(failed)} of {len(self.reports)} clips got no masks (the others were written):\n{lines}"
+            )
+
 
 def detect_frames(
     frames: np.ndarray, phrases: Sequence[str], detector: Detector, segmenter: Segmenter
@@ -229,11 +238,13 @@ def make_masks(
     detector: Detector,
     segmenter: Segmenter,
     on_clip: Callable[[ClipReport], None] | None = None,
+    raise_on_failure: bool = True,
 ) -> MasksSummary:
     """Masks for every clip of every dataset folder; failed clips are reported, the rest written.
 
     Writes ``<data>/masks_summary.json``; raises :class:`MaskingError` at the end if a clip failed
-    (after doing all the others, so a re-run with other settings only redoes the failed ones).
+    (after doing all the others, so a re-run with other settings only redoes the failed ones), or
+    with ``raise_on_failure=False`` returns the summary and leaves :meth:`MasksSummary.check` to the caller.
     """
     reports: list[ClipReport] = []
     for root in config.data:
@@ -259,12 +270,8 @@ def make_masks(
         _write_summary(Path(root) / SUMMARY_FILE, folder_reports)
         reports.extend(folder_reports)
     summary = MasksSummary(reports)
-    failed = [r for r in reports if r.status == "failed"]
-    if failed:
-        lines = "\n".join(f"  {r.message}" for r in failed)
-        raise MaskingError(
-            f"{len(failed)} of {len(reports)} clips got no masks (the others were written):\n{lines}"
-        )
+    if raise_on_failure:
+        summary.check()
     return summary
 
 
