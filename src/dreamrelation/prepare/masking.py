@@ -181,11 +181,12 @@ def write_mask_folder(labels: np.ndarray, mask_dir: Path) -> Path:
 
 
 def preview_frames(frames: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Frames with subject 1 tinted red and subject 2 green (half opacity), for a quick look."""
+    """Each frame beside itself with subject 1 tinted red and subject 2 green (half opacity)."""
     tint = label_image(labels).astype(np.float32)
     shown = frames.astype(np.float32)
     painted = labels[..., None] > 0
-    return np.where(painted, 0.5 * shown + 0.5 * tint, shown).astype(np.uint8)
+    overlay = np.where(painted, 0.5 * shown + 0.5 * tint, shown).astype(np.uint8)
+    return np.concatenate([frames, overlay], axis=2)
 
 
 def _done(item: VideoItem, mask_dir: Path) -> str | None:
@@ -221,7 +222,9 @@ def mask_clip(
     labels = subject_labels(masks)
     write_mask_folder(labels, root / MASKS_FOLDER / item.name)
     if config.preview:
-        write_gif(preview_frames(frames, labels), root / PREVIEW_FOLDER / f"{item.name}.gif")
+        # small clips are enlarged (nearest) so the preview is at least ~256 px tall
+        scale = max(1, 256 // info.height)
+        write_gif(preview_frames(frames, labels), root / PREVIEW_FOLDER / f"{item.name}.gif", scale=scale)
     return ClipReport(
         item.name,
         "done",
