@@ -40,22 +40,54 @@ class Segmenter(Protocol):
         ...
 
 
-def _load(kind: str, source: str, loader):  # noqa: ANN001, ANN202 - from_pretrained of any class
+def _resolve(kind: str, source: str) -> tuple[str, Path | None]:
+    """``source`` as transformers should read it, and the local folder (None for a hub id)."""
     path = Path(source).expanduser()
-    looks_local = path.is_absolute() or source.startswith((".", "~")) or path.exists()
-    if looks_local and not path.is_dir():
-        raise InputError(
-            path, f"{kind} folder does not exist", "pass a folder saved with save_pretrained or a hub id"
-        )
+    if path.is_absolute() or source.startswith((".", "~")) or path.exists():
+        if not path.is_dir():
+            raise InputError(
+                path, f"{kind} folder does not exist", "pass a folder saved with save_pretrained or a hub id"
+            )
+        return str(path), path
+    return source, None
+
+
+def _load(kind: str, source: str, loader):  # noqa: ANN001, ANN202 - from_pretrained of any class
+    target, local = _resolve(kind, source)
     try:
-        return loader(str(path) if looks_local else source)
+        return loader(target)
     except (OSError, ValueError, KeyError) as error:
         raise InputError(
-            path if looks_local else Path(source),
+            local or Path(source),
             f"cannot load the {kind} ({type(error).__name__}: {error})",
             f"download it first (`hf download {source}` with network access) or pass a local folder "
             "holding its config, weights and processor files",
         ) from error
+
+
+def _load_model(kind: str, source: str, model_class, model_type: str):  # noqa: ANN001, ANN202
+    """The model, refusing a checkpoint of another architecture or with missing weights (transformers
+    would otherwise fill them with random values and only warn)."""
+    from transformers import AutoConfig
+
+    config = _load(kind, source, AutoConfig.from_pretrained)
+    where = _resolve(kind, source)[1] or Path(source)
+    if config.model_type != model_type:
+        default = DEFAULT_DETECTOR if kind == "detector" else DEFAULT_SEGMENTER
+        raise InputError(
+            where,
+            f"is a {config.model_type!r} checkpoint, but the {kind} must be {model_type!r}",
+            f"pass a {model_type} checkpoint (default {default})",
+        )
+    model, info = _load(kind, source, lambda s: model_class.from_pretrained(s, output_loading_info=True))
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise InputError(
+            where,
+            f"the {kind} checkpoint lacks {len(missing)} weights (e.g. {missing[0]})",
+            "re-download the checkpoint; a partial one would run with random weights",
+        )
+    return model
 
 
 def phrase_spans(tokenizer, phrases: Sequence[str], input_ids: Sequence[int]) -> list[list[int]]:  # noqa: ANN001
@@ -106,7 +138,7 @@ class GroundingDinoDetector:
     ) -> GroundingDinoDetector:
         from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
-        model = _load("detector", source, GroundingDinoForObjectDetection.from_pretrained)
+        model = _load_model("detector", source, GroundingDinoForObjectDetection, "grounding-dino")
         processor = _load("detector processor", source, AutoProcessor.from_pretrained)
         return cls(model, processor, device, **kwargs)
 
@@ -164,7 +196,7 @@ class SamSegmenter:
     ) -> SamSegmenter:
         from transformers import AutoProcessor, SamModel
 
-        model = _load("segmenter", source, SamModel.from_pretrained)
+        model = _load_model("segmenter", source, SamModel, "sam")
         processor = _load("segmenter processor", source, AutoProcessor.from_pretrained)
         return cls(model, processor, device)
 

@@ -64,8 +64,8 @@ def save_tiny_grounding_dino(folder: str | Path, words: Sequence[str] = _WORDS, 
         max_text_len=32,
     )
     model = GroundingDinoForObjectDetection(config).eval()
-    # At least 64 px on the short side: the coarsest feature level must keep more than one pixel.
-    image_processor = GroundingDinoImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 128})
+    # At least 96 px on the short side: the coarsest feature level must keep more than one pixel.
+    image_processor = GroundingDinoImageProcessorPil(size={"shortest_edge": 96, "longest_edge": 160})
     model.save_pretrained(folder)
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
