@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from dreamrelation.cli import app
 from dreamrelation.data import scan_dataset
-from dreamrelation.errors import InputError
+from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.prepare.ntu import parse_ntu_name, prepare_ntu, scan_ntu, selection_order
 
 
@@ -125,7 +125,7 @@ def test_bad_inputs_are_clear_errors(ntu_copy, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no NTU RGB clips found"):
         prepare_ntu(tmp_path / "empty", tmp_path / "out")
-    with pytest.raises(InputError, match="unknown relation 'handshake'"):
+    with pytest.raises(ConfigError, match="unknown relation 'handshake'"):
         prepare_ntu(ntu_copy, tmp_path / "out", "handshake")
 
 

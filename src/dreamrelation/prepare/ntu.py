@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamrelation.data.dataset import RELATION_FILE
-from dreamrelation.errors import InputError
+from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.relations import Relation, select_relations
 
 NTU_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})_rgb\.avi$")
@@ -207,9 +207,7 @@ def prepare_ntu(
     try:
         chosen: Iterable[Relation] = select_relations(relations)
     except KeyError as error:
-        raise InputError(
-            Path(str(relations)), str(error.args[0]), "see `dreamrelation prepare ntu --help`"
-        ) from None
+        raise ConfigError(f"relations={relations!r}: {error.args[0]}") from None
     scan = scan_ntu(ntu)
     if not scan.clips:
         raise InputError(

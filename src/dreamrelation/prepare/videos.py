@@ -166,6 +166,8 @@ def prepare_videos(config: VideosConfig, on_clip: Callable[[str, str], None] | N
     """Write the prepared dataset folder(s); see the module docstring for the steps."""
     from dreamrelation.prepare.masking import write_mask_folder
 
+    if config.output.resolve() == config.input.resolve():
+        raise ConfigError(f"output {config.output} is the input folder; write the prepared clips elsewhere")
     rule = frame_rule(config.backbone)
     sizes = config.buckets if config.resize == "bucket" else [(config.height, config.width)]
     for height, width in sizes:
