@@ -155,3 +155,18 @@ def test_buckets_short_clips_and_bad_geometry(make_dataset, tmp_path):
         prepare_videos(_config(source, tmp_path / "x", backbone="mochi", num_frames=8, height=32, width=32))
     with pytest.raises(InputError, match="no clip is long enough"):
         prepare_videos(_config(source, tmp_path / "x", backbone="mochi", num_frames=61, height=32, width=32))
+
+
+def test_cli_prepare_videos(make_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from dreamrelation.cli import app
+
+    source = make_dataset(n_videos=1, num_frames=13)
+    args = ["prepare", "videos", "-i", str(source), "-o", str(tmp_path / "o"), "--backbone", "hunyuan"]
+    result = CliRunner().invoke(app, [*args, "--num-frames", "9", "--set", "height=16", "--set", "width=16"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 clips" in result.output and "skipped 0 too-short clips" in result.output
+    assert check_item(scan_dataset(tmp_path / "o")[0], num_frames=9) == 9
+    bad = CliRunner().invoke(app, [*args, "--num-frames", "10"])
+    assert bad.exit_code == 2 and "use 9 or 13" in bad.output
