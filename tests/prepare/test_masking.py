@@ -152,5 +152,12 @@ def test_a_clip_with_a_subject_missing_too_often_is_named_and_gets_no_masks(tmp_
     )
     assert [r.status for r in summary.reports] == ["done", "skipped"]
     assert summary.reports[0].missing_frames == [[], [2, 3, 4, 5, 6]]
+    # a later run skips both clips but its summary keeps what the first runs found
+    again = make_masks(MasksConfig(data=[tmp_path / "data"]), ColourKeyDetector(), ColourKeyDetector())
+    assert [r.status for r in again.reports] == ["skipped", "skipped"]
+    assert again.frames_with_missing_subject == 5
+    assert (
+        json.loads((tmp_path / "data" / "masks_summary.json").read_text())["frames_with_missing_subject"] == 5
+    )
     written = load_subject_masks(tmp_path / "data" / "masks" / "0000", range(16), 32, 32).numpy()
     assert written.reshape(2, 16, -1).sum(axis=2).min() > 0  # no frame without a subject

@@ -252,6 +252,7 @@ def make_masks(
     reports: list[ClipReport] = []
     for root in config.data:
         items = scan_dataset(root, require_masks=False)
+        earlier = _earlier_reports(Path(root) / SUMMARY_FILE)
         folder_reports = []
         for item in items:
             mask_dir = Path(root) / MASKS_FOLDER / item.name
@@ -262,7 +263,9 @@ def make_masks(
                     raise MaskingError(f"{item.name}: {error}") from error
                 words = (_head_word(words[0]), _head_word(words[1]))
                 if not config.overwrite and _done(item, mask_dir):
-                    report = ClipReport(item.name, "skipped", words, message="already has masks")
+                    # keep what the run that made them found (missing frames, swaps) in the summary
+                    report = earlier.get(item.name) or ClipReport(item.name, "skipped", words)
+                    report.status, report.message = "skipped", "already has masks"
                 else:
                     report = mask_clip(item, words, detector, segmenter, config, Path(root))
             except (MaskingError, InputError) as error:
@@ -276,6 +279,15 @@ def make_masks(
     if raise_on_failure:
         summary.check()
     return summary
+
+
+def _earlier_reports(path: Path) -> dict[str, ClipReport]:
+    """Per-clip reports of the last run's summary, if it is there and readable (else none)."""
+    try:
+        clips = json.loads(path.read_text(encoding="utf-8"))["clips"]
+        return {c["name"]: ClipReport(**{**c, "subjects": tuple(c["subjects"])}) for c in clips}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _write_summary(path: Path, reports: Sequence[ClipReport]) -> None:
