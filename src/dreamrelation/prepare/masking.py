@@ -9,6 +9,7 @@ has it is done and a re-run skips it; a clip that fails gets a message naming th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -51,6 +52,7 @@ class MaskingError(DreamRelationError):
     """Masks of a clip could not be made; the message names the clip, the subject and what to try."""
 
 
+@functools.cache
 def _caption_patterns() -> list[re.Pattern[str]]:
     patterns = []
     for relation in RELATIONS:
