@@ -152,7 +152,9 @@ def load_prompt_file(spec: str | Path, relations: str | None = None) -> list[Pro
         source = Path(spec)
         if not source.is_file():
             raise InputError(
-                source, "prompt file not found", f"give a .json/.jsonl file, or '{EVAL_SET_NAME}' for the shipped set"
+                source,
+                "prompt file not found",
+                f"give a .json/.jsonl file, or '{EVAL_SET_NAME}' for the shipped set",
             )
         text = source.read_text("utf-8")
         is_jsonl = source.suffix.lower() == ".jsonl"
@@ -162,7 +164,9 @@ def load_prompt_file(spec: str | Path, relations: str | None = None) -> list[Pro
         else:
             items = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(source, f"is not valid JSON ({exc})", "fix the file (JSONL: one object per line)") from None
+        raise InputError(
+            source, f"is not valid JSON ({exc})", "fix the file (JSONL: one object per line)"
+        ) from None
     if isinstance(items, dict) and "prompts" in items:
         items = items["prompts"]
     if not isinstance(items, list) or not items:
