@@ -1,0 +1,76 @@
+"""Tiny random models for the evaluation's tests and for offline dry runs of the benchmark runner.
+
+Each writes a folder that loads with the same ``from_pretrained`` calls a real checkpoint goes
+through; tokenizers and processors are built locally (no download). Scores from them are noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_WORDS = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "yes", "no", "USER:", "ASSISTANT:", "a", "is"]
+TINY_WORDS += [f"w{i}" for i in range(53)]
+
+
+def _word_tokenizer(extra_special: dict[str, str] | None = None, max_length: int = 77):  # noqa: ANN202
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_WORDS)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+        extra_special_tokens=extra_special or {},
+    )
+
+
+def write_tiny_vlm(folder: Path, seed: int = 0) -> Path:
+    """A random LLaVA (CLIP vision tower + Llama) with its processor and a chat template: loads
+    through ``AutoProcessor`` + ``AutoModelForImageTextToText`` like Qwen2.5-VL does."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    folder = Path(folder)
+    template = (
+        "{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image> "
+        "{% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}"
+        "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    )
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+        tokenizer=_word_tokenizer({"image_token": "<image>"}, max_length=512),
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        chat_template=template,
+        num_additional_image_tokens=1,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        image_size=16, patch_size=8,
+    )
+    text = LlamaConfig(
+        vocab_size=len(TINY_WORDS),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=4, pad_token_id=0)
+    torch.manual_seed(seed)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
