@@ -326,7 +326,12 @@ def judge_video(
         reply = judge.ask(question, sample_frames(frames, num_frames))
         cache.put(
             key,
-            {"judge": judge.name, "video_sha256": video_sha256, "question": question,
-             "num_frames": num_frames, "reply": reply},
+            {
+                "judge": judge.name,
+                "video_sha256": video_sha256,
+                "question": question,
+                "num_frames": num_frames,
+                "reply": reply,
+            },
         )
     return Verdict(question=question, reply=reply, answer=parse_yes_no(reply), cached=cached)

@@ -57,8 +57,12 @@ def write_tiny_vlm(folder: Path, seed: int = 0) -> Path:
         num_additional_image_tokens=1,
     )
     vision = CLIPVisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        image_size=16, patch_size=8,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=8,
     )
     text = LlamaConfig(
         vocab_size=len(TINY_WORDS),
@@ -73,4 +77,42 @@ def write_tiny_vlm(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     LlavaForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A random CLIP with a locally written byte-level vocabulary (no merges) and its processor."""
+    import json
+
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    size = {"shortest_edge": image_size}
+    crop = {"height": image_size, "width": image_size}
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size=size, crop_size=crop), tokenizer=tokenizer
+    ).save_pretrained(folder)
+    common = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    text = dict(
+        common,
+        vocab_size=len(vocab),
+        max_position_embeddings=77,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
+    vision = dict(common, image_size=image_size, patch_size=8)
+    torch.manual_seed(seed)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
     return folder
