@@ -116,3 +116,46 @@ def write_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
     torch.manual_seed(seed)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
     return folder
+
+
+def write_tiny_videomae(folder: Path, seed: int = 0, image_size: int = 32, num_frames: int = 4) -> Path:
+    """A random VideoMAE with its image processor (FVD's transformers feature extractor)."""
+    import torch
+    from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
+
+    folder = Path(folder)
+    config = VideoMAEConfig(
+        image_size=image_size,
+        patch_size=8,
+        num_frames=num_frames,
+        tubelet_size=2,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+    )
+    torch.manual_seed(seed)
+    VideoMAEModel(config).save_pretrained(folder)
+    size = {"shortest_edge": image_size}
+    crop = {"height": image_size, "width": image_size}
+    VideoMAEImageProcessor(size=size, crop_size=crop).save_pretrained(folder)
+    return folder
+
+
+def write_random_i3d(path: Path, seed: int = 0) -> Path:
+    """Random I3D weights (BN statistics too) as a safetensors state dict."""
+    import torch
+    from safetensors.torch import save_file
+
+    from dreamrelation.evaluation.fvd import InceptionI3d
+
+    torch.manual_seed(seed)
+    model = InceptionI3d()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("running_var"):
+                tensor.uniform_(0.5, 1.5)
+            elif name.endswith(("running_mean", "bn.bias")):
+                tensor.normal_(0, 0.1)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return Path(path)
