@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -25,53 +22,6 @@ from dreamrelation.evaluation.judge import (
     question_for,
 )
 from dreamrelation.evaluation.prompts import PromptEntry, load_prompt_file
-
-
-class _Endpoint:
-    """A scripted OpenAI-compatible server: each request pops the next (status, reply)."""
-
-    def __init__(self, script: list[tuple[int, str]]) -> None:
-        self.script = list(script)
-        self.requests: list[tuple[str, dict, dict]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append((self.path, dict(self.headers), body))
-                status, reply = outer.script.pop(0) if outer.script else (200, "yes")
-                payload = {"choices": [{"message": {"role": "assistant", "content": reply}}]}
-                data = json.dumps(payload if status == 200 else {"error": reply}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def endpoint():
-    servers: list[_Endpoint] = []
-
-    def start(script: list[tuple[int, str]]) -> _Endpoint:
-        servers.append(_Endpoint(script))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
-
 
 ENTRY = PromptEntry("A058-00", "A dog is shaking hands with a cat.", 5800, "shaking_hands", "a dog", "a cat")
 
@@ -166,7 +116,7 @@ def test_gives_up_naming_the_url_and_the_key_variable(endpoint, monkeypatch: pyt
         judge.ask("q?", [])
     assert "HTTP 503" in str(info.value)
 
-    closed = _Endpoint([])
+    closed = endpoint([])
     url = closed.url
     closed.close()  # nothing listens there now
     judge = OpenAIChatJudge(url, "m", api_key_env="MY_KEY_VAR", max_retries=1, sleep=lambda s: None)
