@@ -240,6 +240,11 @@ def evaluate(
     results = _run(evaluate_folder, videos, cfg)
     paths = write_results(results, cfg.output or videos / "evaluation")
     Console(width=80).print(summary_table(results))
+    if results.overall.get("n_unparsed"):
+        console.print(
+            f"[yellow]warning:[/] {results.overall['n_unparsed']} judge replies were neither yes nor no "
+            "(counted as not shown; see judge_reply in per_video.csv)"
+        )
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 

@@ -172,7 +172,7 @@ def generate_prompt_set(
         "backbone": config.model.backbone,
         "model": config.model.model,
         "dtype": config.model.dtype,
-        "lora": str(config.lora) if config.lora else None,
+        "lora": Path(config.lora).name if config.lora else None,
         "lora_sha256": file_sha256(config.lora) if config.lora and Path(config.lora).is_file() else None,
         "lora_scale": config.lora_scale,
         "num_inference_steps": config.num_inference_steps,
