@@ -36,7 +36,7 @@ def test_i3d_layout_and_shapes() -> None:
     assert model.state_dict()["Mixed_4f.b3b.conv3d.weight"].shape == (128, 528, 1, 1, 1)
     assert 12_000_000 < sum(p.numel() for p in model.parameters()) < 13_000_000  # I3D RGB: ~12.7 M
     with torch.no_grad():
-        logits, pooled = model(torch.rand(2, 3, 8, 64, 64) * 2 - 1)
+        logits, pooled = model(torch.rand(2, 3, 8, 32, 32) * 2 - 1)
     assert logits.shape == (2, 400) and pooled.shape == (2, 1024)
 
 
@@ -47,7 +47,7 @@ def i3d_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_i3d_features_load_from_safetensors_and_weights_only_pt(i3d_weights: Path, tmp_path: Path) -> None:
     frames = np.random.default_rng(0).integers(0, 255, (12, 40, 48, 3), dtype=np.uint8)
-    extractor = I3DFeatures(i3d_weights, num_frames=8, size=64, device="cpu")
+    extractor = I3DFeatures(i3d_weights, num_frames=8, size=32, device="cpu")
     got = extractor(frames)
     assert got.shape == (400,)
 
@@ -55,14 +55,14 @@ def test_i3d_features_load_from_safetensors_and_weights_only_pt(i3d_weights: Pat
     model.load_state_dict(read_state_dict(i3d_weights))
     picked = frames[[0, 2, 3, 5, 6, 8, 9, 11]]  # 8 evenly spaced of 12
     clip = torch.from_numpy(picked).permute(0, 3, 1, 2).float()
-    clip = F.interpolate(clip, size=(64, 64), mode="bilinear", align_corners=False) / 127.5 - 1
+    clip = F.interpolate(clip, size=(32, 32), mode="bilinear", align_corners=False) / 127.5 - 1
     with torch.no_grad():
         logits, pooled = model(clip.permute(1, 0, 2, 3)[None])
     np.testing.assert_allclose(got, logits[0].numpy(), rtol=1e-5, atol=1e-5)
 
     pt = tmp_path / "i3d.pt"
     torch.save({"module." + k: v for k, v in read_state_dict(i3d_weights).items()}, pt)  # DataParallel names
-    from_pt = I3DFeatures(pt, num_frames=8, size=64, feature="pool", device="cpu")
+    from_pt = I3DFeatures(pt, num_frames=8, size=32, feature="pool", device="cpu")
     np.testing.assert_allclose(from_pt(frames), pooled[0].numpy(), rtol=1e-5, atol=1e-5)
 
 

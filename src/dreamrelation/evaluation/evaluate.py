@@ -40,8 +40,9 @@ class JudgeSettings(_Strict):
 
     backend: Literal["openai", "local"] = "openai"
     url: str = "https://dashscope.aliyuncs.com/compatible-mode/v1"
-    #: endpoint model name (openai backend), or hub id / folder (local backend)
-    model: str = "qwen-vl-max"
+    #: endpoint model name (openai backend; default qwen-vl-max), or hub id / folder (local backend;
+    #: default Qwen/Qwen2.5-VL-7B-Instruct)
+    model: str | None = None
     #: the NAME of the environment variable that holds the key (the key itself is never stored)
     api_key_env: str = "DASHSCOPE_API_KEY"
     num_frames: int = Field(8, gt=0)
@@ -51,6 +52,11 @@ class JudgeSettings(_Strict):
     max_retries: int = Field(5, ge=0)
     backoff: float = Field(1.0, ge=0)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    def model_name(self) -> str:
+        if self.model:
+            return self.model
+        return "qwen-vl-max" if self.backend == "openai" else "Qwen/Qwen2.5-VL-7B-Instruct"
 
 
 class FVDSettings(_Strict):
@@ -125,10 +131,10 @@ def make_judge(settings: JudgeSettings, device: str | None = None):  # noqa: ANN
     from dreamrelation.evaluation.judge import LocalVLMJudge, OpenAIChatJudge
 
     if settings.backend == "local":
-        return LocalVLMJudge(settings.model, device=device, dtype=settings.dtype)
+        return LocalVLMJudge(settings.model_name(), device=device, dtype=settings.dtype)
     return OpenAIChatJudge(
         settings.url,
-        settings.model,
+        settings.model_name(),
         settings.api_key_env,
         timeout=settings.timeout,
         max_retries=settings.max_retries,

@@ -291,7 +291,8 @@ class LocalVLMJudge(Judge):
         content = [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]
         messages = [{"role": "user", "content": content}]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=[text], images=list(images), return_tensors="pt").to(self.device)
+        inputs = self.processor(text=[text], images=list(images), return_tensors="pt")
+        inputs = inputs.to(self.device, dtype=self.model.dtype)  # dtype: floating tensors only
         with torch.no_grad():
             output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
