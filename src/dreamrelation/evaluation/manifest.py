@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamrelation.errors import InputError
-from dreamrelation.evaluation.prompts import PromptEntry
+from dreamrelation.evaluation.prompts import PromptEntry, entry_from_json
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dreamrelation.videos/1"
@@ -88,8 +88,6 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise InputError(path, f"is not valid JSON ({exc})", "regenerate it or fix it by hand") from None
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
         raise InputError(path, 'has no "videos" list', "see docs/evaluation.md for the manifest format")
-    from dreamrelation.evaluation.prompts import _entry_from_json
-
     records = []
     for index, item in enumerate(data["videos"]):
         if not isinstance(item, dict) or not isinstance(item.get("video"), str):
@@ -99,7 +97,7 @@ def read_manifest(folder: str | Path) -> Manifest:
         item = dict(item)
         video = folder / item.pop("video")
         item.setdefault("id", video.stem)
-        records.append(VideoRecord(_entry_from_json(item, index, path), video))
+        records.append(VideoRecord(entry_from_json(item, index, path), video))
     if not records:
         raise InputError(path, "lists no videos", "generate some first")
     return Manifest(folder, records, data.get("settings") or {})

@@ -111,7 +111,8 @@ def shipped_eval_set_text() -> str:
     return resources.files("dreamrelation.evaluation").joinpath("data", EVAL_SET_FILE).read_text("utf-8")
 
 
-def _entry_from_json(item: object, index: int, source: Path) -> PromptEntry:
+def entry_from_json(item: object, index: int, source: Path) -> PromptEntry:
+    """One prompt-file or manifest entry, checked; errors name ``source`` and the entry."""
     if isinstance(item, str):
         item = {"prompt": item}
     if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip():
@@ -171,7 +172,7 @@ def load_prompt_file(spec: str | Path, relations: str | None = None) -> list[Pro
         items = items["prompts"]
     if not isinstance(items, list) or not items:
         raise InputError(source, "holds no prompts", "give a non-empty list of prompts")
-    entries = [_entry_from_json(item, i, source) for i, item in enumerate(items)]
+    entries = [entry_from_json(item, i, source) for i, item in enumerate(items)]
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):
         raise InputError(source, "has repeated ids", "give every entry its own 'id'")
