@@ -200,3 +200,14 @@ def test_evaluate_errors_name_the_file_or_the_endpoint(models, tmp_path: Path) -
     assert (
         r.exit_code == 2 and "http://127.0.0.1:9/v1/chat/completions" in output and "SOME_KEY_VAR" in output
     )
+
+
+def test_generate_takes_prompts_or_a_prompt_file_not_both(tmp_path: Path) -> None:
+    r = CliRunner().invoke(
+        app, ["generate", "--prompt", "a cat", "--prompts", "paper", "--output", str(tmp_path), *TINY]
+    )
+    assert r.exit_code == 2 and "not both" in r.output
+    r = CliRunner().invoke(
+        app, ["generate", "--prompts", "paper", "--relations", "A999", "--output", str(tmp_path)]
+    )
+    assert r.exit_code == 2 and "unknown relation" in r.output
