@@ -127,6 +127,15 @@ def train(
 @app.command()
 def generate(
     prompt: list[str] = typer.Option(None, "--prompt", "-p", help="Prompt (repeatable)."),
+    prompts: str = typer.Option(
+        None,
+        "--prompts",
+        help="Prompt set to render, each with its own seed, plus a manifest for `evaluate`: a JSON/JSONL "
+        "file, or 'paper' (the shipped 26 x 40 evaluation set). Resumable.",
+    ),
+    relations: str = typer.Option(
+        None, "--relations", help="With --prompts: only these relations (e.g. shaking_hands,A055)."
+    ),
     lora: Path = typer.Option(
         None, "--lora", help="relation_lora.safetensors from training (omit: base model)."
     ),
@@ -145,10 +154,13 @@ def generate(
 ) -> None:
     """Render the learned relation for new subjects with only the relation + FFN LoRAs."""
     from dreamrelation.generate import generate as run_generate
+    from dreamrelation.generate import generate_prompt_set
 
     overrides = {
         **_model_overrides(backbone, model, dtype),
         "prompts": list(prompt) if prompt else None,
+        "prompt_file": prompts,
+        "relations": relations,
         "lora": str(lora) if lora else None,
         "output": str(output) if output else None,
         "num_inference_steps": steps,
@@ -160,8 +172,82 @@ def generate(
         "fuse": fuse,
     }
     cfg = _run(load_config, GenerateConfig, config, **overrides)
+    if cfg.prompt_file:
+        summary = _run(generate_prompt_set, cfg)
+        console.print(
+            f"rendered {len(summary.rendered)}, {len(summary.skipped)} already there -> {summary.manifest}"
+        )
+        return
     for path in _run(run_generate, cfg):
         console.print(f"wrote {path} (+ .gif)")
+
+
+@app.command()
+def evaluate(
+    videos: Path = typer.Argument(..., help="Folder from `generate --prompts` (has manifest.json)."),
+    reference: Path = typer.Option(None, "--reference", help="Folder of real videos for FVD."),
+    metrics: str = typer.Option(
+        None, "--metrics", help="Comma-separated: relation_accuracy, clip, fvd (default: all that apply)."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Where results go (default: VIDEOS/evaluation)."
+    ),
+    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    judge: str = typer.Option(
+        None, "--judge", help="openai (any compatible endpoint) or local (transformers)."
+    ),
+    judge_url: str = typer.Option(None, "--judge-url", help="Endpoint base URL (default: DashScope's)."),
+    judge_model: str = typer.Option(
+        None, "--judge-model", help="Endpoint model name, or hub id/folder for --judge local."
+    ),
+    judge_key_env: str = typer.Option(
+        None, "--judge-key-env", help="NAME of the env variable holding the key."
+    ),
+    judge_frames: int = typer.Option(None, "--judge-frames", help="Frames shown to the judge (default 8)."),
+    judge_cache: Path = typer.Option(None, "--judge-cache", help="Answer cache folder."),
+    clip_model: str = typer.Option(None, "--clip-model", help="CLIP hub id or folder."),
+    fvd: str = typer.Option(
+        None, "--fvd", help="FVD features: i3d (standard; needs --i3d-weights) or videomae."
+    ),
+    i3d_weights: Path = typer.Option(None, "--i3d-weights", help="Local I3D weights (.safetensors / .pt)."),
+    videomae_model: str = typer.Option(None, "--videomae-model", help="VideoMAE hub id or folder."),
+    device: str = typer.Option(None, "--device", help="cuda, cpu, ... (default: cuda when available)."),
+) -> None:
+    """Relation accuracy (VLM judge), CLIP-T, temporal consistency and FVD of generated videos:
+    per video and aggregate results as JSON + CSV, and a table here. See docs/evaluation.md."""
+    from dreamrelation.evaluation.evaluate import (
+        EvaluateConfig,
+        evaluate_folder,
+        summary_table,
+        write_results,
+    )
+
+    overrides = {
+        "metrics": [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        "reference": str(reference) if reference else None,
+        "output": str(output) if output else None,
+        "judge.backend": judge,
+        "judge.url": judge_url,
+        "judge.model": judge_model,
+        "judge.api_key_env": judge_key_env,
+        "judge.num_frames": judge_frames,
+        "judge.cache": str(judge_cache) if judge_cache else None,
+        "clip_model": clip_model,
+        "fvd.extractor": fvd,
+        "fvd.i3d_weights": str(i3d_weights) if i3d_weights else None,
+        "fvd.videomae_model": videomae_model,
+        "device": device,
+    }
+    cfg = _run(load_config, EvaluateConfig, config, **overrides)
+    results = _run(evaluate_folder, videos, cfg)
+    paths = write_results(results, cfg.output or videos / "evaluation")
+    Console(width=80).print(summary_table(results))
+    if results.overall.get("n_unparsed"):
+        console.print(
+            f"[yellow]warning:[/] {results.overall['n_unparsed']} judge replies were neither yes nor no "
+            "(counted as not shown; see judge_reply in per_video.csv)"
+        )
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 @app.command()

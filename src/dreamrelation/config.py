@@ -117,7 +117,12 @@ class GenerateConfig(_Strict):
 
     model: ModelSpec = ModelSpec()
     lora: Path | None = None
-    prompts: list[str]
+    prompts: list[str] = Field(default_factory=list)
+    #: a prompt set to render instead: JSON/JSONL file, or "paper" (the shipped evaluation set);
+    #: each prompt with its own seed, into output/ with a manifest.json that `evaluate` reads
+    prompt_file: str | None = None
+    #: with prompt_file: keep only these relations (comma-separated names, NTU codes or ids)
+    relations: str | None = None
     output: Path
     num_inference_steps: int = Field(64, gt=0)
     guidance_scale: float = 6.0
@@ -129,6 +134,12 @@ class GenerateConfig(_Strict):
     fuse: bool = False
     fps: int = Field(30, gt=0)
     device: str | None = None
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> GenerateConfig:
+        if bool(self.prompts) == bool(self.prompt_file):
+            raise ValueError("give either prompts (--prompt) or a prompt_file (--prompts FILE), not both")
+        return self
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

@@ -13,6 +13,9 @@ from dreamrelation.backbones import Backbone, default_device, load_backbone
 from dreamrelation.config import GenerateConfig
 from dreamrelation.data import write_gif, write_video
 from dreamrelation.errors import InputError
+from dreamrelation.evaluation.judge import file_sha256
+from dreamrelation.evaluation.manifest import RenderSummary, render_prompt_set
+from dreamrelation.evaluation.prompts import PromptEntry, load_prompt_file
 from dreamrelation.lora_io import read_lora_metadata
 
 ADAPTER_NAME = "dreamrelation"
@@ -129,9 +132,7 @@ def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse
         pipe.unload_lora_weights()
 
 
-def generate(
-    config: GenerateConfig, backbone: Backbone | None = None, show_progress: bool = True
-) -> list[Path]:
+def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None) -> Backbone:
     if backbone is None:
         spec = config.model
         backbone = load_backbone(
@@ -139,6 +140,13 @@ def generate(
         )
     if config.lora is not None:
         load_inference_lora(backbone, config.lora, config.lora_scale, config.fuse)
+    return backbone
+
+
+def generate(
+    config: GenerateConfig, backbone: Backbone | None = None, show_progress: bool = True
+) -> list[Path]:
+    backbone = _prepared_backbone(config, backbone)
     return render_and_save(
         backbone,
         config.prompts,
@@ -151,4 +159,42 @@ def generate(
         guidance_scale=config.guidance_scale,
         seed=config.seed,
         show_progress=show_progress,
+    )
+
+
+def generate_prompt_set(
+    config: GenerateConfig, backbone: Backbone | None = None, show_progress: bool = True
+) -> RenderSummary:
+    """`generate --prompts FILE`: every prompt of the set with its own seed, into ``config.output``
+    with a ``manifest.json`` (see ``dreamrelation.evaluation.manifest``); resumable."""
+    entries = load_prompt_file(config.prompt_file, config.relations)  # checked before any model loads
+    settings = {
+        "backbone": config.model.backbone,
+        "model": config.model.model,
+        "dtype": config.model.dtype,
+        "lora": Path(config.lora).name if config.lora else None,
+        "lora_sha256": file_sha256(config.lora) if config.lora and Path(config.lora).is_file() else None,
+        "lora_scale": config.lora_scale,
+        "num_inference_steps": config.num_inference_steps,
+        "guidance_scale": config.guidance_scale,
+        "num_frames": config.num_frames,
+        "height": config.height,
+        "width": config.width,
+    }
+    backbone = _prepared_backbone(config, backbone)
+    geometry = {"num_frames": config.num_frames, "height": config.height, "width": config.width}
+
+    def render_one(entry: PromptEntry) -> np.ndarray:
+        return render(
+            backbone,
+            entry.prompt,
+            **geometry,
+            num_inference_steps=config.num_inference_steps,
+            guidance_scale=config.guidance_scale,
+            seed=entry.seed,
+            show_progress=False,
+        )
+
+    return render_prompt_set(
+        render_one, entries, config.output, settings, fps=config.fps, show_progress=show_progress
     )
