@@ -272,6 +272,28 @@ def benchmark_toy(
     )
 
 
+export_app = typer.Typer(no_args_is_help=True, add_completion=False)
+app.add_typer(export_app, name="export", help="Convert a trained LoRA for other tools (ComfyUI).")
+
+
+@export_app.command("comfyui")
+def export_comfyui(
+    lora: Path = typer.Argument(..., help="relation_lora.safetensors written by `dreamrelation train`."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="File or folder (default: beside LORA)."
+    ),
+    model: str = typer.Option(
+        None, "--model", help="Hub id or folder for the layer sizes (default: the LoRA's model)."
+    ),
+) -> None:
+    """Write the LoRA under the original checkpoint's key names (fused Q/K/V), which ComfyUI loads
+    with its LoraLoaderModelOnly node. `train` already writes this file beside the LoRA."""
+    from dreamrelation.comfyui import write_comfyui_lora
+
+    path = _run(write_comfyui_lora, lora, output=output, model=model)
+    console.print(f"wrote {path}")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
