@@ -15,6 +15,7 @@ from rich.table import Table
 
 from dreamrelation.analysis.cli import analyze_app
 from dreamrelation.analysis.maps_cli import register as register_maps
+from dreamrelation.checks import preflight_cache, preflight_generate, preflight_train
 from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig, load_config
 from dreamrelation.errors import DreamRelationError
 
@@ -32,11 +33,31 @@ console = Console(stderr=True)
 CONFIG_HELP = "YAML file with the command's settings (see docs/); flags given here override it."
 
 
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
+) -> None:
+    _DEBUG["on"] = debug
+
+
 def _run(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary for every command
+    from dreamrelation.checks import disk_full_message
+
     try:
         return fn(*args, **kwargs)
     except DreamRelationError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        if _DEBUG["on"]:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        message = disk_full_message(exc)
+        if message is None or _DEBUG["on"]:
+            raise
+        console.print(f"[bold red]error:[/] {message}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -77,6 +98,7 @@ def cache(
         "relation_mask": relation_mask,
     }
     cfg = _run(load_config, CacheConfig, config, **overrides)
+    _run(preflight_cache, cfg)
     summary = _run(build_cache, cfg)
     console.print(f"cached {len(summary.encoded)} new, {len(summary.skipped)} up to date -> {summary.output}")
 
@@ -101,7 +123,7 @@ def train(
     Resumes automatically from the newest checkpoint in --output. Multi-GPU: `accelerate launch
     -m dreamrelation.cli train ...`.
     """
-    from dreamrelation.train import train as run_training
+    from dreamrelation.checks import output_lock
 
     overrides = {
         **_model_overrides(backbone, model, dtype),
@@ -113,13 +135,61 @@ def train(
         "tensorboard": tensorboard,
     }
     cfg = _run(load_config, TrainConfig, config, **overrides)
-    result = _run(run_training, cfg)
+    _run(preflight_train, cfg)
+    lock = output_lock(cfg.output)
+    _run(lock.__enter__)
+    try:
+        result = _train_until_done_or_interrupted(cfg)
+    finally:
+        lock.__exit__(None, None, None)
     table = Table(title="training")
     for col in ("steps", "final loss", "inference LoRA", "triplet"):
         table.add_column(col)
     final = result.history[-1]["loss"] if result.history else float("nan")
     table.add_row(str(len(result.history)), f"{final:.4f}", str(result.lora_path), str(result.triplet_path))
     Console().print(table)
+
+
+class _StopRequested(Exception):
+    """Ctrl-C arrived; raised between two steps, where the trainer's state is consistent."""
+
+
+def _train_until_done_or_interrupted(cfg: TrainConfig):  # noqa: ANN202 - a TrainResult
+    """Run training; the first Ctrl-C finishes the current step, saves a checkpoint and says how to
+    resume (a second Ctrl-C stops at once, losing only the steps since the last checkpoint)."""
+    import signal
+
+    from dreamrelation.train import Trainer
+
+    trainer = _run(Trainer, cfg)
+    stop = {"requested": False}
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        console.print("\nCtrl-C: saving a checkpoint after this step (press again to stop at once)")
+
+    def on_step(record: dict) -> None:
+        if stop["requested"]:
+            raise _StopRequested
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: Ctrl-C keeps its default behaviour
+        previous = None
+    try:
+        return _run(trainer.run, on_step=on_step)
+    except _StopRequested:
+        trainer.save()
+        console.print(
+            f"stopped at step {trainer.step}; checkpoint saved in {trainer.checkpoint_root}. "
+            "Resume: run the same `dreamrelation train` command again."
+        )
+        raise typer.Exit(130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
@@ -158,6 +228,7 @@ def generate(
         "fuse": fuse,
     }
     cfg = _run(load_config, GenerateConfig, config, **overrides)
+    _run(preflight_generate, cfg)
     for path in _run(run_generate, cfg):
         console.print(f"wrote {path} (+ .gif)")
 

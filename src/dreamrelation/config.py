@@ -134,6 +134,22 @@ class GenerateConfig(_Strict):
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, except that a key given twice in one mapping is an error (the plain
+    loader keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides: object) -> ConfigT:
     """Read YAML (safe loader, no code), apply non-None overrides, validate; errors name the file."""
     data: dict = {}
@@ -142,7 +158,10 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError as exc:
+            where = f"{exc.reason} at byte {exc.start}"
+            raise ConfigError(f"{path}: not UTF-8 text ({where}); save it as UTF-8") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(data, dict):

@@ -32,7 +32,7 @@ from dreamrelation.adapters import (
 )
 from dreamrelation.backbones import Backbone, load_backbone
 from dreamrelation.cache import MASK_ORDER, CachedDataset
-from dreamrelation.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
+from dreamrelation.checkpoint import list_checkpoints, load_newest_intact, save_checkpoint, set_rng_state
 from dreamrelation.config import TrainConfig, dump_config
 from dreamrelation.errors import ConfigError, TrainingError
 from dreamrelation.lora_io import save_lora_files
@@ -88,7 +88,7 @@ class Trainer:
             )
         self.backbone = backbone.to(self.accelerator.device)
         self.transformer = backbone.transformer
-        self.targets = add_triplet(backbone, config.lora)
+        self.targets = add_triplet(backbone, config.lora, seed=config.seed)
         self.present = list(self.targets)
         self.selectable = [a for a in SELECTABLE if a in self.present]
         if config.loss.hybrid_masks and not self.selectable:
@@ -292,7 +292,7 @@ class Trainer:
         found = list_checkpoints(self.checkpoint_root) if self.config.resume == "auto" else []
         if not found:
             return False
-        ckpt = load_checkpoint(found[-1], rank=self.accelerator.process_index)
+        ckpt, found = load_newest_intact(found, rank=self.accelerator.process_index)
         saved = ckpt["state"]["config"]
         for key in ("lora", "loss", "cache", "batch_size", "seed"):
             now = json.loads(dump_config(self.config))[key]
