@@ -158,10 +158,14 @@ def check_resume(config: TrainConfig) -> None:
 def output_lock(output: str | Path) -> Iterator[Path]:
     """Refuse a second `train` on the same output folder while the first one runs.
 
-    The lock file holds the owner's pid; one left by a process that died is taken over.
+    The lock file holds the owner's pid; one left by a process that died is taken over. Under
+    torchrun / accelerate only global rank 0 takes it (its peers are the same run).
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield output / LOCK_FILE
+        return
     lock = output / LOCK_FILE
     for _ in range(2):
         try:
@@ -247,3 +251,54 @@ def disk_full_message(exc: OSError) -> str | None:
     if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return f"{exc.filename or 'a file'}: permission denied ({exc.strerror}); choose a writable path"
     return None
+
+
+def check_lora_fits(state: dict[str, Any], transformer: Any, path: Path) -> None:
+    """Every module of an inference LoRA exists in this transformer with matching in/out sizes."""
+    sizes = {}
+    for name, module in transformer.named_modules():
+        base = getattr(module, "base_layer", module)
+        if hasattr(base, "in_features") and hasattr(base, "out_features"):
+            sizes[name.replace(".base_layer", "")] = (base.in_features, base.out_features)
+    fix = "generate with the model (and size) the LoRA was trained on"
+    for key, a in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key.removeprefix("transformer.").removesuffix(".lora_A.weight")
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        if module not in sizes:
+            raise InputError(path, f"the LoRA adapts {module}, which this model does not have", fix)
+        if (a.shape[1], b.shape[0]) != sizes[module]:
+            raise InputError(
+                path,
+                f"{module}: the LoRA maps {a.shape[1]} -> {b.shape[0]} features, the model's layer "
+                f"{sizes[module][0]} -> {sizes[module][1]}",
+                fix,
+            )
+
+
+def preflight_toy_pretrain(values: dict[str, Any]) -> None:
+    """`dreamrelation toy pretrain`: settings, device, --init-from and --output, before any work."""
+    import torch
+    from pydantic import ValidationError
+
+    from dreamrelation.config import describe_validation_error
+    from dreamrelation.toyworld.pretrain import PretrainConfig
+
+    try:
+        config = PretrainConfig(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    if config.device != "auto":
+        try:
+            device = torch.device(config.device)
+        except RuntimeError as exc:
+            raise ConfigError(f"--device: {exc}; use auto, cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device {config.device}: no CUDA GPU is available here; use --device cpu")
+    if config.init_from is not None and not (Path(config.init_from) / "model_index.json").is_file():
+        raise InputError(
+            config.init_from, "not a saved toy pipeline folder (no model_index.json)", "pass a folder "
+            "written by `dreamrelation toy pretrain`"
+        )
+    check_output_dir(config.output, "pretraining output")

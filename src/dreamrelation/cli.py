@@ -51,13 +51,13 @@ def _run(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary for
     except DreamRelationError as exc:
         if _DEBUG["on"]:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as exc:
         message = disk_full_message(exc)
         if message is None or _DEBUG["on"]:
             raise
-        console.print(f"[bold red]error:[/] {message}", highlight=False)
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 

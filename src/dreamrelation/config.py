@@ -178,7 +178,19 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides:
         return cls.model_validate(data)
     except ValidationError as exc:
         where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}invalid {cls.__name__}:\n{exc}") from exc
+        raise ConfigError(f"{where}{describe_validation_error(exc)}") from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``setting.path: problem`` for each, unknown keys named so."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "config"
+        if error["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown setting (a typo? every key is listed in docs/config.md)")
+        else:
+            parts.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(parts)
 
 
 def dump_config(config: BaseModel) -> str:

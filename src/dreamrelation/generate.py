@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from dreamrelation.backbones import Backbone, default_device, load_backbone
+from dreamrelation.checks import check_lora_fits
 from dreamrelation.config import GenerateConfig
 from dreamrelation.data import write_gif, write_video
 from dreamrelation.errors import InputError
-from dreamrelation.lora_io import read_lora_metadata
+from dreamrelation.lora_io import read_inference_lora
 
 ADAPTER_NAME = "dreamrelation"
 
@@ -111,11 +112,8 @@ def render_and_save(
 def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse: bool = False) -> None:
     """Load our diffusers-format LoRA through the pipeline's own ``load_lora_weights``."""
     lora = Path(lora)
-    if not lora.is_file():
-        raise InputError(
-            lora, "LoRA file not found", "pass the relation_lora.safetensors written by training"
-        )
-    meta = read_lora_metadata(lora)
+    state, meta = read_inference_lora(lora)  # refuses non-LoRAs, the triplet, NaN
+    check_lora_fits(state, backbone.transformer, lora)
     trained_on = meta.get("dreamrelation.backbone")
     if trained_on is not None and trained_on != backbone.name:
         raise InputError(

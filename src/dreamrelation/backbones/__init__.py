@@ -74,7 +74,8 @@ def _model_not_loadable(model: str, backbone: str, exc: Exception) -> Exception:
 
     if isinstance(exc, ValueError) and "neither a valid local path nor a valid repo id" not in str(exc):
         return exc  # some other problem: keep diffusers' own error
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") and not os.path.isdir(model):
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline and not os.path.isdir(model):
         return ConfigError(
             f"model {model!r} ({backbone}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, "
             f"so it cannot be downloaded; download it first (huggingface-cli download {model}), unset "
