@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -246,7 +247,9 @@ def subjects_present(frame_masks: Any, where: Path, colors: Sequence[Sequence[in
 def disk_full_message(exc: OSError) -> str | None:
     """One line for the OS errors a user fixes outside the program (space, permissions)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = f" while writing {exc.filename}" if exc.filename else ""
+        # name the file being written, not our temporary copy of it (.name.tmp-PID, .step-N.tmp/)
+        target = re.sub(r"(^|/)\.([^/]+?)\.tmp(-\d+)?(?=/|$)", r"\1\2", str(exc.filename or ""))
+        where = f" while writing {target}" if target else ""
         return f"the disk is full{where}; free some space and run the command again (it resumes)"
     if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return f"{exc.filename or 'a file'}: permission denied ({exc.strerror}); choose a writable path"

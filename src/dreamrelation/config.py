@@ -134,6 +134,15 @@ class GenerateConfig(_Strict):
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The YAML error in one line: the problem and where it is."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml's safe loader, except that a key given twice in one mapping is an error (the plain
     loader keeps the last one silently)."""
@@ -163,7 +172,7 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides:
             where = f"{exc.reason} at byte {exc.start}"
             raise ConfigError(f"{path}: not UTF-8 text ({where}); save it as UTF-8") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
     for key, value in overrides.items():
