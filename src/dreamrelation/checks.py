@@ -301,7 +301,8 @@ def preflight_toy_pretrain(values: dict[str, Any]) -> None:
             raise ConfigError(f"--device {config.device}: no CUDA GPU is available here; use --device cpu")
     if config.init_from is not None and not (Path(config.init_from) / "model_index.json").is_file():
         raise InputError(
-            config.init_from, "not a saved toy pipeline folder (no model_index.json)", "pass a folder "
-            "written by `dreamrelation toy pretrain`"
+            config.init_from,
+            "not a saved toy pipeline folder (no model_index.json)",
+            "pass a folder written by `dreamrelation toy pretrain`",
         )
     check_output_dir(config.output, "pretraining output")

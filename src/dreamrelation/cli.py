@@ -8,25 +8,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from dreamrelation.analysis.cli import analyze_app
-from dreamrelation.analysis.maps_cli import register as register_maps
 from dreamrelation.checks import preflight_cache, preflight_generate, preflight_train
-from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig, load_config
+
+if TYPE_CHECKING:
+    from dreamrelation.config import TrainConfig
 from dreamrelation.errors import DreamRelationError
+from dreamrelation.lazy_cli import LazyGroup
 
 app = typer.Typer(
+    cls=LazyGroup,
     no_args_is_help=True,
     add_completion=False,
     help="DreamRelation: learn a relation between two subjects from a few videos, render it for new ones.",
-)
-register_maps(analyze_app)
-app.add_typer(
-    analyze_app, name="analyze", help="Interpretability: Q/K/V subspaces, feature and attention maps."
 )
 console = Console(stderr=True)
 
@@ -65,11 +64,14 @@ def _model_overrides(backbone: str | None, model: str | None, dtype: str | None)
     return {"model.backbone": backbone, "model.model": model, "model.dtype": dtype}
 
 
-BACKBONE_OPT = typer.Option(None, "--backbone", help="Backbone: mochi, wan, hunyuan (or toy).")
+#: what --help shows; the values live in config.py's models (tests/core/test_cli_help.py keeps them equal)
+BackboneChoice = Literal["mochi", "wan", "hunyuan", "toy"] | None
+DtypeChoice = Literal["float32", "bfloat16", "float16"] | None
+BACKBONE_OPT = typer.Option(None, "--backbone", help="Video backbone.", show_default="mochi")
 MODEL_OPT = typer.Option(
-    None, "--model", help="Hub id or local diffusers folder ('tiny': random test model)."
+    None, "--model", help="Hub id or local diffusers folder.", show_default="genmo/mochi-1-preview"
 )
-DTYPE_OPT = typer.Option(None, "--dtype", help="Weights dtype: float32, bfloat16, float16.")
+DTYPE_OPT = typer.Option(None, "--dtype", help="Weights dtype.", show_default="bfloat16")
 
 
 @app.command()
@@ -77,16 +79,21 @@ def cache(
     data: list[Path] = typer.Option(None, "--data", help="Dataset folder (repeat for several relations)."),
     output: Path = typer.Option(None, "--output", "-o", help="Cache folder to write."),
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    backbone: str = BACKBONE_OPT,
+    backbone: BackboneChoice = BACKBONE_OPT,
     model: str = MODEL_OPT,
-    dtype: str = DTYPE_OPT,
-    num_frames: int = typer.Option(None, "--num-frames", help="Frames per clip (Mochi: 6k+1, e.g. 61)."),
-    height: int = typer.Option(None, "--height"),
-    width: int = typer.Option(None, "--width"),
-    relation_mask: str = typer.Option(None, "--relation-mask", help="bbox (paper) or sum (official code)."),
+    dtype: DtypeChoice = DTYPE_OPT,
+    num_frames: int = typer.Option(
+        None, "--num-frames", help="Frames per clip (Mochi: 6k+1, Wan/Hunyuan: 4k+1).", show_default="61"
+    ),
+    height: int = typer.Option(None, "--height", show_default="480"),
+    width: int = typer.Option(None, "--width", show_default="848"),
+    relation_mask: Literal["bbox", "sum"] | None = typer.Option(
+        None, "--relation-mask", help="bbox (paper) or sum (official code).", show_default="bbox"
+    ),
 ) -> None:
     """Precompute latents, text embeddings and latent masks once; resumable (skips what is done)."""
     from dreamrelation.cache import build_cache
+    from dreamrelation.config import CacheConfig, load_config
 
     overrides = {
         **_model_overrides(backbone, model, dtype),
@@ -110,12 +117,12 @@ def train(
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Run folder: checkpoints, LoRA files, logs."),
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    backbone: str = BACKBONE_OPT,
+    backbone: BackboneChoice = BACKBONE_OPT,
     model: str = MODEL_OPT,
-    dtype: str = DTYPE_OPT,
-    max_steps: int = typer.Option(None, "--max-steps", help="Iterations (paper: 2400)."),
-    batch_size: int = typer.Option(None, "--batch-size"),
-    seed: int = typer.Option(None, "--seed"),
+    dtype: DtypeChoice = DTYPE_OPT,
+    max_steps: int = typer.Option(None, "--max-steps", help="Iterations (paper).", show_default="2400"),
+    batch_size: int = typer.Option(None, "--batch-size", show_default="1"),
+    seed: int = typer.Option(None, "--seed", show_default="0"),
     tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Log to <output>/ for TB."),
 ) -> None:
     """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss.
@@ -124,6 +131,7 @@ def train(
     -m dreamrelation.cli train ...`.
     """
     from dreamrelation.checks import output_lock
+    from dreamrelation.config import TrainConfig, load_config
 
     overrides = {
         **_model_overrides(backbone, model, dtype),
@@ -200,18 +208,21 @@ def generate(
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Folder for the MP4s and GIF previews."),
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    backbone: str = BACKBONE_OPT,
+    backbone: BackboneChoice = BACKBONE_OPT,
     model: str = MODEL_OPT,
-    dtype: str = DTYPE_OPT,
-    steps: int = typer.Option(None, "--steps", help="Sampling steps (paper: 64)."),
-    guidance: float = typer.Option(None, "--guidance", help="Classifier-free guidance (paper: 6.0)."),
-    num_frames: int = typer.Option(None, "--num-frames"),
-    height: int = typer.Option(None, "--height"),
-    width: int = typer.Option(None, "--width"),
-    seed: int = typer.Option(None, "--seed"),
+    dtype: DtypeChoice = DTYPE_OPT,
+    steps: int = typer.Option(None, "--steps", help="Sampling steps (paper).", show_default="64"),
+    guidance: float = typer.Option(
+        None, "--guidance", help="Classifier-free guidance (paper).", show_default="6.0"
+    ),
+    num_frames: int = typer.Option(None, "--num-frames", show_default="61"),
+    height: int = typer.Option(None, "--height", show_default="480"),
+    width: int = typer.Option(None, "--width", show_default="848"),
+    seed: int = typer.Option(None, "--seed", show_default="0"),
     fuse: bool = typer.Option(None, "--fuse/--no-fuse", help="Fuse the LoRA into the weights first."),
 ) -> None:
     """Render the learned relation for new subjects with only the relation + FFN LoRAs."""
+    from dreamrelation.config import GenerateConfig, load_config
     from dreamrelation.generate import generate as run_generate
 
     overrides = {
@@ -275,14 +286,6 @@ def _experiment_config(cls, **values: object):  # noqa: ANN001, ANN202
     except ValidationError as exc:
         raise ConfigError(str(exc)) from exc
 
-
-def _toy_app() -> typer.Typer:
-    from dreamrelation.toyworld.pretrain import toy_app
-
-    return toy_app
-
-
-app.add_typer(_toy_app(), name="toy", help="The toy world's base model: `dreamrelation toy pretrain`.")
 
 benchmark_app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(benchmark_app, name="benchmark", help="Measured comparisons (methods, ablations).")
@@ -350,9 +353,7 @@ app.add_typer(export_app, name="export", help="Convert a trained LoRA for other 
 @export_app.command("comfyui")
 def export_comfyui(
     lora: Path = typer.Argument(..., help="relation_lora.safetensors written by `dreamrelation train`."),
-    output: Path = typer.Option(
-        None, "--output", "-o", help="File or folder (default: beside LORA)."
-    ),
+    output: Path = typer.Option(None, "--output", "-o", help="File or folder (default: beside LORA)."),
     model: str = typer.Option(
         None, "--model", help="Hub id or folder for the layer sizes (default: the LoRA's model)."
     ),
