@@ -32,8 +32,11 @@ class TripletConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # a typo (`rnak: 8`) is an error, not a default
 
+    #: rank of every adapter (paper and official code: 16)
     rank: int = Field(16, gt=0)
+    #: LoRA alpha; the update is scaled by alpha / rank
     alpha: float = Field(16.0, gt=0)
+    #: dropout on the adapters' input
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     #: adapter -> projection roles it is injected into; an empty list removes the adapter (ablations)
     placement: dict[str, list[str]] = Field(
