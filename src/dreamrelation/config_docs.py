@@ -137,7 +137,8 @@ def render() -> str:
         "Every command reads an optional YAML file (`--config FILE`); flags given on the command line",
         "override it. Unknown keys, at any depth, and keys given twice are errors, so a typo never",
         "falls back to a default silently. Defaults are the paper's settings.",
-        "This page is generated from the config models: `python -m dreamrelation.config_docs > docs/config.md`.\n",
+        "This page is generated from the config models:",
+        "`python -m dreamrelation.config_docs > docs/config.md`.\n",
     ]
     for command, cls in COMMANDS:
         parts.append(f"## `dreamrelation {command}` ({cls.__name__})\n")
