@@ -216,6 +216,9 @@ def preflight_train(config: TrainConfig) -> None:
     check_output_dir(config.output, "training output")
     check_cache_matches_model(config.cache, config.model)
     check_resume(config)
+    from dreamrelation.tracking import check_trackers
+
+    check_trackers(config)
 
 
 def preflight_generate(config: GenerateConfig) -> None:

@@ -149,6 +149,8 @@ class TrainConfig(_Strict):
     validation_guidance: float = 6.0
     #: log losses (and validation videos) to TensorBoard under <output>/
     tensorboard: bool = False
+    #: log losses and validation videos to Weights & Biases (pip install wandb; key from WANDB_API_KEY)
+    wandb: bool = False
     #: log to the trackers every n steps
     log_every: int = Field(1, gt=0)
 
