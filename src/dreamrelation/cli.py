@@ -7,6 +7,7 @@ takes an optional YAML config (validated before any work starts) and flags that 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -269,6 +270,9 @@ def demo(
         sampling_steps=sampling_steps,
         seed=seed,
     )
+    from dreamrelation.checks import check_output_dir
+
+    _run(check_output_dir, output, "demo output")
     _run(run_demo, cfg, output)
 
 
@@ -368,6 +372,12 @@ def export_comfyui(
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Library noise (deprecation notices, loading bars) would tear our progress bars apart.
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for library in ("diffusers", "transformers", "peft", "accelerate", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=library)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=library)
     app()
 
 
