@@ -113,12 +113,12 @@ def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse
     """Load our diffusers-format LoRA through the pipeline's own ``load_lora_weights``."""
     lora = Path(lora)
     state, meta = read_inference_lora(lora)  # refuses non-LoRAs, the triplet, NaN
-    check_lora_fits(state, backbone.transformer, lora)
     trained_on = meta.get("dreamrelation.backbone")
     if trained_on is not None and trained_on != backbone.name:
         raise InputError(
             lora, f"was trained on {trained_on}, not {backbone.name}", f"use --backbone {trained_on}"
         )
+    check_lora_fits(state, backbone.transformer, lora)
     pipe = backbone.pipeline
     pipe.load_lora_weights(str(lora), adapter_name=ADAPTER_NAME)
     pipe.set_adapters([ADAPTER_NAME], [scale])
