@@ -52,3 +52,18 @@ def test_section_rows_take_their_model_docstring() -> None:
     from dreamrelation.config import TrainConfig
 
     assert describe(TrainConfig, "loss").startswith("Hybrid Mask Training")
+
+
+@pytest.mark.parametrize(("command", "cls"), COMMANDS)
+def test_every_nested_section_forbids_unknown_keys(command: str, cls: type) -> None:
+    from dreamrelation.config_docs import _nested_model
+
+    seen, todo = set(), [cls]
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        assert model.model_config.get("extra") == "forbid", f"{model.__name__} ignores unknown keys"
+        todo += [m for f in model.model_fields.values() if (m := _nested_model(f.annotation)) is not None]
+    assert len(seen) > 1
