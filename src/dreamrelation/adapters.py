@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from peft import LoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dreamrelation.backbones import ROLES, Backbone
 
@@ -30,8 +30,13 @@ INFERENCE_ADAPTERS: tuple[str, ...] = ("relation", "ffn")
 class TripletConfig(BaseModel):
     """Where each adapter goes and how big it is. Defaults: the paper (rank 16, alpha 16)."""
 
+    model_config = ConfigDict(extra="forbid")  # a typo (`rnak: 8`) is an error, not a default
+
+    #: rank of every adapter (paper and official code: 16)
     rank: int = Field(16, gt=0)
+    #: LoRA alpha; the update is scaled by alpha / rank
     alpha: float = Field(16.0, gt=0)
+    #: dropout on the adapters' input
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     #: adapter -> projection roles it is injected into; an empty list removes the adapter (ablations)
     placement: dict[str, list[str]] = Field(
@@ -54,6 +59,17 @@ class TripletConfig(BaseModel):
             if bad:
                 raise ValueError(f"adapter {adapter!r}: unknown roles {bad}; roles are {', '.join(ROLES)}")
         return placement
+
+    @field_validator("ranks")
+    @classmethod
+    def _known_ranks(cls, ranks: dict[str, int]) -> dict[str, int]:
+        unknown = [a for a in ranks if a not in ADAPTERS]
+        if unknown:
+            raise ValueError(f"unknown adapter(s) {unknown} in ranks; adapters are {', '.join(ADAPTERS)}")
+        bad = {a: r for a, r in ranks.items() if r < 1}
+        if bad:
+            raise ValueError(f"ranks must be at least 1, got {bad}")
+        return ranks
 
     def rank_of(self, adapter: str) -> int:
         return self.ranks.get(adapter, self.rank)
@@ -79,8 +95,17 @@ def adapter_targets(backbone: Backbone, config: TripletConfig) -> dict[str, list
     return targets
 
 
-def add_triplet(backbone: Backbone, config: TripletConfig) -> dict[str, list[str]]:
-    """Inject the triplet into ``backbone.transformer`` (frozen base) and return the targets."""
+def add_triplet(backbone: Backbone, config: TripletConfig, seed: int | None = None) -> dict[str, list[str]]:
+    """Inject the triplet into ``backbone.transformer`` (frozen base) and return the targets.
+
+    With ``seed``, the adapters' random initialisation (peft's Kaiming A) is drawn from that seed
+    without touching the global random state, so the same seed gives the same LoRA on any model.
+    """
+    if seed is not None:
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return add_triplet(backbone, config)
     transformer = backbone.transformer
     transformer.requires_grad_(False)
     targets = adapter_targets(backbone, config)

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 
 from dreamrelation.backbones import Backbone, default_device, load_backbone
+from dreamrelation.checks import subjects_present
 from dreamrelation.config import CacheConfig, dump_config
 from dreamrelation.data import VideoItem, check_item, load_subject_masks, read_video, scan_dataset
 from dreamrelation.errors import InputError
@@ -44,15 +45,23 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     """Write a safetensors file so that a crash never leaves a half-written file at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:  # disk full, Ctrl-C: no stray temporary file
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(text: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fingerprint(item: VideoItem, config: CacheConfig) -> str:
@@ -90,6 +99,7 @@ def encode_item(backbone: Backbone, item: VideoItem, config: CacheConfig) -> dic
         frame_indices = [geo.start_frame + i * geo.frame_stride for i in range(geo.num_frames)]
         colors = [config.mask_colors["subject1"], config.mask_colors["subject2"]]
         frame_masks = load_subject_masks(item, frame_indices, geo.height, geo.width, colors=colors)
+        subjects_present(frame_masks, item.mask_dir, colors)
         try:
             masks = latent_masks(
                 frame_masks,

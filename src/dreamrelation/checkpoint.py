@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,25 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    try:
+        _write_checkpoint_files(tmp, adapters, optimizer, scheduler, memory_banks, state)
+    except BaseException:  # disk full, Ctrl-C: leave no half-written folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def _write_checkpoint_files(
+    tmp: Path,
+    adapters: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    memory_banks: dict[int, dict[str, torch.Tensor]],
+    state: dict[str, Any],
+) -> None:
     save_file(adapters, str(tmp / "adapters.safetensors"))
     opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
@@ -106,10 +126,6 @@ def save_checkpoint(
     for f in tmp.iterdir():  # make the data durable before the rename publishes it
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
 
 
 def load_checkpoint(directory: Path, rank: int = 0) -> dict[str, Any]:
@@ -141,3 +157,39 @@ def list_checkpoints(root: Path) -> list[Path]:
         return []
     found = [p for p in root.glob("step-*") if p.is_dir() and (p / STATE_FILE).is_file()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def load_newest_intact(found: list[Path], rank: int = 0) -> tuple[dict[str, Any], list[Path]]:
+    """Load the newest checkpoint of ``found`` (oldest first) that reads back whole and finite.
+
+    A damaged one (unreadable file, NaN/inf adapter or optimizer values) is skipped with a message
+    on stderr naming it. Returns the checkpoint and ``found`` cut after the one used.
+    """
+    for index in range(len(found) - 1, -1, -1):
+        directory = found[index]
+        try:
+            ckpt = load_checkpoint(directory, rank)
+            problem = _non_finite(ckpt)
+        except Exception as exc:  # noqa: BLE001 - any read failure means "damaged"
+            problem = f"unreadable ({type(exc).__name__}: {exc})"
+        if problem is None:
+            return ckpt, found[: index + 1]
+        older = f"falling back to {found[index - 1].name}" if index else "no older checkpoint is left"
+        sys.stderr.write(f"warning: checkpoint {directory} is damaged ({problem}); {older}\n")
+    raise InputError(
+        found[-1].parent,
+        "every checkpoint is damaged",
+        "delete the checkpoints folder to start over, or set resume: never",
+    )
+
+
+def _non_finite(ckpt: dict[str, Any]) -> str | None:
+    for group in ("adapters",):
+        for key, value in ckpt[group].items():
+            if not torch.isfinite(value).all():
+                return f"{key} holds NaN or infinite values"
+    for index, values in ckpt["optimizer"]["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                return f"optimizer state {index}.{key} holds NaN or infinite values"
+    return None

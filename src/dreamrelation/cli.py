@@ -7,26 +7,27 @@ takes an optional YAML config (validated before any work starts) and flags that 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from dreamrelation.analysis.cli import analyze_app
-from dreamrelation.analysis.maps_cli import register as register_maps
-from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig, load_config
+from dreamrelation.checks import preflight_cache, preflight_generate, preflight_train
+
+if TYPE_CHECKING:
+    from dreamrelation.config import TrainConfig
 from dreamrelation.errors import DreamRelationError
+from dreamrelation.lazy_cli import LazyGroup
 from dreamrelation.prepare.cli import register as register_prepare
 
 app = typer.Typer(
+    cls=LazyGroup,
     no_args_is_help=True,
     add_completion=False,
     help="DreamRelation: learn a relation between two subjects from a few videos, render it for new ones.",
-)
-register_maps(analyze_app)
-app.add_typer(
-    analyze_app, name="analyze", help="Interpretability: Q/K/V subspaces, feature and attention maps."
 )
 register_prepare(app)  # `prepare ntu|videos`, `masks`: raw videos -> dataset folders
 console = Console(stderr=True)
@@ -34,11 +35,31 @@ console = Console(stderr=True)
 CONFIG_HELP = "YAML file with the command's settings (see docs/); flags given here override it."
 
 
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
+) -> None:
+    _DEBUG["on"] = debug
+
+
 def _run(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary for every command
+    from dreamrelation.checks import disk_full_message
+
     try:
         return fn(*args, **kwargs)
     except DreamRelationError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        if _DEBUG["on"]:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        message = disk_full_message(exc)
+        if message is None or _DEBUG["on"]:
+            raise
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -46,11 +67,14 @@ def _model_overrides(backbone: str | None, model: str | None, dtype: str | None)
     return {"model.backbone": backbone, "model.model": model, "model.dtype": dtype}
 
 
-BACKBONE_OPT = typer.Option(None, "--backbone", help="Backbone: mochi, wan, hunyuan (or toy).")
+#: what --help shows; the values live in config.py's models (tests/core/test_cli_help.py keeps them equal)
+BackboneChoice = Literal["mochi", "wan", "hunyuan", "toy"] | None
+DtypeChoice = Literal["float32", "bfloat16", "float16"] | None
+BACKBONE_OPT = typer.Option(None, "--backbone", help="Video backbone.", show_default="mochi")
 MODEL_OPT = typer.Option(
-    None, "--model", help="Hub id or local diffusers folder ('tiny': random test model)."
+    None, "--model", help="Hub id or local diffusers folder.", show_default="genmo/mochi-1-preview"
 )
-DTYPE_OPT = typer.Option(None, "--dtype", help="Weights dtype: float32, bfloat16, float16.")
+DTYPE_OPT = typer.Option(None, "--dtype", help="Weights dtype.", show_default="bfloat16")
 
 
 @app.command()
@@ -58,16 +82,21 @@ def cache(
     data: list[Path] = typer.Option(None, "--data", help="Dataset folder (repeat for several relations)."),
     output: Path = typer.Option(None, "--output", "-o", help="Cache folder to write."),
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    backbone: str = BACKBONE_OPT,
+    backbone: BackboneChoice = BACKBONE_OPT,
     model: str = MODEL_OPT,
-    dtype: str = DTYPE_OPT,
-    num_frames: int = typer.Option(None, "--num-frames", help="Frames per clip (Mochi: 6k+1, e.g. 61)."),
-    height: int = typer.Option(None, "--height"),
-    width: int = typer.Option(None, "--width"),
-    relation_mask: str = typer.Option(None, "--relation-mask", help="bbox (paper) or sum (official code)."),
+    dtype: DtypeChoice = DTYPE_OPT,
+    num_frames: int = typer.Option(
+        None, "--num-frames", help="Frames per clip (Mochi: 6k+1, Wan/Hunyuan: 4k+1).", show_default="61"
+    ),
+    height: int = typer.Option(None, "--height", show_default="480"),
+    width: int = typer.Option(None, "--width", show_default="848"),
+    relation_mask: Literal["bbox", "sum"] | None = typer.Option(
+        None, "--relation-mask", help="bbox (paper) or sum (official code).", show_default="bbox"
+    ),
 ) -> None:
     """Precompute latents, text embeddings and latent masks once; resumable (skips what is done)."""
     from dreamrelation.cache import build_cache
+    from dreamrelation.config import CacheConfig, load_config
 
     overrides = {
         **_model_overrides(backbone, model, dtype),
@@ -79,6 +108,7 @@ def cache(
         "relation_mask": relation_mask,
     }
     cfg = _run(load_config, CacheConfig, config, **overrides)
+    _run(preflight_cache, cfg)
     summary = _run(build_cache, cfg)
     console.print(f"cached {len(summary.encoded)} new, {len(summary.skipped)} up to date -> {summary.output}")
 
@@ -90,12 +120,12 @@ def train(
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Run folder: checkpoints, LoRA files, logs."),
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    backbone: str = BACKBONE_OPT,
+    backbone: BackboneChoice = BACKBONE_OPT,
     model: str = MODEL_OPT,
-    dtype: str = DTYPE_OPT,
-    max_steps: int = typer.Option(None, "--max-steps", help="Iterations (paper: 2400)."),
-    batch_size: int = typer.Option(None, "--batch-size"),
-    seed: int = typer.Option(None, "--seed"),
+    dtype: DtypeChoice = DTYPE_OPT,
+    max_steps: int = typer.Option(None, "--max-steps", help="Iterations (paper).", show_default="2400"),
+    batch_size: int = typer.Option(None, "--batch-size", show_default="1"),
+    seed: int = typer.Option(None, "--seed", show_default="0"),
     tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Log to <output>/ for TB."),
 ) -> None:
     """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss.
@@ -103,7 +133,8 @@ def train(
     Resumes automatically from the newest checkpoint in --output. Multi-GPU: `accelerate launch
     -m dreamrelation.cli train ...`.
     """
-    from dreamrelation.train import train as run_training
+    from dreamrelation.checks import output_lock
+    from dreamrelation.config import TrainConfig, load_config
 
     overrides = {
         **_model_overrides(backbone, model, dtype),
@@ -115,13 +146,61 @@ def train(
         "tensorboard": tensorboard,
     }
     cfg = _run(load_config, TrainConfig, config, **overrides)
-    result = _run(run_training, cfg)
+    _run(preflight_train, cfg)
+    lock = output_lock(cfg.output)
+    _run(lock.__enter__)
+    try:
+        result = _train_until_done_or_interrupted(cfg)
+    finally:
+        lock.__exit__(None, None, None)
     table = Table(title="training")
     for col in ("steps", "final loss", "inference LoRA", "triplet"):
         table.add_column(col)
     final = result.history[-1]["loss"] if result.history else float("nan")
     table.add_row(str(len(result.history)), f"{final:.4f}", str(result.lora_path), str(result.triplet_path))
     Console().print(table)
+
+
+class _StopRequested(Exception):
+    """Ctrl-C arrived; raised between two steps, where the trainer's state is consistent."""
+
+
+def _train_until_done_or_interrupted(cfg: TrainConfig):  # noqa: ANN202 - a TrainResult
+    """Run training; the first Ctrl-C finishes the current step, saves a checkpoint and says how to
+    resume (a second Ctrl-C stops at once, losing only the steps since the last checkpoint)."""
+    import signal
+
+    from dreamrelation.train import Trainer
+
+    trainer = _run(Trainer, cfg)
+    stop = {"requested": False}
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        console.print("\nCtrl-C: saving a checkpoint after this step (press again to stop at once)")
+
+    def on_step(record: dict) -> None:
+        if stop["requested"]:
+            raise _StopRequested
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: Ctrl-C keeps its default behaviour
+        previous = None
+    try:
+        return _run(trainer.run, on_step=on_step)
+    except _StopRequested:
+        trainer.save()
+        console.print(
+            f"stopped at step {trainer.step}; checkpoint saved in {trainer.checkpoint_root}. "
+            "Resume: run the same `dreamrelation train` command again."
+        )
+        raise typer.Exit(130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
@@ -141,18 +220,21 @@ def generate(
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Folder for the MP4s and GIF previews."),
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    backbone: str = BACKBONE_OPT,
+    backbone: BackboneChoice = BACKBONE_OPT,
     model: str = MODEL_OPT,
-    dtype: str = DTYPE_OPT,
-    steps: int = typer.Option(None, "--steps", help="Sampling steps (paper: 64)."),
-    guidance: float = typer.Option(None, "--guidance", help="Classifier-free guidance (paper: 6.0)."),
-    num_frames: int = typer.Option(None, "--num-frames"),
-    height: int = typer.Option(None, "--height"),
-    width: int = typer.Option(None, "--width"),
-    seed: int = typer.Option(None, "--seed"),
+    dtype: DtypeChoice = DTYPE_OPT,
+    steps: int = typer.Option(None, "--steps", help="Sampling steps (paper).", show_default="64"),
+    guidance: float = typer.Option(
+        None, "--guidance", help="Classifier-free guidance (paper).", show_default="6.0"
+    ),
+    num_frames: int = typer.Option(None, "--num-frames", show_default="61"),
+    height: int = typer.Option(None, "--height", show_default="480"),
+    width: int = typer.Option(None, "--width", show_default="848"),
+    seed: int = typer.Option(None, "--seed", show_default="0"),
     fuse: bool = typer.Option(None, "--fuse/--no-fuse", help="Fuse the LoRA into the weights first."),
 ) -> None:
     """Render the learned relation for new subjects with only the relation + FFN LoRAs."""
+    from dreamrelation.config import GenerateConfig, load_config
     from dreamrelation.generate import generate as run_generate
     from dreamrelation.generate import generate_prompt_set
 
@@ -172,6 +254,7 @@ def generate(
         "fuse": fuse,
     }
     cfg = _run(load_config, GenerateConfig, config, **overrides)
+    _run(preflight_generate, cfg)
     if cfg.prompt_file:
         summary = _run(generate_prompt_set, cfg)
         console.print(
@@ -215,6 +298,7 @@ def evaluate(
 ) -> None:
     """Relation accuracy (VLM judge), CLIP-T, temporal consistency and FVD of generated videos:
     per video and aggregate results as JSON + CSV, and a table here. See docs/evaluation.md."""
+    from dreamrelation.config import load_config
     from dreamrelation.evaluation.evaluate import (
         EvaluateConfig,
         evaluate_folder,
@@ -275,6 +359,9 @@ def demo(
         sampling_steps=sampling_steps,
         seed=seed,
     )
+    from dreamrelation.checks import check_output_dir
+
+    _run(check_output_dir, output, "demo output")
     _run(run_demo, cfg, output)
 
 
@@ -292,14 +379,6 @@ def _experiment_config(cls, **values: object):  # noqa: ANN001, ANN202
     except ValidationError as exc:
         raise ConfigError(str(exc)) from exc
 
-
-def _toy_app() -> typer.Typer:
-    from dreamrelation.toyworld.pretrain import toy_app
-
-    return toy_app
-
-
-app.add_typer(_toy_app(), name="toy", help="The toy world's base model: `dreamrelation toy pretrain`.")
 
 benchmark_app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(benchmark_app, name="benchmark", help="Measured comparisons (methods, ablations).")
@@ -360,8 +439,34 @@ def benchmark_toy(
     )
 
 
+export_app = typer.Typer(no_args_is_help=True, add_completion=False)
+app.add_typer(export_app, name="export", help="Convert a trained LoRA for other tools (ComfyUI).")
+
+
+@export_app.command("comfyui")
+def export_comfyui(
+    lora: Path = typer.Argument(..., help="relation_lora.safetensors written by `dreamrelation train`."),
+    output: Path = typer.Option(None, "--output", "-o", help="File or folder (default: beside LORA)."),
+    model: str = typer.Option(
+        None, "--model", help="Hub id or folder for the layer sizes (default: the LoRA's model)."
+    ),
+) -> None:
+    """Write the LoRA under the original checkpoint's key names (fused Q/K/V), which ComfyUI loads
+    with its LoraLoaderModelOnly node. `train` already writes this file beside the LoRA."""
+    from dreamrelation.comfyui import write_comfyui_lora
+
+    path = _run(write_comfyui_lora, lora, output=output, model=model)
+    console.print(f"wrote {path}")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Library noise (deprecation notices, loading bars) would tear our progress bars apart.
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for library in ("diffusers", "transformers", "peft", "accelerate", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=library)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=library)
     app()
 
 

@@ -23,23 +23,37 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     """Which backbone and which weights. ``model: tiny`` builds the tiny random config (tests)."""
 
+    #: video backbone: mochi, wan, hunyuan (or toy, the toy world's)
     backbone: str = "mochi"
+    #: hub id or local diffusers folder of the backbone's pipeline
     model: str = "genmo/mochi-1-preview"
+    #: dtype of the frozen weights (LoRA weights always train in float32)
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    #: text tokens per prompt (None: the backbone's default: 256 Mochi/Hunyuan, 512 Wan)
     max_sequence_length: int | None = None
 
 
 class DataSource(_Strict):
+    """One dataset folder of exemplar videos."""
+
+    #: dataset folder: <name>.mp4, <name>.txt captions, masks/<name>/NNNNN.png
     path: Path
     #: relation label; defaults to the folder's relation.txt or its name
     relation: str | None = None
 
 
 class VideoGeometry(_Strict):
+    """Which frames of each video are encoded, and at what size."""
+
+    #: frames per clip; must fit the VAE (Mochi 6k+1, Wan and HunyuanVideo 4k+1)
     num_frames: int = Field(61, gt=0)
+    #: frame height after resize and centre crop (a multiple of 8)
     height: int = Field(480, gt=0)
+    #: frame width after resize and centre crop (a multiple of 8)
     width: int = Field(848, gt=0)
+    #: use every n-th frame of the video
     frame_stride: int = Field(1, gt=0)
+    #: first video frame used
     start_frame: int = Field(0, ge=0)
 
 
@@ -47,20 +61,28 @@ class CacheConfig(_Strict):
     """`dreamrelation cache`: precompute latents, text embeddings and latent masks once."""
 
     model: ModelSpec = ModelSpec()
+    #: one entry per dataset folder (several relations may share a cache)
     data: list[DataSource]
+    #: cache folder to write (resumable: up-to-date items are skipped)
     output: Path
     video: VideoGeometry = VideoGeometry()
     #: relation mask M_R: "bbox" (paper: bounding rectangle of the union) or "sum" (official code)
     relation_mask: Literal["bbox", "sum"] = "bbox"
+    #: RGB colour of each subject in the mask PNGs
     mask_colors: dict[str, tuple[int, int, int]] = Field(
         default_factory=lambda: {"subject1": (255, 0, 0), "subject2": (0, 255, 0)}
     )
+    #: refuse videos without masks (HMT needs them)
     require_masks: bool = True
+    #: encode with VAE tiling (less memory, slower)
     vae_tiling: bool = False
+    #: device for encoding (None: cuda when available, else cpu)
     device: str | None = None
 
 
 class LossConfig(_Strict):
+    """Hybrid Mask Training and the relational contrastive loss (paper defaults)."""
+
     #: λ_m: weight of the masked region in the enhanced diffusion loss
     mask_weight: float = Field(50.0, ge=0)
     #: "paper": mean((λ_m·M + 1)·err²); "combined": mse + λ_m·mse(masked) (official code)
@@ -69,9 +91,13 @@ class LossConfig(_Strict):
     hybrid_masks: bool = True
     #: λ_1: weight of the relational contrastive loss (0 disables RCL)
     contrastive_weight: float = Field(0.01, ge=0)
+    #: τ of the InfoNCE contrastive loss
     temperature: float = Field(0.07, gt=0)
+    #: positives per anchor: dynamics of other videos of the same relation
     num_positives: int = Field(4, gt=0)
+    #: negatives per anchor: single-frame (appearance) features
     num_negatives: int = Field(10, gt=0)
+    #: features kept per relation in the memory bank
     memory_bank_size: int = Field(64, gt=0)
 
 
@@ -79,30 +105,53 @@ class TrainConfig(_Strict):
     """`dreamrelation train`: learn a relation from one or several caches."""
 
     model: ModelSpec = ModelSpec()
+    #: cache folder(s) written by `dreamrelation cache`
     cache: list[Path]
+    #: run folder: checkpoints, LoRA files, history, validation videos, logs
     output: Path
     lora: TripletConfig = TripletConfig()
     loss: LossConfig = LossConfig()
+    #: training iterations (paper: 2400)
     max_steps: int = Field(2400, gt=0)
+    #: videos per iteration and process
     batch_size: int = Field(1, gt=0)
+    #: AdamW learning rate (kept from the checkpoint when resuming: changing it is refused)
     learning_rate: float = Field(2e-4, gt=0)
+    #: AdamW weight decay
     weight_decay: float = Field(0.01, ge=0)
+    #: AdamW betas
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    #: linear learning-rate warmup, then constant
     warmup_steps: int = Field(200, ge=0)
+    #: clip the LoRA gradients to this norm (None: no clipping)
     max_grad_norm: float | None = None
+    #: probability of training a sample with the empty prompt (for CFG)
     caption_dropout: float = Field(0.1, ge=0, lt=1)
+    #: recompute activations in the backward pass (less memory, slower)
     gradient_checkpointing: bool = False
     #: "no" on CPU; "bf16" autocast on GPU (the paper's setting)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    #: seed of the LoRA initialisation, data order, LoRA selection and noise: same seed, same run
     seed: int = 0
+    #: save a resumable checkpoint every n steps (and at the end)
     checkpoint_every: int = Field(200, gt=0)
+    #: how many of the newest checkpoints to keep
     keep_checkpoints: int = Field(2, gt=0)
+    #: auto: continue from the newest intact checkpoint in output; never: start over
     resume: Literal["auto", "never"] = "auto"
+    #: render validation_prompts every n steps (None: never)
     validation_every: int | None = None
+    #: prompts rendered at validation (new subjects, the learned relation)
     validation_prompts: list[str] = Field(default_factory=list)
+    #: sampling steps of the validation videos
     validation_steps: int = Field(64, gt=0)
+    #: classifier-free guidance of the validation videos
     validation_guidance: float = 6.0
+    #: log losses (and validation videos) to TensorBoard under <output>/
     tensorboard: bool = False
+    #: log losses and validation videos to Weights & Biases (pip install wandb; key from WANDB_API_KEY)
+    wandb: bool = False
+    #: log to the trackers every n steps
     log_every: int = Field(1, gt=0)
 
     @model_validator(mode="after")
@@ -116,23 +165,36 @@ class GenerateConfig(_Strict):
     """`dreamrelation generate`: render a relation for new subjects with the inference LoRA."""
 
     model: ModelSpec = ModelSpec()
+    #: relation_lora.safetensors from `dreamrelation train` (None: the base model)
     lora: Path | None = None
+    #: one video per prompt (or give prompt_file instead)
     prompts: list[str] = Field(default_factory=list)
     #: a prompt set to render instead: JSON/JSONL file, or "paper" (the shipped evaluation set);
     #: each prompt with its own seed, into output/ with a manifest.json that `evaluate` reads
     prompt_file: str | None = None
     #: with prompt_file: keep only these relations (comma-separated names, NTU codes or ids)
     relations: str | None = None
+    #: folder for the MP4s and GIF previews
     output: Path
+    #: sampling steps (paper: 64)
     num_inference_steps: int = Field(64, gt=0)
+    #: classifier-free guidance (paper: 6.0)
     guidance_scale: float = 6.0
+    #: frames per video; must fit the VAE (Mochi 6k+1, Wan and HunyuanVideo 4k+1)
     num_frames: int = Field(61, gt=0)
+    #: video height (a multiple of 8)
     height: int = Field(480, gt=0)
+    #: video width (a multiple of 8)
     width: int = Field(848, gt=0)
+    #: seed of the initial noise of every video: same seed, same video
     seed: int = 0
+    #: strength of the LoRA (1.0: as trained)
     lora_scale: float = 1.0
+    #: fuse the LoRA into the weights before sampling (faster, same result)
     fuse: bool = False
+    #: frame rate of the written videos
     fps: int = Field(30, gt=0)
+    #: device for sampling (None: cuda when available, else cpu)
     device: str | None = None
 
     @model_validator(mode="after")
@@ -145,6 +207,31 @@ class GenerateConfig(_Strict):
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The YAML error in one line: the problem and where it is."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, except that a key given twice in one mapping is an error (the plain
+    loader keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides: object) -> ConfigT:
     """Read YAML (safe loader, no code), apply non-None overrides, validate; errors name the file."""
     data: dict = {}
@@ -153,9 +240,12 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError as exc:
+            where = f"{exc.reason} at byte {exc.start}"
+            raise ConfigError(f"{path}: not UTF-8 text ({where}); save it as UTF-8") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
     for key, value in overrides.items():
@@ -170,7 +260,19 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides:
         return cls.model_validate(data)
     except ValidationError as exc:
         where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}invalid {cls.__name__}:\n{exc}") from exc
+        raise ConfigError(f"{where}{describe_validation_error(exc)}") from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``setting.path: problem`` for each, unknown keys named so."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "config"
+        if error["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown setting (a typo? every key is listed in docs/config.md)")
+        else:
+            parts.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(parts)
 
 
 def dump_config(config: BaseModel) -> str:

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 
 from dreamrelation.backbones import Backbone, default_device, load_backbone
+from dreamrelation.checks import check_lora_fits
 from dreamrelation.config import GenerateConfig
 from dreamrelation.data import write_gif, write_video
 from dreamrelation.errors import InputError
 from dreamrelation.evaluation.judge import file_sha256
 from dreamrelation.evaluation.manifest import RenderSummary, render_prompt_set
 from dreamrelation.evaluation.prompts import PromptEntry, load_prompt_file
-from dreamrelation.lora_io import read_lora_metadata
+from dreamrelation.lora_io import read_inference_lora
 
 ADAPTER_NAME = "dreamrelation"
 
@@ -114,16 +115,13 @@ def render_and_save(
 def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse: bool = False) -> None:
     """Load our diffusers-format LoRA through the pipeline's own ``load_lora_weights``."""
     lora = Path(lora)
-    if not lora.is_file():
-        raise InputError(
-            lora, "LoRA file not found", "pass the relation_lora.safetensors written by training"
-        )
-    meta = read_lora_metadata(lora)
+    state, meta = read_inference_lora(lora)  # refuses non-LoRAs, the triplet, NaN
     trained_on = meta.get("dreamrelation.backbone")
     if trained_on is not None and trained_on != backbone.name:
         raise InputError(
             lora, f"was trained on {trained_on}, not {backbone.name}", f"use --backbone {trained_on}"
         )
+    check_lora_fits(state, backbone.transformer, lora)
     pipe = backbone.pipeline
     pipe.load_lora_weights(str(lora), adapter_name=ADAPTER_NAME)
     pipe.set_adapters([ADAPTER_NAME], [scale])

@@ -5,11 +5,14 @@ module with diffusers keys (``transformer.<module>.lora_A.weight`` / ``lora_B.we
 adapters' alpha/r is folded into B, so loaders that assume alpha = rank (diffusers does when no
 alphas are stored) reproduce the trained update exactly. The training config travels in the
 file's metadata. ``<output>/triplet.safetensors`` keeps all four adapters with peft-style names.
+``<output>/relation_lora_comfyui.safetensors`` is the inference LoRA under the original checkpoint's
+key names, which ComfyUI needs (see :mod:`dreamrelation.comfyui`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -17,6 +20,7 @@ from safetensors import safe_open
 
 from dreamrelation.adapters import INFERENCE_ADAPTERS, merged_lora, triplet_state_dict
 from dreamrelation.cache import atomic_save
+from dreamrelation.errors import InputError
 
 INFERENCE_LORA = "relation_lora.safetensors"
 TRIPLET = "triplet.safetensors"
@@ -51,6 +55,10 @@ def save_lora_files(
     inference = {k: v.to(dtype) for k, v in inference_state_dict(transformer, inference_adapters).items()}
     lora_path = output / INFERENCE_LORA
     atomic_save(inference, lora_path, {**meta, "dreamrelation.adapters": ",".join(inference_adapters)})
+    from dreamrelation.comfyui import ORIGINAL_LAYOUT, linear_out_features, write_comfyui_lora
+
+    if backbone in ORIGINAL_LAYOUT and inference:
+        write_comfyui_lora(lora_path, linear_out_features(transformer))
     triplet_path = output / TRIPLET
     atomic_save(
         triplet_state_dict(transformer, present),
@@ -67,3 +75,39 @@ def read_lora_metadata(path: Path) -> dict[str, object]:
     if "dreamrelation.config" in meta:
         meta["dreamrelation.config"] = json.loads(meta["dreamrelation.config"])
     return meta
+
+
+def read_inference_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """Load an inference LoRA written by :func:`save_lora_files`, refusing anything else with a
+    message that names the file: not safetensors (a pickle, a truncated file), the triplet file,
+    keys or shapes that are not a LoRA, non-finite values."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    fix = f"pass the {INFERENCE_LORA} written by `dreamrelation train`"
+    if not path.is_file():
+        raise InputError(path, "LoRA file not found", fix)
+    try:
+        meta = read_lora_metadata(path)
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for a pickle / truncated header
+        problem = f"not a readable safetensors LoRA ({type(exc).__name__}: {exc})"
+        raise InputError(path, problem, fix) from None
+    if any(re.search(r"\.lora_[AB]\.(relation|subject1|subject2|ffn)\.weight$", k) for k in state):
+        raise InputError(path, "is the adapter triplet (kept for analysis), not the inference LoRA", fix)
+    bad = [k for k in state if not re.fullmatch(r"transformer\..+\.lora_[AB]\.weight", k)]
+    if bad or not state:
+        what = f"unexpected keys such as {bad[0]!r}" if bad else "no weights"
+        raise InputError(path, f"not a DreamRelation LoRA: {what}", fix)
+    for key in state:
+        if key.endswith(".lora_A.weight"):
+            a, b = state[key], state.get(key.replace(".lora_A.", ".lora_B."))
+            if b is None or a.ndim != 2 or b.ndim != 2 or b.shape[1] != a.shape[0]:
+                module = key.removesuffix(".lora_A.weight")
+                raise InputError(path, f"{module}: lora_A/lora_B do not pair up", fix)
+    for key, value in state.items():
+        if not torch.isfinite(value).all():
+            raise InputError(
+                path, f"{key} contains NaN or infinite values", "retrain, or use an earlier intact LoRA"
+            )
+    return state, meta

@@ -32,7 +32,7 @@ from dreamrelation.adapters import (
 )
 from dreamrelation.backbones import Backbone, load_backbone
 from dreamrelation.cache import MASK_ORDER, CachedDataset
-from dreamrelation.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
+from dreamrelation.checkpoint import list_checkpoints, load_newest_intact, save_checkpoint, set_rng_state
 from dreamrelation.config import TrainConfig, dump_config
 from dreamrelation.errors import ConfigError, TrainingError
 from dreamrelation.lora_io import save_lora_files
@@ -43,6 +43,7 @@ from dreamrelation.losses import (
     mask_weighted_loss,
     relational_contrastive_loss,
 )
+from dreamrelation.tracking import log_validation_videos, tracker_config, trackers
 
 _MIX = 0x9E3779B1  # spreads (seed, step, rank) into distinct generator seeds
 
@@ -74,7 +75,7 @@ class Trainer:
             # cpu=True also lets torchrun/accelerate start CPU data parallelism (gloo)
             cpu=not torch.cuda.is_available(),
             mixed_precision=mixed,
-            log_with="tensorboard" if config.tensorboard else None,
+            log_with=trackers(config) or None,
             project_dir=str(config.output),
         )
         self.dataset = CachedDataset(config.cache)
@@ -88,7 +89,7 @@ class Trainer:
             )
         self.backbone = backbone.to(self.accelerator.device)
         self.transformer = backbone.transformer
-        self.targets = add_triplet(backbone, config.lora)
+        self.targets = add_triplet(backbone, config.lora, seed=config.seed)
         self.present = list(self.targets)
         self.selectable = [a for a in SELECTABLE if a in self.present]
         if config.loss.hybrid_masks and not self.selectable:
@@ -292,7 +293,7 @@ class Trainer:
         found = list_checkpoints(self.checkpoint_root) if self.config.resume == "auto" else []
         if not found:
             return False
-        ckpt = load_checkpoint(found[-1], rank=self.accelerator.process_index)
+        ckpt, found = load_newest_intact(found, rank=self.accelerator.process_index)
         saved = ckpt["state"]["config"]
         for key in ("lora", "loss", "cache", "batch_size", "seed"):
             now = json.loads(dump_config(self.config))[key]
@@ -324,8 +325,8 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         Path(cfg.output).mkdir(parents=True, exist_ok=True)
         self.resume()
-        if cfg.tensorboard:
-            acc.init_trackers("dreamrelation")
+        if trackers(cfg):
+            acc.init_trackers("dreamrelation", config=tracker_config(cfg))
         progress = Progress(
             TextColumn("[bold]train"),
             BarColumn(),
@@ -353,7 +354,7 @@ class Trainer:
                     rcl=record["contrastive"],
                     adapter=record["adapter"],
                 )
-                if cfg.tensorboard and self.step % cfg.log_every == 0:
+                if trackers(cfg) and self.step % cfg.log_every == 0:
                     acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=self.step)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save()
@@ -369,7 +370,7 @@ class Trainer:
         activate(self.transformer, [a for a in ("relation", "ffn") if a in self.present], trainable=False)
         self.transformer.eval()
         try:
-            return render_and_save(
+            videos = render_and_save(
                 self.backbone,
                 self.config.validation_prompts,
                 Path(self.config.output) / "validation" / f"step-{self.step:07d}",
@@ -381,6 +382,8 @@ class Trainer:
                 seed=self.config.seed,
                 show_progress=False,
             )
+            log_validation_videos(self.accelerator, videos, self.step)
+            return videos
         finally:
             self.transformer.train()
 
@@ -393,7 +396,7 @@ class Trainer:
                 self.transformer, output, dump_config(self.config), self.backbone.name, self.present
             )
             (output / "history.json").write_text(json.dumps(self.history, indent=1))
-        if self.config.tensorboard:
+        if trackers(self.config):
             acc.end_training()
         return TrainResult(output, lora_path, triplet_path, self.history)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 import torch
 
@@ -56,12 +57,35 @@ def load_backbone(
         if dtype != "float32":
             loaded.pipeline.to(dtype=DTYPES[dtype])
     else:
-        loaded = cls.from_pretrained(
-            model, torch_dtype=DTYPES[dtype], max_sequence_length=max_sequence_length
-        )
+        try:
+            loaded = cls.from_pretrained(
+                model, torch_dtype=DTYPES[dtype], max_sequence_length=max_sequence_length
+            )
+        except (OSError, ValueError) as exc:
+            raise _model_not_loadable(model, backbone, exc) from exc
     if device is not None:
         loaded.to(device)
     return loaded
+
+
+def _model_not_loadable(model: str, backbone: str, exc: Exception) -> Exception:
+    """One line for a model that cannot be found or read (instead of a 200-line traceback)."""
+    from dreamrelation.errors import ConfigError
+
+    if isinstance(exc, ValueError) and "neither a valid local path nor a valid repo id" not in str(exc):
+        return exc  # some other problem: keep diffusers' own error
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline and not os.path.isdir(model):
+        return ConfigError(
+            f"model {model!r} ({backbone}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, "
+            f"so it cannot be downloaded; download it first (huggingface-cli download {model}), unset "
+            "HF_HUB_OFFLINE, or pass a local diffusers folder with --model"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(
+        f"model {model!r} ({backbone}) cannot be loaded: {first}. Fix: pass a hub id or a local "
+        "diffusers folder (with model_index.json) with --model"
+    )
 
 
 __all__ = [

@@ -45,7 +45,7 @@ class VideoItem:
 
 def _read_one_line(path: Path, what: str, example: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the caption
     except UnicodeDecodeError as error:
         raise InputError(path, f"{what} is not UTF-8 text ({error})", "save the file as UTF-8") from error
     lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -38,19 +38,26 @@ class JudgeSettings(_Strict):
     """The relation judge. Default: the paper's Qwen-VL-Max through DashScope's OpenAI-compatible
     endpoint, key in $DASHSCOPE_API_KEY."""
 
+    #: "openai": any OpenAI-compatible chat endpoint; "local": a transformers image-text-to-text model
     backend: Literal["openai", "local"] = "openai"
+    #: base URL of the OpenAI-compatible endpoint (openai backend)
     url: str = "https://dashscope.aliyuncs.com/compatible-mode/v1"
     #: endpoint model name (openai backend; default qwen-vl-max), or hub id / folder (local backend;
     #: default Qwen/Qwen2.5-VL-7B-Instruct)
     model: str | None = None
     #: the NAME of the environment variable that holds the key (the key itself is never stored)
     api_key_env: str = "DASHSCOPE_API_KEY"
+    #: frames shown to the judge, sampled evenly over the video
     num_frames: int = Field(8, gt=0)
     #: answer cache folder (default: $XDG_CACHE_HOME/dreamrelation/judge)
     cache: Path | None = None
+    #: seconds to wait for one answer
     timeout: float = Field(120.0, gt=0)
+    #: retries on 429, 5xx, timeouts and refused connections
     max_retries: int = Field(5, ge=0)
+    #: first back-off in seconds, doubled at each retry (a server's Retry-After wins)
     backoff: float = Field(1.0, ge=0)
+    #: weights dtype of the local judge ("auto": bfloat16 on GPU, float32 on CPU)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     def model_name(self) -> str:
@@ -60,12 +67,17 @@ class JudgeSettings(_Strict):
 
 
 class FVDSettings(_Strict):
+    #: video features: "i3d" (the standard FVD protocol) or "videomae" (a transformers model)
     extractor: Literal["i3d", "videomae"] = "i3d"
     #: local I3D weights (.safetensors or weights_only .pt); needed for extractor i3d
     i3d_weights: Path | None = None
+    #: I3D output used as the feature: the 400 logits (common FVD) or the 1024-d pooled features
     i3d_feature: Literal["logits", "pool"] = "logits"
+    #: hub id or folder of the VideoMAE model (extractor videomae)
     videomae_model: str = DEFAULT_VIDEOMAE_MODEL
+    #: frames per video fed to the extractor
     num_frames: int = Field(16, gt=0)
+    #: which frames: spread evenly over the video, or the first ones
     sampling: Literal["even", "first"] = "even"
 
 
@@ -74,11 +86,17 @@ class EvaluateConfig(_Strict):
 
     #: metrics to compute (default: relation_accuracy and clip, plus fvd when reference is set)
     metrics: list[Metric] | None = None
+    #: folder of reference (real) videos for FVD
     reference: Path | None = None
+    #: where results go (default: VIDEOS/evaluation)
     output: Path | None = None
+    #: CLIP checkpoint (hub id or folder) for CLIP-T and temporal consistency
     clip_model: str = DEFAULT_CLIP_MODEL
+    #: the relation-accuracy judge
     judge: JudgeSettings = JudgeSettings()
+    #: FVD feature extractor
     fvd: FVDSettings = FVDSettings()
+    #: device for the models (None: cuda when available, else cpu)
     device: str | None = None
 
     @model_validator(mode="after")

@@ -590,6 +590,16 @@ def pretrain_command(
     out, then check it with the oracle and write recipe.json next to the weights."""
     # diffusers' Mochi RoPE asks for a float32 autocast, which CPU autocast refuses (harmlessly).
     warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
+    from dreamrelation.checks import preflight_toy_pretrain
+    from dreamrelation.cli import _run
+
+    settings = {
+        "output": output, "steps": steps, "seed": seed, "time_budget_s": time_budget,
+        "batch_size": batch_size, "learning_rate": learning_rate, "size": size, "threads": threads,
+        "init_from": init_from, "warmup_steps": warmup_steps, "min_learning_rate": min_learning_rate,
+        "ema_decay": ema_decay, "device": device, "autocast": autocast, "workers": workers,
+    }  # fmt: skip
+    _run(preflight_toy_pretrain, settings)
     record = pretrain(
         output=output,
         steps=steps,

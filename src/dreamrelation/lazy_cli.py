@@ -1,0 +1,62 @@
+"""Sub-command groups imported only when used, so `dreamrelation --help` answers without torch.
+
+``analyze`` and ``toy`` live in modules that import torch and diffusers at the top; the main group
+lists them from this table and imports one only when it is run (or its own --help is asked for).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+import typer
+from typer.core import TyperGroup
+
+
+def _analyze_app() -> typer.Typer:
+    from dreamrelation.analysis.cli import analyze_app
+    from dreamrelation.analysis.maps_cli import register
+
+    if not getattr(analyze_app, "_maps_registered", False):
+        register(analyze_app)
+        analyze_app._maps_registered = True  # type: ignore[attr-defined]
+    return analyze_app
+
+
+def _toy_app() -> typer.Typer:
+    return importlib.import_module("dreamrelation.toyworld.pretrain").toy_app
+
+
+#: name -> (loader of the Typer app, one-line help shown in the main --help)
+LAZY_GROUPS = {
+    "analyze": (_analyze_app, "Interpretability: Q/K/V subspaces, feature and attention maps."),
+    "toy": (_toy_app, "The toy world's base model: `dreamrelation toy pretrain`."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The main command group: its own commands plus :data:`LAZY_GROUPS`, loaded on first use."""
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_GROUPS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
+            loader, short_help = LAZY_GROUPS[cmd_name]
+            if self._listing:  # the main --help only needs the one-line description
+                return click.Command(cmd_name, help=short_help, short_help=short_help)
+            command = typer.main.get_command(loader())
+            command.name = cmd_name
+            command.help = command.help or short_help
+            command.short_help = short_help
+            self.commands[cmd_name] = command
+        return super().get_command(ctx, cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False

@@ -1,0 +1,73 @@
+"""`--help`: fast (no torch import), defaults and choices shown, and equal to the config's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+
+import typer
+
+from dreamrelation.cli import app
+from dreamrelation.config import CacheConfig, GenerateConfig, ModelSpec, TrainConfig, VideoGeometry
+
+
+def test_help_imports_no_heavy_library() -> None:
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom dreamrelation.cli import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0 and 'toy' in r.output\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'peft') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def _options(command: str) -> dict[str, typing.Any]:
+    group = typer.main.get_command(app)
+    return {p.opts[0]: p for p in group.commands[command].params if getattr(p, "opts", None)}
+
+
+SHOWN = {  # flag -> the config default it must show
+    "cache": {
+        "--backbone": ModelSpec.model_fields["backbone"].default,
+        "--model": ModelSpec.model_fields["model"].default,
+        "--dtype": ModelSpec.model_fields["dtype"].default,
+        "--num-frames": VideoGeometry.model_fields["num_frames"].default,
+        "--height": VideoGeometry.model_fields["height"].default,
+        "--width": VideoGeometry.model_fields["width"].default,
+        "--relation-mask": CacheConfig.model_fields["relation_mask"].default,
+    },
+    "train": {
+        "--max-steps": TrainConfig.model_fields["max_steps"].default,
+        "--batch-size": TrainConfig.model_fields["batch_size"].default,
+        "--seed": TrainConfig.model_fields["seed"].default,
+    },
+    "generate": {
+        "--steps": GenerateConfig.model_fields["num_inference_steps"].default,
+        "--guidance": GenerateConfig.model_fields["guidance_scale"].default,
+        "--num-frames": GenerateConfig.model_fields["num_frames"].default,
+        "--height": GenerateConfig.model_fields["height"].default,
+        "--width": GenerateConfig.model_fields["width"].default,
+        "--seed": GenerateConfig.model_fields["seed"].default,
+    },
+}
+
+
+def test_shown_defaults_are_the_config_defaults() -> None:
+    for command, flags in SHOWN.items():
+        options = _options(command)
+        for flag, default in flags.items():
+            assert options[flag].show_default == str(default), (command, flag)
+
+
+def test_choices_are_the_registry_and_the_config_literals() -> None:
+    from dreamrelation.backbones import _LAZY, BACKBONES
+
+    options = _options("train")
+    choices = typing.get_args(options["--backbone"].type_descriptor.annotation)
+    assert set(choices) == {*BACKBONES, *_LAZY}
+    dtypes = typing.get_args(ModelSpec.model_fields["dtype"].annotation)
+    assert typing.get_args(options["--dtype"].type_descriptor.annotation) == dtypes
+    assert "tiny" not in (options["--model"].help or "")  # the test-only model is not offered
