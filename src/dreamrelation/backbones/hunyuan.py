@@ -13,13 +13,14 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
-from dreamrelation.backbones.base import Backbone
+from dreamrelation.backbones.base import Backbone, TransformerOnly
 from dreamrelation.backbones.tiny_text import word_tokenizer
 
 
 class HunyuanVideoBackbone(Backbone):
     name = "hunyuan"
     pipeline_class = HunyuanVideoPipeline
+    transformer_class = HunyuanVideoTransformer3DModel
     # The token refiner (context_embedder.token_refiner) is a text pre-processor, not MM-DiT
     # attention, so only the dual- and single-stream blocks carry adapters.
     streams = {
@@ -52,10 +53,10 @@ class HunyuanVideoBackbone(Backbone):
         # HunyuanVideo is guidance-distilled: the guidance scale is an input of the transformer.
         self.embedded_guidance = embedded_guidance
 
-    @classmethod
-    def tiny(cls, seed: int = 0) -> HunyuanVideoBackbone:
+    @staticmethod
+    def _tiny_transformer_module(seed: int) -> HunyuanVideoTransformer3DModel:
         torch.manual_seed(seed)
-        transformer = HunyuanVideoTransformer3DModel(
+        return HunyuanVideoTransformer3DModel(
             in_channels=4,
             out_channels=4,
             num_attention_heads=2,
@@ -70,6 +71,14 @@ class HunyuanVideoBackbone(Backbone):
             pooled_projection_dim=8,
             rope_axes_dim=(2, 4, 4),
         )
+
+    @classmethod
+    def tiny_transformer(cls, seed: int = 0) -> HunyuanVideoBackbone:
+        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), max_sequence_length=16)
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> HunyuanVideoBackbone:
+        transformer = cls._tiny_transformer_module(seed)
         vae = AutoencoderKLHunyuanVideo(
             in_channels=3,
             out_channels=3,
