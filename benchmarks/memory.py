@@ -112,7 +112,11 @@ ROWS: dict[str, dict] = {
     "checkpointing+fp8": {"gradient_checkpointing": True, "fp8_base": True},
     "checkpointing+offload": {"gradient_checkpointing": True, "block_offload": True},
     "checkpointing+fp8+offload": {"gradient_checkpointing": True, "fp8_base": True, "block_offload": True},
-    "checkpointing+fp8+adamw8bit": {"gradient_checkpointing": True, "fp8_base": True, "optimizer": "adamw8bit"},
+    "checkpointing+fp8+adamw8bit": {
+        "gradient_checkpointing": True,
+        "fp8_base": True,
+        "optimizer": "adamw8bit",
+    },
 }
 
 
@@ -224,7 +228,15 @@ def write_synthetic_cache(root: Path, model: str, n_items: int = 4, seed: int = 
             **text(),
         }
         atomic_save(tensors, root / "items" / f"{key}.safetensors")
-        items.append({"key": key, "name": f"clip{i}", "relation": "relation", "caption": "", "file": f"items/{key}.safetensors"})
+        items.append(
+            {
+                "key": key,
+                "name": f"clip{i}",
+                "relation": "relation",
+                "caption": "",
+                "file": f"items/{key}.safetensors",
+            }
+        )
     atomic_save({k: torch.zeros_like(v) for k, v in text().items()}, root / "null_prompt.safetensors")
     manifest = {"backbone": spec["backbone"], "model": model, "items": items}
     atomic_write_text(json.dumps(manifest), root / MANIFEST)
@@ -293,7 +305,11 @@ def run_row(row: str, model: str, device: str, dtype: str, cache: Path, warmup: 
                 losses.append(result["loss"])
                 if step >= warmup:
                     times.append(elapsed)
-                print(f"  [{row}] step {step + 1}/{warmup + steps}: {elapsed:.2f} s, loss {result['loss']:.4f}", file=sys.stderr, flush=True)
+                print(
+                    f"  [{row}] step {step + 1}/{warmup + steps}: {elapsed:.2f} s, loss {result['loss']:.4f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             record["peak_bytes"] = torch.cuda.max_memory_allocated() if cuda else _peak_rss()
             record["seconds_per_step"] = statistics.median(times)
             record["step_times"] = [round(t, 3) for t in times]
@@ -330,8 +346,11 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Memory savers: {report['about']}",
         "",
-        f"Device: {report['machine']} · dtype {report['dtype']} · {report['warmup']} warm-up + {report['steps']} timed steps per row",
-        f"Ratios are to `{ref['row'] if ref else '-'}`" + ("" if ref is None or ref["row"] == "plain" else " (`plain` did not run)") + ".",
+        f"Device: {report['machine']} · dtype {report['dtype']} · "
+        f"{report['warmup']} warm-up + {report['steps']} timed steps per row",
+        f"Ratios are to `{ref['row'] if ref else '-'}`"
+        + ("" if ref is None or ref["row"] == "plain" else " (`plain` did not run)")
+        + ".",
         "",
         "| row | status | peak GiB | × ref | s/step | × ref |",
         "|---|---|---:|---:|---:|---:|",
@@ -341,7 +360,10 @@ def markdown(report: dict) -> str:
             peak = r["peak_bytes"] / 2**30
             mem_ratio = r["peak_bytes"] / ref["peak_bytes"]
             time_ratio = r["seconds_per_step"] / ref["seconds_per_step"]
-            lines.append(f"| {r['row']} | ok | {peak:.2f} | {mem_ratio:.2f} | {r['seconds_per_step']:.3f} | {time_ratio:.2f} |")
+            seconds = r["seconds_per_step"]
+            lines.append(
+                f"| {r['row']} | ok | {peak:.2f} | {mem_ratio:.2f} | {seconds:.3f} | {time_ratio:.2f} |"
+            )
         else:
             note = r.get("error", "").replace("|", "/").replace("\n", " ")[:120]
             lines.append(f"| {r['row']} | {r.get('status')}: {note} | – | – | – | – |")
@@ -358,16 +380,26 @@ def write_report(report: dict, output: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--model", choices=tuple(MODELS), default="wan-1.3b")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                        help="base weights (and autocast) dtype; auto: bfloat16 on cuda, float32 on cpu")
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="base weights (and autocast) dtype; auto: bfloat16 on cuda, float32 on cpu",
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--row-timeout", type=float, default=300.0, help="seconds before a row is stopped")
-    parser.add_argument("--budget", type=float, default=None, help="seconds for the whole run; later rows are skipped")
+    parser.add_argument(
+        "--budget", type=float, default=None, help="seconds for the whole run; later rows are skipped"
+    )
     parser.add_argument("--output", type=Path, default=Path("bench-memory"))
     parser.add_argument("--_row", help=argparse.SUPPRESS)
     parser.add_argument("--_cache", type=Path, help=argparse.SUPPRESS)
@@ -411,17 +443,26 @@ def main() -> None:
         for i, row in enumerate(rows, 1):
             spent = time.perf_counter() - start
             if args.budget is not None and spent > args.budget:
-                report["rows"].append({"row": row, "savers": ROWS[row], "status": "skipped", "error": f"time budget {args.budget:.0f} s spent"})
+                report["rows"].append(
+                    {
+                        "row": row,
+                        "savers": ROWS[row],
+                        "status": "skipped",
+                        "error": f"time budget {args.budget:.0f} s spent",
+                    }
+                )
                 write_report(report, args.output)
                 continue
             print(f"[{i}/{len(rows)}] {row} (elapsed {spent:.0f} s)", flush=True)
             result = Path(tmp) / f"{row}.json"
-            command = [sys.executable, __file__, "--device", args.device, "--model", args.model, "--dtype", args.dtype,
-                       "--warmup", str(args.warmup), "--steps", str(args.steps),
+            command = [sys.executable, __file__, "--device", args.device, "--model", args.model,
+                       "--dtype", args.dtype, "--warmup", str(args.warmup), "--steps", str(args.steps),
                        "--_row", row, "--_cache", str(cache), "--_result", str(result)]  # fmt: skip
             t0 = time.perf_counter()
             try:
-                done = subprocess.run(command, env=env, timeout=args.row_timeout, stdout=sys.stdout, stderr=sys.stderr)
+                done = subprocess.run(
+                    command, env=env, timeout=args.row_timeout, stdout=sys.stdout, stderr=sys.stderr
+                )
                 if result.is_file():
                     record = json.loads(result.read_text())
                 else:
@@ -429,13 +470,22 @@ def main() -> None:
                     reason = "killed (host memory?)" if killed else f"crashed with exit {done.returncode}"
                     record = {"row": row, "savers": ROWS[row], "status": "error", "error": reason}
             except subprocess.TimeoutExpired:
-                record = {"row": row, "savers": ROWS[row], "status": "timeout", "error": f"over {args.row_timeout:.0f} s"}
+                record = {
+                    "row": row,
+                    "savers": ROWS[row],
+                    "status": "timeout",
+                    "error": f"over {args.row_timeout:.0f} s",
+                }
             record["wall_s"] = round(time.perf_counter() - t0, 1)
             report["machine"] = record.pop("machine", report["machine"])
             report["rows"].append(record)
             write_report(report, args.output)
             if record["status"] == "ok":
-                print(f"    -> peak {record['peak_bytes'] / 2**30:.2f} GiB, {record['seconds_per_step']:.3f} s/step", flush=True)
+                print(
+                    f"    -> peak {record['peak_bytes'] / 2**30:.2f} GiB, "
+                    f"{record['seconds_per_step']:.3f} s/step",
+                    flush=True,
+                )
             else:
                 print(f"    -> {record['status']}: {record.get('error', '')[:200]}", flush=True)
     report["total_s"] = round(time.perf_counter() - start, 1)

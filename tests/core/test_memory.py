@@ -98,7 +98,9 @@ def test_saver_keeps_losses_and_leaves_inactive_adapters_untouched(
             for p in trainer.lora_params:
                 p.normal_(0, 0.05, generator=torch.Generator().manual_seed(p.numel()))
     assert all(p.dtype == torch.float32 for p in saved.lora_params)  # adapters train in fp32
-    before = {a: {k: v.clone() for k, v in adapter_parameters(saved.transformer, a).items()} for a in saved.present}
+    before = {
+        a: {k: v.clone() for k, v in adapter_parameters(saved.transformer, a).items()} for a in saved.present
+    }
 
     # gradients of one micro-step: finite for the active adapters, None for the others
     saved.micro_step(step, step)
@@ -123,7 +125,9 @@ def test_saver_keeps_losses_and_leaves_inactive_adapters_untouched(
             assert torch.equal(value, before[adapter][key]), key
 
 
-def test_fp8_storage_keeps_frozen_weights_in_fp8_and_adapters_in_fp32(mochi_cache: Path, tmp_path: Path) -> None:
+def test_fp8_storage_keeps_frozen_weights_in_fp8_and_adapters_in_fp32(
+    mochi_cache: Path, tmp_path: Path
+) -> None:
     trainer = Trainer(_config(mochi_cache, tmp_path / "run", fp8_base=True))
     dtypes = {n: p.dtype for n, p in trainer.transformer.named_parameters()}
     assert dtypes["transformer_blocks.0.attn1.to_q.base_layer.weight"] == torch.float8_e4m3fn
@@ -142,7 +146,9 @@ def test_fp8_storage_keeps_frozen_weights_in_fp8_and_adapters_in_fp32(mochi_cach
 
 def test_gradient_accumulation_is_the_mean_of_its_micro_batches(mochi_cache: Path, tmp_path: Path) -> None:
     """accumulate=2 takes one optimizer step on the mean gradient of micro-batches 0 and 1."""
-    accumulated = Trainer(_config(mochi_cache, tmp_path / "acc", gradient_accumulation_steps=2, weight_decay=0.0))
+    accumulated = Trainer(
+        _config(mochi_cache, tmp_path / "acc", gradient_accumulation_steps=2, weight_decay=0.0)
+    )
     by_hand = Trainer(_config(mochi_cache, tmp_path / "hand", weight_decay=0.0))
     record = accumulated.training_step(0)
     parts = [by_hand.micro_step(m, 0, accumulate=2) for m in (0, 1)]
@@ -190,7 +196,9 @@ def test_fp16_is_refused_with_the_fix(mochi_cache: Path, tmp_path: Path) -> None
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero(mochi_cache: Path, tmp_path: Path) -> None:
-    trainer = Trainer(_config(mochi_cache, tmp_path / "run", lr_schedule="cosine", warmup_steps=2, max_steps=10))
+    trainer = Trainer(
+        _config(mochi_cache, tmp_path / "run", lr_schedule="cosine", warmup_steps=2, max_steps=10)
+    )
     lrs = []
     for _ in range(10):
         lrs.append(trainer.optimizer.param_groups[0]["lr"])
@@ -211,7 +219,9 @@ def test_posterior_std_is_scaled_into_the_normalised_space(mochi_cache: Path) ->
     item = load_file(str(next((mochi_cache / "items").glob("*.safetensors"))))
     assert item["latents_std"].shape == item["latents"].shape
     backbone = MochiBackbone.tiny(seed=0)
-    video = torch.randint(0, 256, (1, 7, 16, 16, 3), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    video = torch.randint(0, 256, (1, 7, 16, 16, 3), generator=torch.Generator().manual_seed(0)).to(
+        torch.uint8
+    )
     mean, std = backbone.encode_video_posterior(video)
     # by hand: Mochi normalises (z - mean_c) / std_c * scaling_factor
     cfg = backbone.vae.config
