@@ -95,6 +95,21 @@ def train(
     batch_size: int = typer.Option(None, "--batch-size"),
     seed: int = typer.Option(None, "--seed"),
     tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Log to <output>/ for TB."),
+    gradient_checkpointing: bool = typer.Option(
+        None,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute activations in backward (default auto: on at large geometry).",
+    ),
+    fp8_base: bool = typer.Option(None, "--fp8-base/--no-fp8-base", help="Store the frozen base in FP8."),
+    block_offload: bool = typer.Option(
+        None, "--block-offload/--no-block-offload", help="Keep frozen block weights on the CPU."
+    ),
+    optimizer: str = typer.Option(None, "--optimizer", help="adamw or adamw8bit (bitsandbytes, CUDA)."),
+    accumulate: int = typer.Option(None, "--gradient-accumulation-steps", help="Micro-batches per step."),
+    lr_schedule: str = typer.Option(None, "--lr-schedule", help="constant (paper) or cosine, after warmup."),
+    latent_sampling: str = typer.Option(
+        None, "--latent-sampling", help="mean (paper) or sample: a fresh VAE posterior draw per step."
+    ),
 ) -> None:
     """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss.
 
@@ -111,6 +126,14 @@ def train(
         "batch_size": batch_size,
         "seed": seed,
         "tensorboard": tensorboard,
+        # memory savers (docs/memory.md)
+        "gradient_checkpointing": gradient_checkpointing,
+        "fp8_base": fp8_base,
+        "block_offload": block_offload,
+        "optimizer": optimizer,
+        "gradient_accumulation_steps": accumulate,
+        "lr_schedule": lr_schedule,
+        "latent_sampling": latent_sampling,
     }
     cfg = _run(load_config, TrainConfig, config, **overrides)
     result = _run(run_training, cfg)

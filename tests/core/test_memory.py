@@ -261,3 +261,32 @@ def test_memory_benchmark_row_runs_the_real_trainer(tmp_path: Path) -> None:
               "rows": [record, {"row": "plain", "status": "oom", "error": "CUDA out of memory"}]}  # fmt: skip
     table = memory.markdown(report)
     assert "| plain | oom: CUDA out of memory" in table and "1.00 |" in table
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_train_flags_switch_each_saver(mochi_cache: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dreamrelation.cli import app
+    from dreamrelation.lora_io import read_lora_metadata
+
+    common = ["train", "--cache", str(mochi_cache), "--backbone", "mochi", "--model", "tiny"]
+    common += ["--dtype", "float32", "--max-steps", "1"]
+    flags = [
+        "--gradient-checkpointing",
+        "--fp8-base",
+        "--block-offload",
+        "--gradient-accumulation-steps",
+        "2",
+    ]
+    flags += ["--lr-schedule", "cosine", "--latent-sampling", "sample"]
+    result = CliRunner().invoke(app, [*common, "--output", str(tmp_path / "run"), *flags])
+    assert result.exit_code == 0, result.output
+    saved = read_lora_metadata(tmp_path / "run" / "relation_lora.safetensors")["dreamrelation.config"]
+    assert saved["gradient_checkpointing"] is True and saved["fp8_base"] and saved["block_offload"]
+    assert saved["gradient_accumulation_steps"] == 2 and saved["lr_schedule"] == "cosine"
+    assert saved["latent_sampling"] == "sample"
+    refused = CliRunner().invoke(app, [*common, "--output", str(tmp_path / "r2"), "--optimizer", "adamw8bit"])
+    assert refused.exit_code == 2 and "adamw8bit needs a CUDA GPU" in refused.output
