@@ -163,6 +163,13 @@ def generate(
     width: int = typer.Option(None, "--width"),
     seed: int = typer.Option(None, "--seed"),
     fuse: bool = typer.Option(None, "--fuse/--no-fuse", help="Fuse the LoRA into the weights first."),
+    cpu_offload: bool = typer.Option(
+        None, "--cpu-offload/--no-cpu-offload", help="Each model on the GPU only while it runs."
+    ),
+    vae_tiling: bool = typer.Option(None, "--vae-tiling/--no-vae-tiling", help="Decode in spatial tiles."),
+    vae_slicing: bool = typer.Option(
+        None, "--vae-slicing/--no-vae-slicing", help="Decode one video at a time."
+    ),
 ) -> None:
     """Render the learned relation for new subjects with only the relation + FFN LoRAs."""
     from dreamrelation.generate import generate as run_generate
@@ -179,6 +186,9 @@ def generate(
         "width": width,
         "seed": seed,
         "fuse": fuse,
+        "cpu_offload": cpu_offload,
+        "vae_tiling": vae_tiling,
+        "vae_slicing": vae_slicing,
     }
     cfg = _run(load_config, GenerateConfig, config, **overrides)
     for path in _run(run_generate, cfg):

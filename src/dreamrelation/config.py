@@ -154,6 +154,12 @@ class GenerateConfig(_Strict):
     fuse: bool = False
     fps: int = Field(30, gt=0)
     device: str | None = None
+    # ----- memory (docs/memory.md)
+    #: move each model to the GPU only while it runs (diffusers enable_model_cpu_offload; CUDA only)
+    cpu_offload: bool = False
+    #: decode the video in overlapping spatial tiles / one batch item at a time
+    vae_tiling: bool = False
+    vae_slicing: bool = False
 
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)

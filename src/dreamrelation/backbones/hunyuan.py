@@ -46,12 +46,15 @@ class HunyuanVideoBackbone(Backbone):
         pipeline: HunyuanVideoPipeline,
         max_sequence_length: int,
         prompt_template: dict[str, Any] | None = None,
-        embedded_guidance: float = 6.0,
+        training_guidance: float = 1.0,
     ) -> None:
         super().__init__(pipeline, max_sequence_length)
         self.prompt_template = prompt_template
         # HunyuanVideo is guidance-distilled: the guidance scale is an input of the transformer.
-        self.embedded_guidance = embedded_guidance
+        # Training targets the unguided flow (eps - z), which the distilled model produces at
+        # embedded guidance 1.0; feeding 6.0 would ask a guided prediction to match an unguided
+        # target. musubi-tuner trains HunyuanVideo LoRAs at 1.0 by default too (docs/memory.md).
+        self.training_guidance = training_guidance
 
     @staticmethod
     def _tiny_transformer_module(seed: int) -> HunyuanVideoTransformer3DModel:
@@ -152,7 +155,7 @@ class HunyuanVideoBackbone(Backbone):
         self, conditioning: dict[str, torch.Tensor], noisy_latents: torch.Tensor
     ) -> dict[str, Any]:
         batch = noisy_latents.shape[0]
-        guidance = torch.full((batch,), self.embedded_guidance * 1000.0, device=noisy_latents.device)
+        guidance = torch.full((batch,), self.training_guidance * 1000.0, device=noisy_latents.device)
         return {
             "encoder_hidden_states": conditioning["prompt_embeds"].to(noisy_latents.dtype),
             "encoder_attention_mask": conditioning["prompt_attention_mask"],
@@ -164,11 +167,12 @@ class HunyuanVideoBackbone(Backbone):
         return latents * self.vae.config.scaling_factor
 
     def pipeline_kwargs(self, guidance_scale: float) -> dict[str, Any]:
-        # Real (two-pass) CFG is ``true_cfg_scale``; ``guidance_scale`` is the distilled embedding.
+        # The project's guidance scale is the distilled (embedded) one; true two-pass CFG stays at
+        # 1.0 (off), as in HunyuanVideo's own pipeline defaults. Applying a true CFG 6.0 on top of
+        # the embedded 6.0 guided twice.
         return {
-            "true_cfg_scale": guidance_scale,
-            "guidance_scale": self.embedded_guidance,
-            "negative_prompt": "",
+            "true_cfg_scale": 1.0,
+            "guidance_scale": guidance_scale,
             "max_sequence_length": self.max_sequence_length,
             **self._template_kwargs(),
         }
