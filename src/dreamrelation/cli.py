@@ -110,6 +110,7 @@ def train(
     latent_sampling: str = typer.Option(
         None, "--latent-sampling", help="mean (paper) or sample: a fresh VAE posterior draw per step."
     ),
+    fsdp: bool = typer.Option(None, "--fsdp/--no-fsdp", help="Shard the frozen base across processes."),
 ) -> None:
     """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss.
 
@@ -134,6 +135,7 @@ def train(
         "gradient_accumulation_steps": accumulate,
         "lr_schedule": lr_schedule,
         "latent_sampling": latent_sampling,
+        "fsdp": fsdp,
     }
     cfg = _run(load_config, TrainConfig, config, **overrides)
     result = _run(run_training, cfg)

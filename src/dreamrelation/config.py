@@ -108,6 +108,8 @@ class TrainConfig(_Strict):
     lr_schedule: Literal["constant", "cosine"] = "constant"
     #: latents per step: the cached VAE posterior "mean" (paper) or a fresh "sample" (official code)
     latent_sampling: Literal["mean", "sample"] = "mean"
+    #: shard the frozen base across processes (FSDP2); adapters stay replicated (data parallel)
+    fsdp: bool = False
     seed: int = 0
     checkpoint_every: int = Field(200, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
@@ -123,6 +125,14 @@ class TrainConfig(_Strict):
     def _validation_needs_prompts(self) -> TrainConfig:
         if self.validation_every and not self.validation_prompts:
             raise ValueError("validation_every is set but validation_prompts is empty")
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_alone(self) -> TrainConfig:
+        if self.fsdp and (self.block_offload or self.fp8_base):
+            raise ValueError("fsdp shards the base already: set block_offload: false and fp8_base: false")
+        if self.fsdp and self.validation_every:
+            raise ValueError("fsdp: validation sampling runs on one process; set validation_every: null")
         return self
 
     @model_validator(mode="after")

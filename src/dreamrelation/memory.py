@@ -158,6 +158,32 @@ def place_transformer(
     return FrozenBlockOffload(blocks, device)
 
 
+def shard_frozen_base(transformer: torch.nn.Module, device: torch.device) -> int:
+    """FSDP2 (``fully_shard``) over every process: each block's frozen weights, and the rest of the
+    base, are split across processes and gathered for the block's forward only. The adapters are
+    left out of the sharding (``ignored_params``): every process keeps a full copy, and the trainer
+    averages their gradients itself, as in plain data parallel, so inactive adapters still get no
+    gradient and no update. Returns how many base elements this process holds."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ConfigError(
+            "fsdp: true needs several processes: start training with `accelerate launch` or torchrun"
+        )
+    mesh = init_device_mesh(torch.device(device).type, (dist.get_world_size(),))
+    adapters = {p for n, p in transformer.named_parameters() if _is_adapter(n)}
+    for block in transformer_blocks(transformer):
+        fully_shard(block, mesh=mesh, ignored_params=adapters & set(block.parameters()))
+    fully_shard(transformer, mesh=mesh, ignored_params=adapters)
+    return sum(
+        p.to_local().numel() if hasattr(p, "to_local") else p.numel()
+        for n, p in transformer.named_parameters()
+        if not _is_adapter(n)
+    )
+
+
 def make_optimizer(
     params: list[torch.nn.Parameter],
     name: str,
