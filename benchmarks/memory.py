@@ -85,10 +85,10 @@ MODELS: dict[str, dict] = {
             "eps": 1e-6,
             "rope_max_seq_len": 1024,
         },
-        # 9 frames x 128 x 128 -> 3 latent frames of 16 x 16 (192 tokens): a small geometry for CPU
-        "latent_shape": (16, 3, 16, 16),
-        "text_tokens": 128,
-        "about": "Wan2.1-T2V-1.3B transformer (published config), 9x128x128, 128 UMT5 tokens",
+        # 1 frame x 128 x 128 -> 1 latent frame of 16 x 16 (64 tokens): a small geometry for a CPU
+        "latent_shape": (16, 1, 16, 16),
+        "text_tokens": 32,
+        "about": "Wan2.1-T2V-1.3B transformer (published config), 1x128x128, 32 UMT5 tokens",
     },
     "mochi-tiny": {
         "backbone": "mochi",

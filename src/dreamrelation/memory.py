@@ -135,6 +135,7 @@ def place_transformer(
     fp8_base: bool,
     block_offload: bool,
     gradient_checkpointing: bool,
+    fsdp: bool = False,
 ) -> FrozenBlockOffload | None:
     """Apply the savers to a transformer that already carries its (float32) adapters, then place it.
 
@@ -147,6 +148,14 @@ def place_transformer(
         base_dtypes = {p.dtype for n, p in transformer.named_parameters() if not _is_adapter(n)}
         compute = torch.bfloat16 if torch.bfloat16 in base_dtypes else next(iter(base_dtypes))
         enable_fp8_storage(transformer, compute)
+    if fsdp:
+        # each block goes to the device as its own shard (fully_shard moves it), never whole; the
+        # adapters, left out of the sharding, are moved here
+        for name, p in transformer.named_parameters():
+            if _is_adapter(name):
+                p.data = p.data.to(device)
+        shard_frozen_base(transformer, device)
+        return None
     if not block_offload:
         transformer.to(device)
         return None

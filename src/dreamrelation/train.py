@@ -43,7 +43,7 @@ from dreamrelation.losses import (
     mask_weighted_loss,
     relational_contrastive_loss,
 )
-from dreamrelation.memory import make_optimizer, needs_checkpointing, place_transformer, shard_frozen_base
+from dreamrelation.memory import make_optimizer, needs_checkpointing, place_transformer
 
 _MIX = 0x9E3779B1  # spreads (seed, step, rank) into distinct generator seeds
 
@@ -122,8 +122,8 @@ class Trainer:
             fp8_base=config.fp8_base,
             block_offload=config.block_offload,
             gradient_checkpointing=self.gradient_checkpointing,
+            fsdp=config.fsdp,
         )
-        self.local_base_elements = shard_frozen_base(self.transformer, device) if config.fsdp else None
         self.transformer.train()
         self.optimizer = make_optimizer(
             self.lora_params,

@@ -21,11 +21,13 @@ cfg = load_config(TrainConfig, **{"model.backbone": "mochi", "model.model": "tin
     "checkpoint_every": 100, "fsdp": fsdp})
 trainer = Trainer(cfg)
 losses = [trainer.training_step(s)["loss"] for s in range(3)]
-total = sum(p.numel() for n, p in trainer.transformer.named_parameters() if "lora_" not in n)
+total = sum(p.numel() for n, p in trainer.transformer.named_parameters() if "lora_" not in n)  # global
 adapters = {n: p.detach().sum().item() for n, p in trainer.transformer.named_parameters() if "lora_" in n}
 rank = trainer.accelerator.process_index
 with open(f"{out}/rank{rank}.json", "w") as f:
-    record = {"losses": losses, "local": trainer.local_base_elements, "total": total}
+    local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel()
+                for n, p in trainer.transformer.named_parameters() if "lora_" not in n)
+    record = {"losses": losses, "local": local, "total": total}
     json.dump({**record, "adapters": adapters}, f)
 """
 
