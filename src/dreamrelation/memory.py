@@ -49,9 +49,11 @@ def transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks of a diffusers transformer (the classes named in ``_no_split_modules``)."""
     names = set(getattr(transformer, "_no_split_modules", None) or [])
     blocks: list[torch.nn.Module] = []
+    inside: set[int] = set()  # modules within a block already taken (nested blocks stay in it)
     for module in transformer.modules():
-        if type(module).__name__ in names and not any(module in set(b.modules()) for b in blocks):
+        if type(module).__name__ in names and id(module) not in inside:
             blocks.append(module)
+            inside.update(id(m) for m in module.modules())
     if not blocks:
         raise ConfigError(
             f"{type(transformer).__name__} declares no repeated blocks (_no_split_modules); "
