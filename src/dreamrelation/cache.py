@@ -67,6 +67,7 @@ def atomic_write_text(text: str, path: Path) -> None:
 def _fingerprint(item: VideoItem, config: CacheConfig) -> str:
     """Changes when the video, its caption, its masks or the encoding settings change."""
     h = hashlib.sha256()
+    h.update(b"items-v2: latents + latents_std")  # caches from before the std are re-encoded
     h.update(config.model.model_dump_json().encode())
     h.update(config.video.model_dump_json().encode())
     h.update(config.relation_mask.encode())
@@ -91,8 +92,9 @@ def encode_item(backbone: Backbone, item: VideoItem, config: CacheConfig) -> dic
     video = read_video(
         item.video_path, geo.num_frames, geo.height, geo.width, geo.frame_stride, geo.start_frame
     )
-    latents = backbone.encode_video(video[None])[0]
-    tensors = {"latents": latents.cpu()}
+    latents, latents_std = (t[0] for t in backbone.encode_video_posterior(video[None]))
+    # the std lets training draw a fresh posterior sample per step (latent_sampling: sample)
+    tensors = {"latents": latents.cpu(), "latents_std": latents_std.cpu()}
     for key, value in backbone.encode_prompts([item.caption]).items():
         tensors[f"text.{key}"] = value[0].cpu()
     if item.mask_dir is not None:
@@ -220,6 +222,8 @@ class CachedItem:
     latents: torch.Tensor
     masks: torch.Tensor | None
     text: dict[str, torch.Tensor]
+    #: the VAE posterior's std (caches written before it was stored: None)
+    latents_std: torch.Tensor | None = None
 
 
 class CachedDataset:
@@ -255,6 +259,7 @@ class CachedDataset:
                         tensors["latents"],
                         tensors.get("masks"),
                         text,
+                        tensors.get("latents_std"),
                     )
                 )
                 shapes.add(tuple(tensors["latents"].shape))

@@ -127,6 +127,22 @@ def train(
     batch_size: int = typer.Option(None, "--batch-size", show_default="1"),
     seed: int = typer.Option(None, "--seed", show_default="0"),
     tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Log to <output>/ for TB."),
+    gradient_checkpointing: bool = typer.Option(
+        None,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute activations in backward (default auto: on at large geometry).",
+    ),
+    fp8_base: bool = typer.Option(None, "--fp8-base/--no-fp8-base", help="Store the frozen base in FP8."),
+    block_offload: bool = typer.Option(
+        None, "--block-offload/--no-block-offload", help="Keep frozen block weights on the CPU."
+    ),
+    optimizer: str = typer.Option(None, "--optimizer", help="adamw or adamw8bit (bitsandbytes, CUDA)."),
+    accumulate: int = typer.Option(None, "--gradient-accumulation-steps", help="Micro-batches per step."),
+    lr_schedule: str = typer.Option(None, "--lr-schedule", help="constant (paper) or cosine, after warmup."),
+    latent_sampling: str = typer.Option(
+        None, "--latent-sampling", help="mean (paper) or sample: a fresh VAE posterior draw per step."
+    ),
+    fsdp: bool = typer.Option(None, "--fsdp/--no-fsdp", help="Shard the frozen base across processes."),
 ) -> None:
     """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss.
 
@@ -144,6 +160,15 @@ def train(
         "batch_size": batch_size,
         "seed": seed,
         "tensorboard": tensorboard,
+        # memory savers (docs/memory.md)
+        "gradient_checkpointing": gradient_checkpointing,
+        "fp8_base": fp8_base,
+        "block_offload": block_offload,
+        "optimizer": optimizer,
+        "gradient_accumulation_steps": accumulate,
+        "lr_schedule": lr_schedule,
+        "latent_sampling": latent_sampling,
+        "fsdp": fsdp,
     }
     cfg = _run(load_config, TrainConfig, config, **overrides)
     _run(preflight_train, cfg)
@@ -232,6 +257,13 @@ def generate(
     width: int = typer.Option(None, "--width", show_default="848"),
     seed: int = typer.Option(None, "--seed", show_default="0"),
     fuse: bool = typer.Option(None, "--fuse/--no-fuse", help="Fuse the LoRA into the weights first."),
+    cpu_offload: bool = typer.Option(
+        None, "--cpu-offload/--no-cpu-offload", help="Each model on the GPU only while it runs."
+    ),
+    vae_tiling: bool = typer.Option(None, "--vae-tiling/--no-vae-tiling", help="Decode in spatial tiles."),
+    vae_slicing: bool = typer.Option(
+        None, "--vae-slicing/--no-vae-slicing", help="Decode one video at a time."
+    ),
 ) -> None:
     """Render the learned relation for new subjects with only the relation + FFN LoRAs."""
     from dreamrelation.config import GenerateConfig, load_config
@@ -252,6 +284,9 @@ def generate(
         "width": width,
         "seed": seed,
         "fuse": fuse,
+        "cpu_offload": cpu_offload,
+        "vae_tiling": vae_tiling,
+        "vae_slicing": vae_slicing,
     }
     cfg = _run(load_config, GenerateConfig, config, **overrides)
     _run(preflight_generate, cfg)

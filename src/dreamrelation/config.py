@@ -127,10 +127,25 @@ class TrainConfig(_Strict):
     max_grad_norm: float | None = None
     #: probability of training a sample with the empty prompt (for CFG)
     caption_dropout: float = Field(0.1, ge=0, lt=1)
-    #: recompute activations in the backward pass (less memory, slower)
-    gradient_checkpointing: bool = False
-    #: "no" on CPU; "bf16" autocast on GPU (the paper's setting)
+    #: "auto": on when the cached geometry is large (>= 4096 tokens per batch; the paper's 61x480x848)
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    #: "no" on CPU; "bf16" autocast on GPU (the paper's setting). fp16 is refused (see docs/memory.md).
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    # ----- memory savers (docs/memory.md); none changes which adapters train
+    #: store the frozen base in float8_e4m3fn, upcast per layer (diffusers layerwise casting)
+    fp8_base: bool = False
+    #: keep each block's frozen weights on the CPU, copy them to the GPU for its forward only
+    block_offload: bool = False
+    #: "adamw8bit": bitsandbytes 8-bit AdamW (CUDA only)
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
+    #: micro-batches per optimizer step (effective batch = batch_size x this x processes)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    #: after warmup: "constant" (paper) or "cosine" decay to 0 at max_steps (official code)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    #: latents per step: the cached VAE posterior "mean" (paper) or a fresh "sample" (official code)
+    latent_sampling: Literal["mean", "sample"] = "mean"
+    #: shard the frozen base across processes (FSDP2); adapters stay replicated (data parallel)
+    fsdp: bool = False
     #: seed of the LoRA initialisation, data order, LoRA selection and noise: same seed, same run
     seed: int = 0
     #: save a resumable checkpoint every n steps (and at the end)
@@ -158,6 +173,25 @@ class TrainConfig(_Strict):
     def _validation_needs_prompts(self) -> TrainConfig:
         if self.validation_every and not self.validation_prompts:
             raise ValueError("validation_every is set but validation_prompts is empty")
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_alone(self) -> TrainConfig:
+        if self.fsdp and (self.block_offload or self.fp8_base):
+            raise ValueError("fsdp shards the base already: set block_offload: false and fp8_base: false")
+        if self.fsdp and self.validation_every:
+            raise ValueError("fsdp: validation sampling runs on one process; set validation_every: null")
+        return self
+
+    @model_validator(mode="after")
+    def _no_fp16(self) -> TrainConfig:
+        # fp16 autocast needs a dynamic loss scale (unscale before clipping, skip inf steps, update);
+        # the paper trains in bf16, whose range needs none.
+        if self.mixed_precision == "fp16":
+            raise ValueError(
+                "mixed_precision: fp16 is not supported (it needs loss scaling); use bf16 (the paper's "
+                "setting, any Ampere or newer GPU) or no"
+            )
         return self
 
 
@@ -196,6 +230,13 @@ class GenerateConfig(_Strict):
     fps: int = Field(30, gt=0)
     #: device for sampling (None: cuda when available, else cpu)
     device: str | None = None
+    # ----- memory (docs/memory.md)
+    #: move each model to the GPU only while it runs (diffusers enable_model_cpu_offload; CUDA only)
+    cpu_offload: bool = False
+    #: decode the video in overlapping spatial tiles
+    vae_tiling: bool = False
+    #: decode one batch item at a time
+    vae_slicing: bool = False
 
     @model_validator(mode="after")
     def _one_prompt_source(self) -> GenerateConfig:

@@ -13,7 +13,7 @@ from dreamrelation.backbones import Backbone, default_device, load_backbone
 from dreamrelation.checks import check_lora_fits
 from dreamrelation.config import GenerateConfig
 from dreamrelation.data import write_gif, write_video
-from dreamrelation.errors import InputError
+from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.evaluation.judge import file_sha256
 from dreamrelation.evaluation.manifest import RenderSummary, render_prompt_set
 from dreamrelation.evaluation.prompts import PromptEntry, load_prompt_file
@@ -130,14 +130,35 @@ def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse
         pipe.unload_lora_weights()
 
 
+def apply_memory_options(backbone: Backbone, config: GenerateConfig, device: torch.device) -> None:
+    """VAE tiling/slicing and model CPU offload, as asked by ``config`` (checked before any work)."""
+    vae = backbone.vae
+    for wanted, method in ((config.vae_tiling, "enable_tiling"), (config.vae_slicing, "enable_slicing")):
+        if wanted:
+            if not hasattr(vae, method):
+                raise ConfigError(f"{backbone.name}'s VAE has no {method}; set {method[7:]}: false")
+            getattr(vae, method)()
+    if config.cpu_offload:
+        backbone.pipeline.enable_model_cpu_offload(device=device)
+
+
 def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None) -> Backbone:
+    device = torch.device(config.device) if config.device else default_device()
+    if config.cpu_offload and device.type != "cuda":
+        raise ConfigError(
+            f"cpu_offload moves models between the CPU and a GPU, but generation runs on {device}; "
+            "set cpu_offload: false"
+        )
     if backbone is None:
         spec = config.model
+        # with CPU offload the pipeline stays on the CPU; diffusers moves each model in turn
         backbone = load_backbone(
-            spec.backbone, spec.model, spec.dtype, spec.max_sequence_length, config.device or default_device()
-        )
+            spec.backbone, spec.model, spec.dtype, spec.max_sequence_length,
+            None if config.cpu_offload else device,
+        )  # fmt: skip
     if config.lora is not None:
         load_inference_lora(backbone, config.lora, config.lora_scale, config.fuse)
+    apply_memory_options(backbone, config, device)
     return backbone
 
 

@@ -43,6 +43,7 @@ from dreamrelation.losses import (
     mask_weighted_loss,
     relational_contrastive_loss,
 )
+from dreamrelation.memory import make_optimizer, needs_checkpointing, place_transformer
 from dreamrelation.tracking import log_validation_videos, tracker_config, trackers
 
 _MIX = 0x9E3779B1  # spreads (seed, step, rank) into distinct generator seeds
@@ -79,15 +80,24 @@ class Trainer:
             project_dir=str(config.output),
         )
         self.dataset = CachedDataset(config.cache)
+        if config.latent_sampling == "sample" and any(i.latents_std is None for i in self.dataset.items):
+            raise ConfigError(
+                "latent_sampling: sample needs the VAE posterior's std in the cache (caches written "
+                "before it keep only the mean); re-run `dreamrelation cache` or set latent_sampling: mean"
+            )
         spec = config.model
         if backbone is None:
-            backbone = load_backbone(spec.backbone, spec.model, spec.dtype, spec.max_sequence_length)
+            # Training reads the cache: only validation needs the text encoders and the VAE.
+            components = "all" if config.validation_every else "transformer"
+            backbone = load_backbone(
+                spec.backbone, spec.model, spec.dtype, spec.max_sequence_length, components=components
+            )
         if backbone.name not in self.dataset.backbones:
             raise ConfigError(
                 f"the cache was made with {sorted(self.dataset.backbones)}, training uses {backbone.name}; "
                 "re-run `dreamrelation cache` with the same backbone"
             )
-        self.backbone = backbone.to(self.accelerator.device)
+        self.backbone = backbone
         self.transformer = backbone.transformer
         self.targets = add_triplet(backbone, config.lora, seed=config.seed)
         self.present = list(self.targets)
@@ -103,17 +113,33 @@ class Trainer:
         self.lora_params = [p for n, p in self.transformer.named_parameters() if "lora_" in n]
         for p in self.lora_params:  # adapters train in fp32 even on a bf16 base
             p.data = p.data.float()
-        if config.gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
+        device = self.accelerator.device
+        self.gradient_checkpointing = needs_checkpointing(
+            config.gradient_checkpointing, self.dataset.items[0].latents.shape, config.batch_size
+        )
+        self.offload = place_transformer(
+            self.transformer,
+            device,
+            fp8_base=config.fp8_base,
+            block_offload=config.block_offload,
+            gradient_checkpointing=self.gradient_checkpointing,
+            fsdp=config.fsdp,
+        )
         self.transformer.train()
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = make_optimizer(
             self.lora_params,
+            config.optimizer,
+            device,
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
             betas=config.adam_betas,
         )
+        schedule = {"constant": "constant_with_warmup", "cosine": "cosine"}[config.lr_schedule]
         self.scheduler = get_scheduler(
-            "constant_with_warmup", self.optimizer, num_warmup_steps=config.warmup_steps
+            schedule,
+            self.optimizer,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=config.max_steps,
         )
         self.memory_bank = MemoryBank(config.loss.memory_bank_size)
         self.history: list[dict[str, float | str | int]] = []
@@ -142,8 +168,12 @@ class Trainer:
             for key in items[0].text
         }
         device = self.accelerator.device
+        latents = torch.stack([it.latents for it in items])
+        if self.config.latent_sampling == "sample":  # a fresh draw from the VAE posterior
+            std = torch.stack([it.latents_std for it in items])
+            latents = latents + std * torch.randn(latents.shape, generator=generator)
         return {
-            "latents": torch.stack([it.latents for it in items]).to(device),
+            "latents": latents.to(device),
             "masks": None if items[0].masks is None else torch.stack([it.masks for it in items]).to(device),
             "text": {k: v.to(device) for k, v in text.items()},
             "relations": [it.relation for it in items],
@@ -159,13 +189,41 @@ class Trainer:
         return self.selectable[int(choice)]
 
     def training_step(self, step: int) -> dict[str, float | str | int]:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches.
+
+        Each micro-batch draws its own adapter (HMT); an adapter inactive in every micro-batch keeps
+        grad None, so AdamW neither moves nor decays it. With one micro-batch the draws are those
+        of the unaccumulated loop (micro index = step).
+        """
+        cfg = self.config
+        accumulate = cfg.gradient_accumulation_steps
+        parts = [self.micro_step(step * accumulate + m, step, accumulate) for m in range(accumulate)]
+        self._average_gradients()
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.lora_params if p.grad is not None], cfg.max_grad_norm
+            )
+        # Inactive adapters have grad None: AdamW skips them (no update, no weight decay).
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        record: dict[str, float | str | int] = {"step": step + 1}
+        for key in ("loss", "reconstruction", "contrastive"):
+            record[key] = sum(float(p[key]) for p in parts) / accumulate
+        record["contrastive_terms"] = sum(int(p["contrastive_terms"]) for p in parts)
+        record["adapter"] = "+".join(str(p["adapter"]) for p in parts)
+        record["lr"] = self.scheduler.get_last_lr()[0]
+        return record
+
+    def micro_step(self, micro: int, step: int, accumulate: int = 1) -> dict[str, float | str | int]:
+        """Forward and backward of one micro-batch (``micro`` seeds its draws); no optimizer step."""
         cfg, loss_cfg = self.config, self.config.loss
-        gen = _generator(cfg.seed, 2, step, self.accelerator.process_index)
-        selected = self.select(step)
+        gen = _generator(cfg.seed, 2, micro, self.accelerator.process_index)
+        selected = self.select(micro)
         active = self.present if selected is None else adapters_for_selection(selected, self.present)
         activate(self.transformer, active)
 
-        batch = self.collate(self.batch_indices(step), gen)
+        batch = self.collate(self.batch_indices(micro), gen)
         latents = batch["latents"]
         sigma = torch.rand(latents.shape[0], generator=gen).to(latents.device)
         noise = torch.randn(latents.shape, generator=gen).to(latents.device)
@@ -213,27 +271,16 @@ class Trainer:
                 " "
                 "or re-run `dreamrelation cache` if the cached latents contain NaN"
             )
-        self.accelerator.backward(loss)
-        self._average_gradients()
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in self.lora_params if p.grad is not None], cfg.max_grad_norm
-            )
-        # Inactive adapters have grad None: AdamW skips them (no update, no weight decay).
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss / accumulate)
 
         for b, relation in enumerate(batch["relations"]):
             self.memory_bank.push(relation, dynamics[b].detach(), single[b].detach(), source=batch["keys"][b])
         return {
-            "step": step + 1,
             "loss": loss.item(),
             "reconstruction": rec.item(),
             "contrastive": rcl.item(),
             "contrastive_terms": rcl_terms,
             "adapter": selected or "all",
-            "lr": self.scheduler.get_last_lr()[0],
         }
 
     def _average_gradients(self) -> None:
@@ -295,7 +342,7 @@ class Trainer:
             return False
         ckpt, found = load_newest_intact(found, rank=self.accelerator.process_index)
         saved = ckpt["state"]["config"]
-        for key in ("lora", "loss", "cache", "batch_size", "seed"):
+        for key in ("lora", "loss", "cache", "batch_size", "seed", "gradient_accumulation_steps"):
             now = json.loads(dump_config(self.config))[key]
             if saved[key] != now:
                 raise ConfigError(
@@ -369,6 +416,14 @@ class Trainer:
         geo = manifest["video"]
         activate(self.transformer, [a for a in ("relation", "ffn") if a in self.present], trainable=False)
         self.transformer.eval()
+        # the text encoders and the VAE wait on the CPU between validations
+        others = [
+            m
+            for name, m in self.backbone.pipeline.components.items()
+            if name != "transformer" and isinstance(m, torch.nn.Module)
+        ]
+        for module in others:
+            module.to(self.accelerator.device)
         try:
             videos = render_and_save(
                 self.backbone,
@@ -385,6 +440,8 @@ class Trainer:
             log_validation_videos(self.accelerator, videos, self.step)
             return videos
         finally:
+            for module in others:
+                module.to("cpu")
             self.transformer.train()
 
     def finish(self) -> TrainResult:

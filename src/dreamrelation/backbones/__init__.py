@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import Literal
 
 import torch
 
-from dreamrelation.backbones.base import ROLES, Backbone
+from dreamrelation.backbones.base import ROLES, Backbone, TransformerOnly
 from dreamrelation.backbones.hunyuan import HunyuanVideoBackbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.backbones.wan import WanBackbone
@@ -48,14 +49,25 @@ def load_backbone(
     dtype: str = "float32",
     max_sequence_length: int | None = None,
     device: str | torch.device | None = None,
+    components: Literal["all", "transformer"] = "all",
 ) -> Backbone:
     """Load a backbone's pipeline from a hub id or local folder; ``model="tiny"`` builds the tiny
-    random config the tests use (deterministic: seed 0)."""
+    random config the tests use (deterministic: seed 0).
+
+    ``components="transformer"`` loads only the transformer (text encoders and VAE are never
+    instantiated): all that training from a cache needs.
+    """
     cls = backbone_class(backbone)
+    if components not in ("all", "transformer"):
+        raise ValueError(f"components must be 'all' or 'transformer', not {components!r}")
     if model == "tiny":
-        loaded = cls.tiny(seed=0)
+        loaded = cls.tiny(seed=0) if components == "all" else cls.tiny_transformer(seed=0)
         if dtype != "float32":
             loaded.pipeline.to(dtype=DTYPES[dtype])
+    elif components == "transformer":
+        loaded = cls.transformer_from_pretrained(
+            model, torch_dtype=DTYPES[dtype], max_sequence_length=max_sequence_length
+        )
     else:
         try:
             loaded = cls.from_pretrained(
@@ -92,6 +104,7 @@ __all__ = [
     "BACKBONES",
     "ROLES",
     "Backbone",
+    "TransformerOnly",
     "backbone_class",
     "default_device",
     "load_backbone",

@@ -32,6 +32,30 @@ def _is_linear(module: torch.nn.Module) -> bool:
     )
 
 
+class TransformerOnly:
+    """Stands in for the pipeline when only the transformer is loaded (training from a cache).
+
+    The text encoders and the VAE are never instantiated; asking for one names the reason.
+    """
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        self.transformer = transformer
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return {"transformer": self.transformer}
+
+    def to(self, *args: Any, **kwargs: Any) -> TransformerOnly:
+        self.transformer.to(*args, **kwargs)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"{name!r} is not loaded: this backbone holds only the transformer (training reads the "
+            "cache); load it with components='all' to encode prompts, encode videos or sample"
+        )
+
+
 class Backbone(ABC):
     """A diffusers video pipeline plus the facts DreamRelation needs about it.
 
@@ -41,6 +65,7 @@ class Backbone(ABC):
 
     name: ClassVar[str]
     pipeline_class: ClassVar[type[DiffusionPipeline]]
+    transformer_class: ClassVar[type[torch.nn.Module]]
     #: token stream -> (attention-module regex, full match; role -> projection name inside it)
     streams: ClassVar[dict[str, tuple[str, dict[str, str]]]]
     temporal_factor: ClassVar[int]
@@ -49,7 +74,7 @@ class Backbone(ABC):
     flow_convention: ClassVar[FlowConvention]
     num_train_timesteps: ClassVar[int] = 1000
 
-    def __init__(self, pipeline: DiffusionPipeline, max_sequence_length: int) -> None:
+    def __init__(self, pipeline: DiffusionPipeline | TransformerOnly, max_sequence_length: int) -> None:
         self.pipeline = pipeline
         self.max_sequence_length = max_sequence_length
         # Freshly built (tiny) models start in train mode; from_pretrained ones in eval. Match the
@@ -68,6 +93,21 @@ class Backbone(ABC):
         return cls(pipeline, max_sequence_length or cls.default_max_sequence_length())
 
     @classmethod
+    def transformer_from_pretrained(
+        cls, model: str, torch_dtype: torch.dtype = torch.float32, max_sequence_length: int | None = None
+    ) -> Backbone:
+        """Load only the transformer (``<model>/transformer``): what training from a cache needs."""
+        transformer = cls.transformer_class.from_pretrained(
+            cls.resolve_model(model), subfolder="transformer", torch_dtype=torch_dtype
+        )
+        return cls(TransformerOnly(transformer), max_sequence_length or cls.default_max_sequence_length())
+
+    @classmethod
+    def resolve_model(cls, model: str) -> str:
+        """The hub id or folder ``model`` names (backbones with named shipped weights override this)."""
+        return model
+
+    @classmethod
     def default_max_sequence_length(cls) -> int:
         return 256
 
@@ -75,6 +115,12 @@ class Backbone(ABC):
     @abstractmethod
     def tiny(cls, seed: int = 0) -> Backbone:
         """The same classes built from a tiny random config (tests, CI)."""
+
+    @classmethod
+    def tiny_transformer(cls, seed: int = 0) -> Backbone:
+        """Only the transformer of :meth:`tiny` (the same weights for the same seed)."""
+        full = cls.tiny(seed)
+        return cls(TransformerOnly(full.transformer), full.max_sequence_length)
 
     @property
     def transformer(self) -> torch.nn.Module:
@@ -162,6 +208,18 @@ class Backbone(ABC):
         x = video.permute(0, 4, 1, 2, 3).to(device=vae.device, dtype=vae.dtype) / 127.5 - 1.0
         latents = vae.encode(x).latent_dist.mode()
         return self.normalize_latents(latents.float())
+
+    @torch.no_grad()
+    def encode_video_posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, F, H, W, 3) uint8 frames -> the VAE posterior's mean and std, both in the normalised
+        latent space (normalisation is affine per channel, so the std scales by its slope)."""
+        vae = self.vae
+        x = video.permute(0, 4, 1, 2, 3).to(device=vae.device, dtype=vae.dtype) / 127.5 - 1.0
+        posterior = vae.encode(x).latent_dist
+        mean = self.normalize_latents(posterior.mode().float())
+        zero = self.normalize_latents(torch.zeros_like(mean))
+        slope = self.normalize_latents(torch.ones_like(mean)) - zero
+        return mean, posterior.std.float() * slope.abs()
 
     @abstractmethod
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:

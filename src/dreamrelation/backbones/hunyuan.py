@@ -13,13 +13,14 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
-from dreamrelation.backbones.base import Backbone
+from dreamrelation.backbones.base import Backbone, TransformerOnly
 from dreamrelation.backbones.tiny_text import word_tokenizer
 
 
 class HunyuanVideoBackbone(Backbone):
     name = "hunyuan"
     pipeline_class = HunyuanVideoPipeline
+    transformer_class = HunyuanVideoTransformer3DModel
     # The token refiner (context_embedder.token_refiner) is a text pre-processor, not MM-DiT
     # attention, so only the dual- and single-stream blocks carry adapters.
     streams = {
@@ -45,17 +46,20 @@ class HunyuanVideoBackbone(Backbone):
         pipeline: HunyuanVideoPipeline,
         max_sequence_length: int,
         prompt_template: dict[str, Any] | None = None,
-        embedded_guidance: float = 6.0,
+        training_guidance: float = 1.0,
     ) -> None:
         super().__init__(pipeline, max_sequence_length)
         self.prompt_template = prompt_template
         # HunyuanVideo is guidance-distilled: the guidance scale is an input of the transformer.
-        self.embedded_guidance = embedded_guidance
+        # Training targets the unguided flow (eps - z), which the distilled model produces at
+        # embedded guidance 1.0; feeding 6.0 would ask a guided prediction to match an unguided
+        # target. musubi-tuner trains HunyuanVideo LoRAs at 1.0 by default too (docs/memory.md).
+        self.training_guidance = training_guidance
 
-    @classmethod
-    def tiny(cls, seed: int = 0) -> HunyuanVideoBackbone:
+    @staticmethod
+    def _tiny_transformer_module(seed: int) -> HunyuanVideoTransformer3DModel:
         torch.manual_seed(seed)
-        transformer = HunyuanVideoTransformer3DModel(
+        return HunyuanVideoTransformer3DModel(
             in_channels=4,
             out_channels=4,
             num_attention_heads=2,
@@ -70,6 +74,14 @@ class HunyuanVideoBackbone(Backbone):
             pooled_projection_dim=8,
             rope_axes_dim=(2, 4, 4),
         )
+
+    @classmethod
+    def tiny_transformer(cls, seed: int = 0) -> HunyuanVideoBackbone:
+        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), max_sequence_length=16)
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> HunyuanVideoBackbone:
+        transformer = cls._tiny_transformer_module(seed)
         vae = AutoencoderKLHunyuanVideo(
             in_channels=3,
             out_channels=3,
@@ -143,7 +155,7 @@ class HunyuanVideoBackbone(Backbone):
         self, conditioning: dict[str, torch.Tensor], noisy_latents: torch.Tensor
     ) -> dict[str, Any]:
         batch = noisy_latents.shape[0]
-        guidance = torch.full((batch,), self.embedded_guidance * 1000.0, device=noisy_latents.device)
+        guidance = torch.full((batch,), self.training_guidance * 1000.0, device=noisy_latents.device)
         return {
             "encoder_hidden_states": conditioning["prompt_embeds"].to(noisy_latents.dtype),
             "encoder_attention_mask": conditioning["prompt_attention_mask"],
@@ -155,11 +167,12 @@ class HunyuanVideoBackbone(Backbone):
         return latents * self.vae.config.scaling_factor
 
     def pipeline_kwargs(self, guidance_scale: float) -> dict[str, Any]:
-        # Real (two-pass) CFG is ``true_cfg_scale``; ``guidance_scale`` is the distilled embedding.
+        # The project's guidance scale is the distilled (embedded) one; true two-pass CFG stays at
+        # 1.0 (off), as in HunyuanVideo's own pipeline defaults. Applying a true CFG 6.0 on top of
+        # the embedded 6.0 guided twice.
         return {
-            "true_cfg_scale": guidance_scale,
-            "guidance_scale": self.embedded_guidance,
-            "negative_prompt": "",
+            "true_cfg_scale": 1.0,
+            "guidance_scale": guidance_scale,
             "max_sequence_length": self.max_sequence_length,
             **self._template_kwargs(),
         }

@@ -14,13 +14,14 @@ from diffusers import (
 from diffusers.models.attention_processor import MochiAttnProcessor2_0
 from transformers import T5EncoderModel
 
-from dreamrelation.backbones.base import Backbone
+from dreamrelation.backbones.base import Backbone, TransformerOnly
 from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
 
 class MochiBackbone(Backbone):
     name = "mochi"
     pipeline_class = MochiPipeline
+    transformer_class = MochiTransformer3DModel
     streams = {
         "vision": (
             r"transformer_blocks\.\d+\.attn1",
@@ -36,10 +37,10 @@ class MochiBackbone(Backbone):
     first_frame_alone = True
     flow_convention = "data_minus_noise"
 
-    @classmethod
-    def tiny(cls, seed: int = 0) -> MochiBackbone:
+    @staticmethod
+    def _tiny_transformer_module(seed: int) -> MochiTransformer3DModel:
         torch.manual_seed(seed)
-        transformer = MochiTransformer3DModel(
+        return MochiTransformer3DModel(
             patch_size=2,
             num_attention_heads=2,
             attention_head_dim=8,
@@ -53,6 +54,14 @@ class MochiBackbone(Backbone):
             activation_fn="swiglu",
             max_sequence_length=16,
         )
+
+    @classmethod
+    def tiny_transformer(cls, seed: int = 0) -> MochiBackbone:
+        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), max_sequence_length=16)
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> MochiBackbone:
+        transformer = cls._tiny_transformer_module(seed)
         vae = AutoencoderKLMochi(
             latent_channels=12,
             out_channels=3,

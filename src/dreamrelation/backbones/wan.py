@@ -8,13 +8,14 @@ import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 from transformers import UMT5EncoderModel
 
-from dreamrelation.backbones.base import Backbone
+from dreamrelation.backbones.base import Backbone, TransformerOnly
 from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
 
 class WanBackbone(Backbone):
     name = "wan"
     pipeline_class = WanPipeline
+    transformer_class = WanTransformer3DModel
     # Wan is not MM-DiT: text tokens enter through cross-attention (attn2), whose K and V project
     # the text tokens and whose Q projects the vision tokens that attend to them.
     streams = {
@@ -30,10 +31,10 @@ class WanBackbone(Backbone):
     def default_max_sequence_length(cls) -> int:
         return 512
 
-    @classmethod
-    def tiny(cls, seed: int = 0) -> WanBackbone:
+    @staticmethod
+    def _tiny_transformer_module(seed: int) -> WanTransformer3DModel:
         torch.manual_seed(seed)
-        transformer = WanTransformer3DModel(
+        return WanTransformer3DModel(
             patch_size=(1, 2, 2),
             num_attention_heads=2,
             attention_head_dim=12,
@@ -47,6 +48,14 @@ class WanBackbone(Backbone):
             qk_norm="rms_norm_across_heads",
             rope_max_seq_len=32,
         )
+
+    @classmethod
+    def tiny_transformer(cls, seed: int = 0) -> WanBackbone:
+        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), max_sequence_length=16)
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> WanBackbone:
+        transformer = cls._tiny_transformer_module(seed)
         vae = AutoencoderKLWan(
             base_dim=3,
             z_dim=16,

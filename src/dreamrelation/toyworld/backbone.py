@@ -27,7 +27,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.video_processor import VideoProcessor
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-from dreamrelation.backbones import register_backbone
+from dreamrelation.backbones import Backbone, register_backbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.backbones.tiny_text import word_tokenizer
 from dreamrelation.toyworld.world import (
@@ -333,6 +333,15 @@ class ToyBackbone(MochiBackbone):
     def tiny(cls, seed: int = 0) -> ToyBackbone:
         """Random weights at the "tiny" size (tests); the pretrained model is :meth:`shipped`."""
         return cls(build_pipeline(seed, "tiny"), max_sequence_length=MAX_SEQUENCE_LENGTH)
+
+    @classmethod
+    def tiny_transformer(cls, seed: int = 0) -> ToyBackbone:
+        # The toy's seed also drives its text encoder, built first: take the transformer of tiny().
+        return Backbone.tiny_transformer.__func__(cls, seed)
+
+    @classmethod
+    def resolve_model(cls, model: str) -> str:
+        return str(SHIPPED_WEIGHTS) if str(model) == "shipped" else str(model)
 
     @classmethod
     def from_pretrained(

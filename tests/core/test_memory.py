@@ -1,0 +1,292 @@
+"""Memory savers and transformer-only training: same losses, finite grads, inactive adapters still."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreamrelation.adapters import adapter_parameters
+from dreamrelation.backbones import TransformerOnly, load_backbone
+from dreamrelation.config import TrainConfig, load_config
+from dreamrelation.errors import ConfigError
+from dreamrelation.losses import MemoryBank
+from dreamrelation.memory import CHECKPOINTING_THRESHOLD, needs_checkpointing
+from dreamrelation.train import Trainer
+
+
+def _config(cache_dir: Path, output: Path, **overrides: object) -> TrainConfig:
+    base = {
+        "model.backbone": "mochi",
+        "model.model": "tiny",
+        "model.dtype": "float32",
+        "cache": [str(cache_dir)],
+        "output": str(output),
+        "lora.rank": 4,
+        "lora.alpha": 4,
+        "warmup_steps": 0,
+        "max_steps": 6,
+        "checkpoint_every": 100,
+    }
+    base.update(overrides)
+    return load_config(TrainConfig, **base)
+
+
+# ----------------------------------------------------------------------------- transformer only
+
+
+def test_train_never_instantiates_text_encoder_or_vae(
+    mochi_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a saved pipeline folder, as a user with real weights would train."""
+    from diffusers import AutoencoderKLMochi
+    from transformers import T5EncoderModel
+
+    folder = tmp_path / "mochi-weights"
+    load_backbone("mochi", "tiny").pipeline.save_pretrained(folder)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("training instantiated a frozen encoder")
+
+    monkeypatch.setattr(T5EncoderModel, "__init__", refuse)
+    monkeypatch.setattr(AutoencoderKLMochi, "__init__", refuse)
+    trainer = Trainer(_config(mochi_cache, tmp_path / "run", **{"model.model": str(folder)}))
+    assert isinstance(trainer.backbone.pipeline, TransformerOnly)
+    assert set(trainer.backbone.pipeline.components) == {"transformer"}
+    assert math.isfinite(trainer.training_step(0)["loss"])
+    with pytest.raises(AttributeError, match="holds only the transformer"):
+        trainer.backbone.vae  # noqa: B018 - the access is the test
+
+
+def test_transformer_only_matches_the_full_pipelines_transformer(tmp_path: Path) -> None:
+    folder = tmp_path / "weights"
+    full = load_backbone("mochi", "tiny")
+    full.pipeline.save_pretrained(folder)
+    alone = load_backbone("mochi", str(folder), components="transformer")
+    expected = full.transformer.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in alone.transformer.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- savers
+
+SAVERS = {
+    # saver -> (overrides, relative loss tolerance); checkpointing and offloading recompute or move
+    # the same numbers (exact); fp8 storage rounds the frozen weights to 3 mantissa bits.
+    "checkpointing": ({"gradient_checkpointing": True}, 1e-5),
+    "block_offload": ({"block_offload": True, "gradient_checkpointing": True}, 1e-5),
+    "fp8_base": ({"fp8_base": True}, 0.05),
+}
+
+
+def _select_step(trainer: Trainer, adapter: str) -> int:
+    return next(s for s in range(100) if trainer.select(s) == adapter)
+
+
+@pytest.mark.parametrize("saver", list(SAVERS))
+def test_saver_keeps_losses_and_leaves_inactive_adapters_untouched(
+    saver: str, mochi_cache: Path, tmp_path: Path
+) -> None:
+    overrides, tolerance = SAVERS[saver]
+    plain = Trainer(_config(mochi_cache, tmp_path / "plain", gradient_checkpointing=False))
+    saved = Trainer(_config(mochi_cache, tmp_path / saver, **overrides))
+    step = _select_step(saved, "subject1")
+    for trainer in (plain, saved):
+        with torch.no_grad():  # non-zero adapters, so weight decay would move a touched one
+            for p in trainer.lora_params:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(p.numel()))
+    assert all(p.dtype == torch.float32 for p in saved.lora_params)  # adapters train in fp32
+    before = {
+        a: {k: v.clone() for k, v in adapter_parameters(saved.transformer, a).items()} for a in saved.present
+    }
+
+    # gradients of one micro-step: finite for the active adapters, None for the others
+    saved.micro_step(step, step)
+    for name, p in saved.transformer.named_parameters():
+        if "lora_" not in name:
+            assert p.grad is None
+        elif ".subject1." in name or ".ffn." in name:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        else:
+            assert p.grad is None, name
+    saved.optimizer.zero_grad(set_to_none=True)
+    saved.memory_bank = MemoryBank(saved.config.loss.memory_bank_size)  # forget that micro-step
+
+    losses = {id(t): [t.training_step(s)["loss"] for s in (step, step + 1, step + 2)] for t in (plain, saved)}
+    for a, b in zip(losses[id(plain)], losses[id(saved)], strict=True):
+        assert b == pytest.approx(a, rel=tolerance)
+    # after three steps, an adapter never selected is bit-identical
+    selected = {saved.select(s) for s in (step, step + 1, step + 2)}
+    untouched = [a for a in ("relation", "subject2") if a not in selected and "relation" not in selected]
+    for adapter in untouched:
+        for key, value in adapter_parameters(saved.transformer, adapter).items():
+            assert torch.equal(value, before[adapter][key]), key
+
+
+def test_fp8_storage_keeps_frozen_weights_in_fp8_and_adapters_in_fp32(
+    mochi_cache: Path, tmp_path: Path
+) -> None:
+    trainer = Trainer(_config(mochi_cache, tmp_path / "run", fp8_base=True))
+    dtypes = {n: p.dtype for n, p in trainer.transformer.named_parameters()}
+    assert dtypes["transformer_blocks.0.attn1.to_q.base_layer.weight"] == torch.float8_e4m3fn
+    assert dtypes["transformer_blocks.0.ff.net.0.proj.weight"] == torch.float8_e4m3fn
+    assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n)
+    # the forward computes with the fp8-rounded weights: compare with an fp32 copy rounded by hand
+    reference = Trainer(_config(mochi_cache, tmp_path / "ref"))
+    with torch.no_grad():
+        ref_params = dict(reference.transformer.named_parameters())
+        for name, p in trainer.transformer.named_parameters():
+            value = p.float() if p.dtype == torch.float8_e4m3fn else p
+            ref_params[name].copy_(value)
+    a, b = trainer.training_step(0)["loss"], reference.training_step(0)["loss"]
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_gradient_accumulation_is_the_mean_of_its_micro_batches(mochi_cache: Path, tmp_path: Path) -> None:
+    """accumulate=2 takes one optimizer step on the mean gradient of micro-batches 0 and 1."""
+    accumulated = Trainer(
+        _config(mochi_cache, tmp_path / "acc", gradient_accumulation_steps=2, weight_decay=0.0)
+    )
+    by_hand = Trainer(_config(mochi_cache, tmp_path / "hand", weight_decay=0.0))
+    record = accumulated.training_step(0)
+    parts = [by_hand.micro_step(m, 0, accumulate=2) for m in (0, 1)]
+    by_hand.optimizer.step()
+    assert record["loss"] == pytest.approx((parts[0]["loss"] + parts[1]["loss"]) / 2, rel=1e-6)
+    assert record["adapter"] == f"{parts[0]['adapter']}+{parts[1]['adapter']}"
+    for a, b in zip(accumulated.lora_params, by_hand.lora_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    # the grads summed over two micro-batches equal 2 x the mean: check against the two grads alone
+    one = Trainer(_config(mochi_cache, tmp_path / "one", weight_decay=0.0))
+    grads = []
+    for m in (0, 1):
+        one.micro_step(m, 0)
+        grads.append({id(p): p.grad.clone() for p in one.lora_params if p.grad is not None})
+        one.optimizer.zero_grad(set_to_none=True)
+    again = Trainer(_config(mochi_cache, tmp_path / "again", weight_decay=0.0))
+    for m in (0, 1):
+        again.micro_step(m, 0, accumulate=2)
+    for p_one, p_again in zip(one.lora_params, again.lora_params, strict=True):
+        expected = [g[id(p_one)] for g in grads if id(p_one) in g]
+        if not expected:
+            assert p_again.grad is None
+        else:
+            torch.testing.assert_close(p_again.grad, sum(expected) / 2, rtol=1e-5, atol=1e-8)
+
+
+def test_auto_checkpointing_turns_on_at_the_papers_geometry() -> None:
+    assert needs_checkpointing("auto", (12, 11, 60, 106), 1)  # Mochi 61x480x848
+    assert not needs_checkpointing("auto", (12, 3, 4, 4), 1)  # tests
+    assert needs_checkpointing("auto", (12, 1, 1, CHECKPOINTING_THRESHOLD), 1)
+    assert needs_checkpointing(False, (12, 11, 60, 106), 1) is False
+
+
+def test_adamw8bit_refused_on_cpu_with_the_fix(mochi_cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="adamw8bit needs a CUDA GPU"):
+        Trainer(_config(mochi_cache, tmp_path / "run", optimizer="adamw8bit"))
+
+
+def test_fp16_is_refused_with_the_fix(mochi_cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="use bf16"):
+        _config(mochi_cache, tmp_path / "run", mixed_precision="fp16")
+
+
+# ----------------------------------------------------------------------------- schedule, posterior
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero(mochi_cache: Path, tmp_path: Path) -> None:
+    trainer = Trainer(
+        _config(mochi_cache, tmp_path / "run", lr_schedule="cosine", warmup_steps=2, max_steps=10)
+    )
+    lrs = []
+    for _ in range(10):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    base = trainer.config.learning_rate
+    expected = [base * s / 2 for s in range(2)] + [
+        base * 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(2, 10)
+    ]
+    assert lrs == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_posterior_std_is_scaled_into_the_normalised_space(mochi_cache: Path) -> None:
+    from safetensors.torch import load_file
+
+    from dreamrelation.backbones.mochi import MochiBackbone
+
+    item = load_file(str(next((mochi_cache / "items").glob("*.safetensors"))))
+    assert item["latents_std"].shape == item["latents"].shape
+    backbone = MochiBackbone.tiny(seed=0)
+    video = torch.randint(0, 256, (1, 7, 16, 16, 3), generator=torch.Generator().manual_seed(0)).to(
+        torch.uint8
+    )
+    mean, std = backbone.encode_video_posterior(video)
+    # by hand: Mochi normalises (z - mean_c) / std_c * scaling_factor
+    cfg = backbone.vae.config
+    with torch.no_grad():
+        dist = backbone.vae.encode(video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0).latent_dist
+    centre = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1)
+    scale = torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
+    torch.testing.assert_close(mean, (dist.mean - centre) / scale * cfg.scaling_factor)
+    torch.testing.assert_close(std, dist.std / scale * cfg.scaling_factor)
+
+
+def test_latent_sampling_draws_from_the_cached_posterior(mochi_cache: Path, tmp_path: Path) -> None:
+    trainer = Trainer(_config(mochi_cache, tmp_path / "run", latent_sampling="sample"))
+    item = trainer.dataset.items[0]
+    draws = torch.stack(
+        [trainer.collate([0], torch.Generator().manual_seed(s))["latents"][0] for s in range(200)]
+    )
+    z = (draws - item.latents) / item.latents_std
+    assert z.mean().abs() < 0.02 and (z.std() - 1).abs() < 0.02
+    mean_trainer = Trainer(_config(mochi_cache, tmp_path / "mean"))
+    assert torch.equal(mean_trainer.collate([0], torch.Generator())["latents"][0], item.latents)
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+
+def test_memory_benchmark_row_runs_the_real_trainer(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import memory
+
+    cache = memory.write_synthetic_cache(tmp_path / "cache", "mochi-tiny")
+    record = memory.run_row("checkpointing+fp8+offload", "mochi-tiny", "cpu", "float32", cache, 0, 2)
+    assert record["status"] == "ok", record
+    assert len(record["losses"]) == 2 and all(math.isfinite(v) for v in record["losses"])
+    assert record["peak_bytes"] > 0 and record["seconds_per_step"] > 0
+    report = {"about": "t", "machine": "m", "dtype": "float32", "warmup": 0, "steps": 2, "command": "c",
+              "rows": [record, {"row": "plain", "status": "oom", "error": "CUDA out of memory"}]}  # fmt: skip
+    table = memory.markdown(report)
+    assert "| plain | oom: CUDA out of memory" in table and "1.00 |" in table
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_train_flags_switch_each_saver(mochi_cache: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dreamrelation.cli import app
+    from dreamrelation.lora_io import read_lora_metadata
+
+    common = ["train", "--cache", str(mochi_cache), "--backbone", "mochi", "--model", "tiny"]
+    common += ["--dtype", "float32", "--max-steps", "1"]
+    flags = [
+        "--gradient-checkpointing",
+        "--fp8-base",
+        "--block-offload",
+        "--gradient-accumulation-steps",
+        "2",
+    ]
+    flags += ["--lr-schedule", "cosine", "--latent-sampling", "sample"]
+    result = CliRunner().invoke(app, [*common, "--output", str(tmp_path / "run"), *flags])
+    assert result.exit_code == 0, result.output
+    saved = read_lora_metadata(tmp_path / "run" / "relation_lora.safetensors")["dreamrelation.config"]
+    assert saved["gradient_checkpointing"] is True and saved["fp8_base"] and saved["block_offload"]
+    assert saved["gradient_accumulation_steps"] == 2 and saved["lr_schedule"] == "cosine"
+    assert saved["latent_sampling"] == "sample"
+    refused = CliRunner().invoke(app, [*common, "--output", str(tmp_path / "r2"), "--optimizer", "adamw8bit"])
+    assert refused.exit_code == 2 and "adamw8bit needs a CUDA GPU" in refused.output
