@@ -131,6 +131,8 @@ class Trainer:
             "text": {k: v.to(device) for k, v in text.items()},
             "relations": [it.relation for it in items],
             "keys": [it.key for it in items],
+            "captions": [it.caption for it in items],
+            "dropped": [bool(d) for d in drop],
         }
 
     # ----- one iteration ----------------------------------------------------------------------

@@ -92,6 +92,13 @@ class TrainingMethod(ABC):
     def save(self, output: Path, config_json: str) -> tuple[Path, Path | None]:
         """Write the file ``dreamrelation generate --lora`` loads (+ an optional second file)."""
 
+    @staticmethod
+    def apply_file(backbone: Backbone, path: Path, meta: dict[str, Any], scale: float = 1.0) -> str | None:
+        """Apply a saved file to ``backbone`` for generation (non-LoRA methods; LoRA files go through
+        diffusers' ``load_lora_weights`` in :func:`dreamrelation.generate.load_inference_lora`).
+        Returns the text prompts must contain to use what was learned, if any."""
+        raise NotImplementedError(f"{path}: LoRA files are loaded by load_inference_lora")
+
     def metadata(self, config_json: str) -> dict[str, str]:
         return {
             "format": "pt",
