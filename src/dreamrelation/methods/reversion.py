@@ -33,6 +33,7 @@ from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.losses import relational_contrastive_loss
 from dreamrelation.methods.base import TrainingMethod
 from dreamrelation.methods.settings import ReVersionConfig
+from dreamrelation.relations import get_relation
 
 if TYPE_CHECKING:
     from dreamrelation.cache import CachedDataset, CachedItem
@@ -239,8 +240,6 @@ class ReVersionMethod(TrainingMethod):
     def _caption(self, item: CachedItem) -> str:
         template = self.settings.relation_template
         if template is None:
-            from dreamrelation.relations import get_relation
-
             try:
                 template = get_relation(item.relation).template
             except KeyError:
