@@ -133,9 +133,8 @@ def train(
     for col in ("method", "steps", "final loss", "file for generate --lora", "triplet"):
         table.add_column(col)
     final = result.history[-1]["loss"] if result.history else float("nan")
-    table.add_row(
-        cfg.method, str(len(result.history)), f"{final:.4f}", str(result.lora_path), str(result.triplet_path or "-")
-    )
+    triplet = str(result.triplet_path or "-")
+    table.add_row(cfg.method, str(len(result.history)), f"{final:.4f}", str(result.lora_path), triplet)
     Console().print(table)
 
 

@@ -218,7 +218,6 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.method.after_optimizer_step()
 
         for b, relation in enumerate(batch["relations"]):
             self.memory_bank.push(relation, dynamics[b].detach(), single[b].detach(), source=batch["keys"][b])

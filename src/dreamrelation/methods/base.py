@@ -69,9 +69,6 @@ class TrainingMethod(ABC):
         """Weighted method-specific loss terms added to the total (name -> scalar)."""
         return {}
 
-    def after_optimizer_step(self) -> None:
-        """Called after each optimizer step."""
-
     # ----- state -------------------------------------------------------------------------------
     @abstractmethod
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -82,7 +79,9 @@ class TrainingMethod(ABC):
         """Inverse of :meth:`state_dict`."""
 
     def inference_mode(self) -> None:
-        """Make the model generate as the saved file will (validation during training)."""
+        """Make the model generate as the saved file will (validation during training); most
+        methods already do."""
+        return None
 
     def output_paths(self, output: Path) -> tuple[Path, Path | None]:
         """Where :meth:`save` writes (known on every process, written by the main one)."""

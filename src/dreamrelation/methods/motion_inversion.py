@@ -78,7 +78,9 @@ class MotionEmbeddings(torch.nn.Module):
         self.value_stride = int(value_stride)
         f, h, w = self.grid
         s = self.value_stride
-        self.qk = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(f, b["dim"])) for b in blocks.values())
+        self.qk = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.zeros(f, b["dim"])) for b in blocks.values()
+        )
         self.value = torch.nn.ParameterList(
             torch.nn.Parameter(torch.zeros(f, -(-h // s), -(-w // s), b["dim"])) for b in blocks.values()
         )
@@ -195,7 +197,11 @@ class MotionInversionMethod(TrainingMethod):
         try:
             _load_embeddings(embeddings, state)
         except (KeyError, RuntimeError) as exc:
-            raise InputError(path, f"does not fit this model's attention blocks ({exc})", "use the backbone it was trained on") from None
+            raise InputError(
+                path,
+                f"does not fit this model's attention blocks ({exc})",
+                "use the backbone it was trained on",
+            ) from None
         embeddings.requires_grad_(False)
         embeddings.scale = scale
         embeddings.to(next(backbone.transformer.parameters()).device)
@@ -206,7 +212,9 @@ class MotionInversionMethod(TrainingMethod):
 def _load_embeddings(embeddings: MotionEmbeddings, state: dict[str, torch.Tensor]) -> None:
     expected = {f"{b}.{k}" for b in embeddings.blocks for k in ("qk", "value")}
     if set(state) != expected:
-        raise KeyError(f"expected {len(expected)} tensors, got {len(state)} ({sorted(set(state) ^ expected)[:3]})")
+        raise KeyError(
+            f"expected {len(expected)} tensors, got {len(state)} ({sorted(set(state) ^ expected)[:3]})"
+        )
     with torch.no_grad():
         for index, block in enumerate(embeddings.blocks):
             embeddings.qk[index].copy_(state[f"{block}.qk"])

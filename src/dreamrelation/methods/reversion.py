@@ -98,18 +98,24 @@ def relation_caption(caption: str, template: str, token: str) -> str:
     if "{a}" not in template or "{b}" not in template:
         raise ValueError(f"relation template {template!r} needs both {{a}} and {{b}} (or neither)")
     regex = r"^\s*"
-    for part in re.split(r"(\{a\}|\{b\})", template):
+    parts = re.split(r"(\{a\}|\{b\})", template)
+    for part in parts:
         if part in ("{a}", "{b}"):
             regex += rf"(?P<{part[1]}>.+?)"
         elif part.strip():
             regex += r"\s*" + r"\s+".join(map(re.escape, part.split())) + r"\s*"
         elif part:
             regex += r"\s+"
-    regex += r"(?P<rest>[.!?]?\s*)$"
+    # after a final placeholder the subject runs to the sentence's end; after final words, anything
+    # that follows them in the caption ("... on a dark background.") is kept as it is
+    regex += r"(?P<rest>[.!?]?\s*)$" if not parts[-1].strip() else r"(?P<rest>.*)$"
     found = re.match(regex, caption, re.IGNORECASE | re.DOTALL)
     if found is None:
         raise ValueError(f"caption {caption!r} does not follow the relation template {template!r}")
-    return f"{found['a'].strip()} {token} {found['b'].strip()}{found['rest'].rstrip()}"
+    rest = found["rest"].strip()
+    if rest[:1].isalnum():
+        rest = " " + rest
+    return f"{found['a'].strip()} {token} {found['b'].strip()}{rest}"
 
 
 def caption_words(caption: str) -> list[str]:
@@ -127,7 +133,9 @@ class RelationToken(torch.nn.Module):
         super().__init__()
         self.token = token
         self.encoders = list(vectors)
-        self.vectors = torch.nn.ParameterList(torch.nn.Parameter(v.detach().float().clone()) for v in vectors.values())
+        self.vectors = torch.nn.ParameterList(
+            torch.nn.Parameter(v.detach().float().clone()) for v in vectors.values()
+        )
         self.token_ids: dict[str, int] = {}
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -222,19 +230,26 @@ class ReVersionMethod(TrainingMethod):
         banned = {*self.settings.ignore_words, *self.settings.positive_words}
         for tokenizer, encoder, encoder_name in encoders:
             known = [
-                v for v in (word_embedding(tokenizer, encoder, w) for w in self.settings.positive_words) if v is not None
+                v
+                for v in (word_embedding(tokenizer, encoder, w) for w in self.settings.positive_words)
+                if v is not None
             ]
             if not known:
                 raise ConfigError(
-                    f"none of reversion.positive_words is in the {encoder_name} vocabulary; list prepositions it knows"
+                    f"none of reversion.positive_words is in the {encoder_name} vocabulary; "
+                    "list prepositions it knows"
                 )
             self.positives[encoder_name] = torch.stack(known)
             for key, caption in self.captions.items():
-                words = [w for w in caption_words(caption.replace(self.settings.token, " ")) if w not in banned]
+                words = [
+                    w for w in caption_words(caption.replace(self.settings.token, " ")) if w not in banned
+                ]
                 vecs = [v for v in (word_embedding(tokenizer, encoder, w) for w in words) if v is not None]
                 dim = self.positives[encoder_name].shape[1]
                 self.negatives.setdefault(key, {})[encoder_name] = (
-                    torch.stack(vecs) if vecs else torch.zeros(0, dim, device=self.positives[encoder_name].device)
+                    torch.stack(vecs)
+                    if vecs
+                    else torch.zeros(0, dim, device=self.positives[encoder_name].device)
                 )
 
     def _caption(self, item: CachedItem) -> str:
@@ -267,7 +282,8 @@ class ReVersionMethod(TrainingMethod):
     def conditioning(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         # caption dropout (off by default) falls back to the empty caption, as the cache's null prompt
         captions = [
-            "" if dropped else self.captions[key] for key, dropped in zip(batch["keys"], batch["dropped"], strict=True)
+            "" if dropped else self.captions[key]
+            for key, dropped in zip(batch["keys"], batch["dropped"], strict=True)
         ]
         return self.backbone.encode_prompts(captions)
 
