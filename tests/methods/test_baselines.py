@@ -167,6 +167,9 @@ def test_saved_file_reproduces_the_trained_model_exactly(
     load_inference_lora(loaded, result.lora_path)
     # equal up to float32 rounding (the text encoder runs with autograd on in the trainer)
     np.testing.assert_allclose(_render(loaded, prompt, GEOMETRY["mochi"]), in_memory, rtol=0, atol=1e-5)
+    if method == "motion_inversion":  # the embeddings are per frame and token: another size is refused
+        with pytest.raises(InputError, match="num_frames/height/width"):
+            _render(loaded, prompt, {"num_frames": 13, "size": 16})
 
 
 @pytest.mark.parametrize("backbone", sorted(GEOMETRY))

@@ -85,6 +85,8 @@ class MotionEmbeddings(torch.nn.Module):
             torch.nn.Parameter(torch.zeros(f, -(-h // s), -(-w // s), b["dim"])) for b in blocks.values()
         )
         self.scale = 1.0
+        #: the file these embeddings were loaded from (names it in a geometry error)
+        self.source: Path | None = None
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
 
     @property
@@ -126,10 +128,14 @@ class MotionEmbeddings(torch.nn.Module):
                 x = torch.cat([x[..., :n, :] + emb, x[..., n:, :]], dim=-2)
             else:
                 f, h, w = self.grid
-                raise ValueError(
-                    f"motion embeddings were learned for {f}x{h}x{w} = {n} vision tokens, this video has "
-                    f"{x.shape[-2]}; generate with the num_frames/height/width the training cache used"
+                problem = (
+                    f"motion embeddings learned for {f}x{h}x{w} = {n} vision tokens, "
+                    f"this video has {x.shape[-2]}"
                 )
+                fix = "generate with the num_frames/height/width of the training cache"
+                if self.source is not None:
+                    raise InputError(self.source, problem, fix)
+                raise ValueError(f"{problem}; {fix}")
             return (x, *args[1:])
 
         return hook
@@ -204,6 +210,7 @@ class MotionInversionMethod(TrainingMethod):
             ) from None
         embeddings.requires_grad_(False)
         embeddings.scale = scale
+        embeddings.source = Path(path)
         embeddings.to(next(backbone.transformer.parameters()).device)
         embeddings.install(backbone.transformer)
         backbone.pipeline._dreamrelation_motion_embeddings = embeddings
