@@ -179,7 +179,8 @@ def add_token(tokenizer: Any, encoder: torch.nn.Module, token: str) -> int:
     """Register ``token`` as one unsplittable token (grows the embedding table if it must)."""
     tokenizer.add_tokens([AddedToken(token, normalized=False, single_word=False)])
     token_id = tokenizer.convert_tokens_to_ids(token)
-    if tokenizer(token, add_special_tokens=False).input_ids != [token_id]:
+    # (sentencepiece tokenizers may put a lone word-start piece before it; the token itself must be whole)
+    if token_id not in tokenizer(f"a {token} b", add_special_tokens=False).input_ids:
         raise ValueError(f"the tokenizer splits {token!r}; choose another reversion.token")
     if token_id >= encoder.get_input_embeddings().num_embeddings:
         encoder.resize_token_embeddings(token_id + 1)
@@ -209,6 +210,12 @@ class ReVersionMethod(TrainingMethod):
         super().__init__(config, backbone, dataset)
         self.settings: ReVersionConfig = config.reversion
         self.captions = {item.key: self._caption(item) for item in dataset.items}  # fails before work
+        unused = [p for p in config.validation_prompts if self.settings.token not in p]
+        if unused:
+            raise ConfigError(
+                f"validation prompt {unused[0]!r} does not use the relation token; write the relation as "
+                f"{self.settings.token}, e.g. 'A dog {self.settings.token} a cat.'"
+            )
         pipe = backbone.pipeline
         backbone.transformer.requires_grad_(False)
         encoders = [(getattr(pipe, t), getattr(pipe, e), e) for t, e in backbone.text_encoders]
