@@ -97,8 +97,21 @@ def train(
     batch_size: int = typer.Option(None, "--batch-size"),
     seed: int = typer.Option(None, "--seed"),
     tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Log to <output>/ for TB."),
+    method: str = typer.Option(
+        None,
+        "--method",
+        help="dreamrelation (default), direct_lora, reversion, motion_inversion or motion_inversion_rcl"
+        " (docs/baselines.md); each sets its own defaults for settings you leave unset.",
+    ),
+    relation_template: str = typer.Option(
+        None,
+        "--relation-template",
+        help="reversion: where the relation is in the captions, e.g. '{a} is shaking hands with {b}'"
+        " (default: the NTU template of the relation label).",
+    ),
 ) -> None:
-    """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss.
+    """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss
+    (or, with --method, one of the paper's baselines on the same harness).
 
     Resumes automatically from the newest checkpoint in --output. Multi-GPU: `accelerate launch
     -m dreamrelation.cli train ...`.
@@ -113,14 +126,17 @@ def train(
         "batch_size": batch_size,
         "seed": seed,
         "tensorboard": tensorboard,
+        "method": method,
+        "reversion.relation_template": relation_template,
     }
     cfg = _run(load_config, TrainConfig, config, **overrides)
     result = _run(run_training, cfg)
     table = Table(title="training")
-    for col in ("steps", "final loss", "inference LoRA", "triplet"):
+    for col in ("method", "steps", "final loss", "file for generate --lora", "triplet"):
         table.add_column(col)
     final = result.history[-1]["loss"] if result.history else float("nan")
-    table.add_row(str(len(result.history)), f"{final:.4f}", str(result.lora_path), str(result.triplet_path))
+    triplet = str(result.triplet_path or "-")
+    table.add_row(cfg.method, str(len(result.history)), f"{final:.4f}", str(result.lora_path), triplet)
     Console().print(table)
 
 
@@ -137,7 +153,10 @@ def generate(
         None, "--relations", help="With --prompts: only these relations (e.g. shaking_hands,A055)."
     ),
     lora: Path = typer.Option(
-        None, "--lora", help="relation_lora.safetensors from training (omit: base model)."
+        None,
+        "--lora",
+        help="The file training wrote (relation_lora / relation_token / motion_embeddings .safetensors);"
+        " omit for the base model.",
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Folder for the MP4s and GIF previews."),
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
@@ -152,7 +171,9 @@ def generate(
     seed: int = typer.Option(None, "--seed"),
     fuse: bool = typer.Option(None, "--fuse/--no-fuse", help="Fuse the LoRA into the weights first."),
 ) -> None:
-    """Render the learned relation for new subjects with only the relation + FFN LoRAs."""
+    """Render the learned relation for new subjects with what training saved: the relation + FFN
+    LoRAs (or a baseline's LoRA, relation token or motion embeddings, detected from the file).
+    A ReVersion token must appear in the prompts, e.g. "A dog <R> a cat."."""
     from dreamrelation.generate import generate as run_generate
     from dreamrelation.generate import generate_prompt_set
 

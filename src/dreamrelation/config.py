@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dreamrelation.adapters import TripletConfig
 from dreamrelation.errors import ConfigError
+from dreamrelation.methods.settings import (
+    MethodName,
+    MotionInversionConfig,
+    ReVersionConfig,
+    apply_method_defaults,
+)
 
 
 class _Strict(BaseModel):
@@ -81,6 +87,10 @@ class TrainConfig(_Strict):
     model: ModelSpec = ModelSpec()
     cache: list[Path]
     output: Path
+    #: what is trained (docs/baselines.md); each method brings its own defaults for unset fields
+    method: MethodName = "dreamrelation"
+    reversion: ReVersionConfig = ReVersionConfig()
+    motion_inversion: MotionInversionConfig = MotionInversionConfig()
     lora: TripletConfig = TripletConfig()
     loss: LossConfig = LossConfig()
     max_steps: int = Field(2400, gt=0)
@@ -104,6 +114,11 @@ class TrainConfig(_Strict):
     validation_guidance: float = 6.0
     tensorboard: bool = False
     log_every: int = Field(1, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: object) -> object:
+        return apply_method_defaults(data)
 
     @model_validator(mode="after")
     def _validation_needs_prompts(self) -> TrainConfig:

@@ -19,6 +19,8 @@ from dreamrelation.evaluation.prompts import PromptEntry, load_prompt_file
 from dreamrelation.lora_io import read_lora_metadata
 
 ADAPTER_NAME = "dreamrelation"
+#: methods whose file is a diffusers LoRA; the others are applied by their method class
+LORA_METHODS = ("dreamrelation", "direct_lora")
 
 
 @torch.no_grad()
@@ -111,8 +113,16 @@ def render_and_save(
     return paths
 
 
-def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse: bool = False) -> None:
-    """Load our diffusers-format LoRA through the pipeline's own ``load_lora_weights``."""
+def load_inference_lora(
+    backbone: Backbone, lora: Path, scale: float = 1.0, fuse: bool = False
+) -> str | None:
+    """Apply a file written by training to ``backbone``, whatever the method that wrote it.
+
+    LoRA methods (dreamrelation, direct_lora): our diffusers-format LoRA through the pipeline's own
+    ``load_lora_weights``. ReVersion: the relation token is added to the tokenizer(s) and text
+    encoder(s); its text (e.g. ``<R>``) is returned and must appear in the prompts. MotionInversion:
+    the motion embeddings are hooked onto the attention inputs (scaled by ``scale``).
+    """
     lora = Path(lora)
     if not lora.is_file():
         raise InputError(
@@ -124,29 +134,46 @@ def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse
         raise InputError(
             lora, f"was trained on {trained_on}, not {backbone.name}", f"use --backbone {trained_on}"
         )
+    method = str(meta.get("dreamrelation.method", "dreamrelation"))
+    if method not in LORA_METHODS:
+        from dreamrelation.methods import METHOD_NAMES, method_class
+
+        if method not in METHOD_NAMES:
+            raise InputError(lora, f"was written by unknown method {method!r}", "update dreamrelation")
+        return method_class(method).apply_file(backbone, lora, meta, scale)
     pipe = backbone.pipeline
     pipe.load_lora_weights(str(lora), adapter_name=ADAPTER_NAME)
     pipe.set_adapters([ADAPTER_NAME], [scale])
     if fuse:
         pipe.fuse_lora(lora_scale=1.0, adapter_names=[ADAPTER_NAME])
         pipe.unload_lora_weights()
+    return None
 
 
-def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None) -> Backbone:
+def _prepared_backbone(
+    config: GenerateConfig, backbone: Backbone | None, prompts: list[str]
+) -> Backbone:
     if backbone is None:
         spec = config.model
         backbone = load_backbone(
             spec.backbone, spec.model, spec.dtype, spec.max_sequence_length, config.device or default_device()
         )
     if config.lora is not None:
-        load_inference_lora(backbone, config.lora, config.lora_scale, config.fuse)
+        token = load_inference_lora(backbone, config.lora, config.lora_scale, config.fuse)
+        missing = [p for p in prompts if token is not None and token not in p]
+        if missing:
+            raise InputError(
+                config.lora,
+                f"is a learned relation token and the prompt {missing[0]!r} does not use it",
+                f"write the relation as {token}, e.g. 'A dog {token} a cat.'",
+            )
     return backbone
 
 
 def generate(
     config: GenerateConfig, backbone: Backbone | None = None, show_progress: bool = True
 ) -> list[Path]:
-    backbone = _prepared_backbone(config, backbone)
+    backbone = _prepared_backbone(config, backbone, config.prompts)
     return render_and_save(
         backbone,
         config.prompts,
@@ -181,7 +208,7 @@ def generate_prompt_set(
         "height": config.height,
         "width": config.width,
     }
-    backbone = _prepared_backbone(config, backbone)
+    backbone = _prepared_backbone(config, backbone, [e.prompt for e in entries])
     geometry = {"num_frames": config.num_frames, "height": config.height, "width": config.width}
 
     def render_one(entry: PromptEntry) -> np.ndarray:

@@ -39,6 +39,7 @@ def save_lora_files(
     backbone: str,
     present: list[str],
     dtype: torch.dtype = torch.float32,
+    method: str = "dreamrelation",
 ) -> tuple[Path, Path]:
     """Write the inference LoRA and the full triplet (both atomically); return their paths."""
     output = Path(output)
@@ -47,6 +48,7 @@ def save_lora_files(
         "format": "pt",
         "dreamrelation.backbone": backbone,
         "dreamrelation.config": config_json,
+        "dreamrelation.method": method,
     }
     inference = {k: v.to(dtype) for k, v in inference_state_dict(transformer, inference_adapters).items()}
     lora_path = output / INFERENCE_LORA
