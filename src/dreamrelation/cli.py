@@ -326,6 +326,26 @@ benchmark_app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(benchmark_app, name="benchmark", help="Measured comparisons (methods, ablations).")
 
 
+@benchmark_app.command("run")
+def benchmark_run(
+    config: Path = typer.Argument(..., help="Benchmark YAML (docs/benchmark.md)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Results folder, resumable (default: runs/benchmark/<config name>)."
+    ),
+) -> None:
+    """Cache, train every method x seed, render the evaluation prompts, evaluate and write the table
+    (Markdown, CSV, PNG); a rerun skips whatever is done."""
+    import sys
+
+    from dreamrelation.benchmark import load_benchmark_config, run_benchmark
+
+    cfg = _run(load_benchmark_config, config)
+    output = output or Path("runs/benchmark") / config.stem
+    command = "dreamrelation " + " ".join(sys.argv[1:])
+    _run(run_benchmark, cfg, output, command=command)
+    console.print(f"table: {output / 'benchmark.md'}, {output / 'benchmark.csv'}, {output / 'benchmark.png'}")
+
+
 @benchmark_app.command("toy")
 def benchmark_toy(
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (>= 3 for mean ± std)."),

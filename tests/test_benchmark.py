@@ -1,0 +1,174 @@
+"""`dreamrelation benchmark run`: the table equals the per-run results, a rerun does no work, and a
+bad config fails before any work, on the tiny random Mochi and a tiny random CLIP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_two_subject_dataset
+from typer.testing import CliRunner
+
+from dreamrelation.benchmark import (
+    BenchmarkConfig,
+    Stages,
+    average_over_relations,
+    default_stages,
+    load_benchmark_config,
+    run_benchmark,
+)
+from dreamrelation.errors import ConfigError, InputError
+
+METHODS = ["direct_lora"]
+SEEDS = [0, 1]
+
+
+def tiny_config(tmp_path: Path, clip: Path, **changes: object) -> dict:
+    data = tmp_path / "data" / "shaking_hands"
+    if not data.is_dir():
+        write_two_subject_dataset(data, n_videos=2)
+    config = {
+        "model": {"backbone": "mochi", "model": "tiny", "dtype": "float32"},
+        "relations": [{"name": "shaking_hands", "data": str(data)}],
+        "methods": METHODS,
+        "seeds": SEEDS,
+        "cache": {"video": {"num_frames": 13, "height": 32, "width": 32}},
+        "train": {"max_steps": 2, "warmup_steps": 0, "checkpoint_every": 2},
+        "prompts": {"set": "paper", "per_relation": 1},
+        "generation": {"num_inference_steps": 2, "num_frames": 13, "height": 32, "width": 32, "fps": 8},
+        "evaluation": {"metrics": ["clip"], "clip_model": str(clip), "device": "cpu"},
+        "device": "cpu",
+    }
+    config.update(changes)
+    return config
+
+
+def counting_stages(calls: Counter) -> Stages:
+    real = default_stages()
+
+    def counted(name: str, fn):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return Stages(
+        build_cache=counted("cache", real.build_cache),
+        train=counted("train", real.train),
+        render=counted("render", real.render),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dreamrelation.evaluation.testing import write_tiny_clip
+
+    return write_tiny_clip(tmp_path_factory.mktemp("clip"))
+
+
+def test_table_equals_the_runs_and_a_rerun_does_no_work(tmp_path: Path, tiny_clip: Path) -> None:
+    config = BenchmarkConfig.model_validate(tiny_config(tmp_path, tiny_clip))
+    output = tmp_path / "out"
+    calls: Counter = Counter()
+    averaged = run_benchmark(config, output, show_progress=False, stages=counting_stages(calls))
+    # one cache, every (method, seed) trained once, base + methods rendered once per seed (1 prompt)
+    assert calls == Counter(cache=1, train=len(METHODS) * len(SEEDS), render=(1 + len(METHODS)) * len(SEEDS))
+
+    # the table's numbers, recomputed from each run's own evaluation file
+    rows = {(r["relation"], r["method"]): r for r in csv.DictReader((output / "benchmark.csv").open())}
+    markdown = (output / "benchmark.md").read_text()
+    for method in ["base", *METHODS]:
+        runs = [
+            json.loads((output / f"runs/shaking_hands/{method}/seed{s}/evaluation/results.json").read_text())
+            for s in SEEDS
+        ]
+        for metric in ("clip_t", "temporal_consistency"):
+            values = [run["overall"][metric] for run in runs]
+            mean, std = statistics.fmean(values), statistics.pstdev(values)
+            for scope in ("averaged", "shaking_hands"):
+                row = rows[(scope, method)]
+                assert float(row[f"{metric}_mean"]) == pytest.approx(mean, abs=1e-9)
+                assert float(row[f"{metric}_std"]) == pytest.approx(std, abs=1e-9)
+                assert row["n_seeds"] == str(len(SEEDS))
+            assert averaged[method][metric] == pytest.approx((mean, std), abs=1e-9)
+            assert f"{mean:.3f} ± {std:.3f}" in markdown
+    assert rows[("averaged", "base")]["clip_t_mean"] != rows[("averaged", "direct_lora")]["clip_t_mean"]
+    assert "Machine:" in markdown and "CLIP-T ↑" in markdown
+    assert (output / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a rerun trains, renders and caches nothing and rewrites no video
+    videos = sorted(output.glob("runs/**/*.mp4"))
+    mtimes = [p.stat().st_mtime_ns for p in videos]
+    calls.clear()
+    again = run_benchmark(config, output, show_progress=False, stages=counting_stages(calls))
+    assert calls == Counter()
+    assert [p.stat().st_mtime_ns for p in videos] == mtimes
+    assert again == averaged
+
+    # an interrupted run: direct_lora's seed-1 videos and evaluation lost, its training kept
+    run = output / "runs/shaking_hands/direct_lora/seed1"
+    for path in [run / "evaluation/results.json", run / "videos/DONE.json", *run.glob("videos/*.mp4")]:
+        path.unlink()
+    run_benchmark(config, output, show_progress=False, stages=counting_stages(calls))
+    assert calls == Counter(render=1)
+    assert run_benchmark(config, output, show_progress=False) == averaged  # same seeds, same numbers
+
+
+def test_average_over_relations_is_the_seed_spread_of_the_relation_mean() -> None:
+    results = {
+        "a": {"m": {"0": {"clip_t": 0.1}, "1": {"clip_t": 0.3}}},
+        "b": {"m": {"0": {"clip_t": 0.5}, "1": {"clip_t": 0.9}}},
+    }
+    per_seed = [(0.1 + 0.5) / 2, (0.3 + 0.9) / 2]
+    summary = average_over_relations(results, ["a", "b"], ["m"], [0, 1])
+    assert summary["m"]["clip_t"] == pytest.approx((statistics.fmean(per_seed), statistics.pstdev(per_seed)))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"methods": ["dreamrelation", "lora_plus"]}, "lora_plus"),
+        ({"relations": [{"name": "juggling", "data": "."}]}, "juggling"),
+        ({"surprise": 1}, "surprise"),
+        ({"seeds": [0, 0]}, "repeats"),
+        ({"train": {"max_steps": 2, "output": "elsewhere"}}, "set by the benchmark runner"),
+        ({"train": {"max_steps": -1}}, "max_steps"),
+        ({"cache": {"video": {"num_frame": 13}}}, "num_frame"),
+    ],
+)
+def test_a_bad_config_fails_before_any_work(
+    tmp_path: Path, tiny_clip: Path, change: dict, message: str
+) -> None:
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path, tiny_clip, **change)))
+    calls: Counter = Counter()
+    with pytest.raises(ConfigError, match=message):
+        run_benchmark(load_benchmark_config(path), tmp_path / "out", stages=counting_stages(calls))
+    assert calls == Counter()
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_dataset_folder_fails_before_any_work(tmp_path: Path, tiny_clip: Path) -> None:
+    config = tiny_config(tmp_path, tiny_clip)
+    config["relations"] = [*config["relations"], {"name": "A055", "data": str(tmp_path / "nowhere")}]
+    calls: Counter = Counter()
+    with pytest.raises(InputError, match="nowhere.*hugging"):
+        run_benchmark(BenchmarkConfig.model_validate(config), tmp_path / "out", stages=counting_stages(calls))
+    assert calls == Counter()
+
+
+def test_cli_reports_a_bad_config_in_one_line_with_exit_2(tmp_path: Path, tiny_clip: Path) -> None:
+    from dreamrelation.cli import app
+
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path, tiny_clip, methods=["nope"])))
+    result = CliRunner().invoke(app, ["benchmark", "run", str(path), "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "bench.yaml" in result.output and "methods" in result.output and "direct_lora" in result.output
+    assert not (tmp_path / "out").exists()
