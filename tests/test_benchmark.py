@@ -172,3 +172,50 @@ def test_cli_reports_a_bad_config_in_one_line_with_exit_2(tmp_path: Path, tiny_c
     assert result.exit_code == 2
     assert "bench.yaml" in result.output and "methods" in result.output and "direct_lora" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_toy_backbone_adds_the_oracle_metrics(tmp_path: Path, tiny_clip: Path) -> None:
+    from dreamrelation.evaluation.evaluate import read_frames
+    from dreamrelation.toyworld import oracle
+    from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts, exemplar_clips
+    from dreamrelation.toyworld.experiment import reference_videos as toy_references
+    from dreamrelation.toyworld.world import write_dataset_folder
+
+    exemplars = ExperimentConfig(relation="hugging", exemplars=2)
+    write_dataset_folder(exemplar_clips(exemplars), tmp_path / "hugging")
+    config = BenchmarkConfig.model_validate(
+        {
+            "model": {"backbone": "toy", "model": "tiny", "dtype": "float32"},
+            "relations": [{"name": "hugging", "data": str(tmp_path / "hugging")}],
+            "methods": ["dreamrelation"],
+            "seeds": [0],
+            "base": False,
+            "cache": {"video": {"num_frames": 16, "height": 32, "width": 32}},
+            "train": {"max_steps": 2, "warmup_steps": 0, "checkpoint_every": 2},
+            "prompts": {"set": "toy", "per_relation": 2},
+            "generation": {"num_inference_steps": 2, "num_frames": 16, "height": 32, "width": 32, "fps": 8},
+            "evaluation": {"metrics": ["clip"], "clip_model": str(tiny_clip), "device": "cpu"},
+            "device": "cpu",
+        }
+    )
+    averaged = run_benchmark(config, tmp_path / "out", show_progress=False)
+    # the oracle, called here on the rendered videos with the prompts' subjects and the exemplars'
+    scenes = evaluation_prompts(ExperimentConfig(relation="hugging", eval_prompts=2))
+    videos = sorted((tmp_path / "out/runs/hugging/dreamrelation/seed0/videos").glob("*.mp4"))
+    expected = oracle.evaluate(
+        [read_frames(v) for v in videos],
+        [p.subjects for p in scenes],
+        "hugging",
+        [("person", "white"), ("person", "orange")],
+        "striped",
+        reference_videos=toy_references(ExperimentConfig(relation="hugging"), scenes),
+        prompt_backgrounds=[p.background for p in scenes],
+    )
+    for metric in ("relation_accuracy", "subject_fidelity", "appearance_leakage", "toy_fvd"):
+        assert averaged["dreamrelation"][f"oracle_{metric}"] == pytest.approx((expected[metric], 0.0))
+    assert "Oracle appearance leakage ↓" in (tmp_path / "out/benchmark.md").read_text()
+
+
+def test_the_toy_prompt_set_needs_the_toy_backbone(tmp_path: Path, tiny_clip: Path) -> None:
+    with pytest.raises(ValueError, match="needs model.backbone toy"):
+        BenchmarkConfig.model_validate(tiny_config(tmp_path, tiny_clip, prompts={"set": "toy"}))

@@ -3,8 +3,8 @@
 For every relation (a dataset folder) the runner caches the videos once, trains every (method,
 seed), renders the evaluation prompts with each trained file and with the base model (the ``base``
 row), scores each folder with ``dreamrelation.evaluation`` and writes the table: mean ± std over
-seeds, per relation and averaged over relations, as Markdown, CSV and a PNG plot. (The toy
-world's oracle metrics are not wired in yet: `dreamrelation benchmark toy` still scores them.)
+seeds, per relation and averaged over relations, as Markdown, CSV and a PNG plot. With the toy
+backbone and the ``toy`` prompt set, the toy world's oracle scores every run as well.
 
 Output layout (every stage leaves a marker written atomically, so a rerun skips it)::
 
@@ -49,7 +49,15 @@ METRIC_LABELS: dict[str, str] = {
     "clip_t": "CLIP-T ↑",
     "temporal_consistency": "Temporal consistency ↑",
     "fvd": "FVD ↓",
+    # the toy world's oracle (toy backbone with the `toy` prompt set)
+    "oracle_relation_accuracy": "Oracle relation accuracy ↑",
+    "oracle_subject_fidelity": "Oracle subject fidelity ↑",
+    "oracle_appearance_leakage": "Oracle appearance leakage ↓",
+    "oracle_temporal_consistency": "Oracle temporal consistency ↑",
+    "oracle_toy_fvd": "Oracle toy FVD ↓",
 }
+#: the prompt set of the toy world: new subjects and backgrounds per relation (toy backbone only)
+TOY_PROMPTS = "toy"
 #: keys of ``ModelSpec``/cache/training settings the runner sets itself
 RUNNER_CACHE_KEYS = ("model", "data", "output", "device")
 RUNNER_TRAIN_KEYS = ("model", "cache", "output", "method", "seed")
@@ -69,9 +77,10 @@ class RelationData(_Strict):
 
 
 class PromptSettings(_Strict):
-    #: "paper" (the shipped set, filtered to the benchmark's relations) or a JSON/JSONL prompt file
+    #: "paper" (the shipped set, filtered to the benchmark's relations), "toy" (the toy world's
+    #: held-out subjects and backgrounds, scored by its oracle too) or a JSON/JSONL prompt file
     set: str = "paper"
-    #: keep only the first N prompts of each relation (quick runs); None keeps all (paper: 40)
+    #: keep only the first N prompts of each relation (quick runs); None keeps all (paper: 40, toy: 16)
     per_relation: int | None = Field(None, gt=0)
 
 
@@ -125,6 +134,18 @@ class BenchmarkConfig(_Strict):
             names.append(item.name)
         if len(set(names)) != len(names):
             raise ValueError(f"relations: {names} names a relation twice")
+        if self.prompts.set == TOY_PROMPTS:
+            from dreamrelation.toyworld.world import RELATIONS as TOY_RELATIONS
+
+            if self.model.backbone != "toy":
+                raise ValueError("prompts.set toy needs model.backbone toy")
+            unknown = [n for n in names if n not in TOY_RELATIONS]
+            if unknown:
+                raise ValueError(
+                    f"relations: the toy world has no {unknown}; it has {', '.join(TOY_RELATIONS)}"
+                )
+            if self.prompts.per_relation == 1:
+                raise ValueError("prompts.per_relation: the toy oracle needs at least 2 prompts")
         return self
 
 
@@ -194,10 +215,15 @@ def plan(config: BenchmarkConfig, output: str | Path) -> Plan:
                 item.data, f"dataset folder of relation {item.name} not found", "fix relations[].data"
             )
     names = ",".join(item.name for item in config.relations)
-    try:
-        entries = load_prompt_file(config.prompts.set, names)
-    except KeyError as exc:
-        raise ConfigError(f"prompts.set: {exc}") from None
+    if config.prompts.set == TOY_PROMPTS:
+        entries = [
+            e for item in config.relations for e in toy_prompts(item.name, config.prompts.per_relation)[0]
+        ]
+    else:
+        try:
+            entries = load_prompt_file(config.prompts.set, names)
+        except KeyError as exc:
+            raise ConfigError(f"prompts.set: {exc}") from None
     prompts: dict[str, list] = {}
     for item in config.relations:
         chosen = [e for e in entries if e.relation == item.name][: config.prompts.per_relation]
@@ -249,6 +275,13 @@ def plan(config: BenchmarkConfig, output: str | Path) -> Plan:
                         "method": method,
                         "seed": seed,
                     }
+                    if config.model.backbone == "toy" and method == "reversion":
+                        from dreamrelation.toyworld.world import RELATIONS as TOY_RELATIONS
+
+                        # toy captions follow the toy world's templates, not NTU's
+                        user.setdefault("reversion", {}).setdefault(
+                            "relation_template", TOY_RELATIONS.get(item.name)
+                        )
                     train = _build(TrainConfig, user, fixed, f"train ({method})", RUNNER_TRAIN_KEYS)
                 runs.append(Run(item.name, method, seed, folder, train))
     return Plan(config, output, caches, prompts, evaluation, runs)
@@ -351,6 +384,75 @@ def _render_run(plan_: Plan, run: Run, stages: Stages) -> Path:
     return videos
 
 
+def toy_prompts(relation: str, count: int | None) -> tuple[list, list]:
+    """The toy world's evaluation prompts of ``relation`` (as ``benchmark toy`` draws them for seed 0:
+    subjects and backgrounds no default exemplar has) as prompt entries, and their scenes."""
+    from dreamrelation.evaluation.prompts import PromptEntry
+    from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts
+    from dreamrelation.toyworld.world import subject_phrase
+
+    scenes = evaluation_prompts(ExperimentConfig(relation=relation, eval_prompts=count or 16))
+    entries = [
+        PromptEntry(
+            id=f"{relation}-{k:02d}",
+            prompt=p.prompt,
+            seed=p.seed % (2**31),
+            relation=relation,
+            subject1=subject_phrase(p.subjects[0]),
+            subject2=subject_phrase(p.subjects[1]),
+        )
+        for k, p in enumerate(scenes)
+    ]
+    return entries, scenes
+
+
+def toy_exemplars(data: Path) -> tuple[list[tuple[str, str]], str | None]:
+    """The subjects ``(shape, colour)`` and the background named by a toy dataset folder's captions
+    (for the oracle's leakage: what the exemplars looked like)."""
+    import re
+
+    from dreamrelation.toyworld.world import BACKGROUNDS, COLORS, SHAPES
+
+    subject = re.compile(rf"\ban? ({'|'.join(COLORS)}) ({'|'.join(SHAPES)})\b")
+    background = re.compile(rf"\bon an? ({'|'.join(BACKGROUNDS)}) background")
+    subjects: list[tuple[str, str]] = []
+    backgrounds: set[str] = set()
+    for caption in sorted(Path(data).glob("*.txt")):
+        text = caption.read_text("utf-8")
+        for color, shape in subject.findall(text):
+            if (shape, color) not in subjects:
+                subjects.append((shape, color))
+        backgrounds.update(background.findall(text))
+    if not subjects:
+        raise InputError(data, "no caption names a toy subject ('a red circle')", "use a toy dataset folder")
+    return subjects, (sorted(backgrounds)[0] if len(backgrounds) == 1 else None)
+
+
+def toy_oracle_metrics(videos: Path, relation: str, data: Path, count: int | None) -> dict[str, float]:
+    """The toy oracle's scores of a rendered ``toy`` prompt set (frames read back from the MP4s),
+    against the ground-truth renders of the same prompts for the toy FVD."""
+    from dreamrelation.evaluation.evaluate import read_frames
+    from dreamrelation.evaluation.manifest import read_manifest
+    from dreamrelation.toyworld import oracle
+    from dreamrelation.toyworld.experiment import ExperimentConfig, reference_videos
+
+    entries, scenes = toy_prompts(relation, count)
+    by_id = {e.id: scene for e, scene in zip(entries, scenes, strict=True)}
+    records = read_manifest(videos).videos
+    chosen = [by_id[r.entry.id] for r in records]
+    exemplar_subjects, exemplar_background = toy_exemplars(data)
+    scores = oracle.evaluate(
+        [read_frames(r.video) for r in records],
+        [p.subjects for p in chosen],
+        relation,
+        exemplar_subjects,
+        exemplar_background,
+        reference_videos=reference_videos(ExperimentConfig(relation=relation), chosen),
+        prompt_backgrounds=[p.background for p in chosen],
+    )
+    return {f"oracle_{k}": float(v) for k, v in scores.items() if f"oracle_{k}" in METRIC_LABELS}
+
+
 class _Evaluators:
     """Judge, CLIP and FVD models loaded once and reused by every run."""
 
@@ -420,6 +522,11 @@ def run_benchmark(
                     _mark_done(run.folder / "train", {"lora": str(result.lora_path)})
                 videos = _render_run(plan_, run, stages)
                 scores = evaluators.evaluate(videos, plan_.evaluation[run.relation])
+                if config.prompts.set == TOY_PROMPTS:
+                    data = next(r.data for r in config.relations if r.name == run.relation)
+                    scores.overall.update(
+                        toy_oracle_metrics(videos, run.relation, data, config.prompts.per_relation)
+                    )
                 write_results(scores, evaluation_dir)
             overall = json.loads((evaluation_dir / "results.json").read_text("utf-8"))["overall"]
             metrics = {k: float(v) for k, v in overall.items() if k in METRIC_LABELS and v is not None}
