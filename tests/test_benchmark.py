@@ -119,6 +119,20 @@ def test_table_equals_the_runs_and_a_rerun_does_no_work(tmp_path: Path, tiny_cli
     assert calls == Counter(render=1)
     assert run_benchmark(config, output, show_progress=False) == averaged  # same seeds, same numbers
 
+    # finished stages made with other settings are refused, not silently mixed into the table
+    calls.clear()
+    changed = tiny_config(
+        tmp_path, tiny_clip, train={"max_steps": 3, "warmup_steps": 0, "checkpoint_every": 2}
+    )
+    with pytest.raises(InputError, match="other training settings"):
+        run_benchmark(
+            BenchmarkConfig.model_validate(changed),
+            output,
+            show_progress=False,
+            stages=counting_stages(calls),
+        )
+    assert calls == Counter()
+
 
 def test_average_over_relations_is_the_seed_spread_of_the_relation_mean() -> None:
     results = {

@@ -306,6 +306,54 @@ def _mark_done(folder: Path, info: dict) -> None:
     write_atomic(folder / DONE, json.dumps(info, indent=1) + "\n")
 
 
+def _settings(config: BaseModel) -> dict:
+    """A stage's settings as stored in its marker (output folders left out: a moved benchmark
+    folder still resumes)."""
+    return {k: v for k, v in json.loads(config.model_dump_json()).items() if k not in ("output", "cache")}
+
+
+def _video_settings(config: BenchmarkConfig, run: Run) -> dict:
+    return {
+        "model": config.model.model_dump(),
+        "generation": config.generation.model_dump(),
+        "seed": run.seed,
+    }
+
+
+def check_finished_stages(plan_: Plan) -> None:
+    """Refuse to resume over stages finished with other settings (they would be skipped and the
+    table would mix them); runs before any work."""
+    stale: list[tuple[Path, str]] = []
+
+    def compare(folder: Path, stored: object, current: object, what: str) -> None:
+        if stored is not None and stored != current:
+            stale.append((folder, what))
+
+    for cache in plan_.caches.values():
+        done = _done(Path(cache.output))
+        compare(Path(cache.output), done and done.get("settings"), _settings(cache), "cache")
+    for run in plan_.runs:
+        if run.train is not None:
+            done = _done(run.folder / "train")
+            compare(run.folder / "train", done and done.get("settings"), _settings(run.train), "training")
+        done = _done(run.folder / "videos")
+        current = _video_settings(plan_.config, run)
+        compare(run.folder / "videos", done and done.get("settings"), current, "generation")
+        results = run.folder / "evaluation" / "results.json"
+        if results.is_file():
+            stored = json.loads(results.read_text("utf-8")).get("settings", {}).get("config")
+            compare(
+                results, stored, json.loads(plan_.evaluation[run.relation].model_dump_json()), "evaluation"
+            )
+    if stale:
+        folder, what = stale[0]
+        raise InputError(
+            folder,
+            f"was made with other {what} settings than this config ({len(stale)} finished stage(s) differ)",
+            "use another --output folder, or delete the stale folders to redo them",
+        )
+
+
 # ----- the stages -----------------------------------------------------------------------------
 
 
@@ -347,7 +395,7 @@ def _render_run(plan_: Plan, run: Run, stages: Stages) -> Path:
     backbone = _load_backbone(cfg)
     token, lora_hash = None, None
     if run.method != BASE:
-        lora = Path(_done(run.folder / "train")["lora"])
+        lora = run.folder / "train" / _done(run.folder / "train")["lora"]
         token = load_inference_lora(backbone, lora, cfg.generation.lora_scale)
         lora_hash = file_sha256(lora)
     gen = cfg.generation
@@ -380,7 +428,7 @@ def _render_run(plan_: Plan, run: Run, stages: Stages) -> Path:
     render_prompt_set(
         render_one, plan_.prompts[run.relation], videos, settings, fps=gen.fps, show_progress=False
     )
-    _mark_done(videos, {"videos": len(plan_.prompts[run.relation])})
+    _mark_done(videos, {"videos": len(plan_.prompts[run.relation]), "settings": _video_settings(cfg, run)})
     return videos
 
 
@@ -491,6 +539,7 @@ def run_benchmark(
     from dreamrelation.evaluation.evaluate import write_results
 
     plan_ = plan(config, output)  # every check before any work
+    check_finished_stages(plan_)
     stages = stages or default_stages()
     out = plan_.output
     out.mkdir(parents=True, exist_ok=True)
@@ -512,14 +561,15 @@ def run_benchmark(
             if _done(Path(cache.output)) is None:
                 progress.update(task, description=f"{name}: cache")
                 stages.build_cache(cache, show_progress=False)
-                _mark_done(Path(cache.output), {"relation": name})
+                _mark_done(Path(cache.output), {"relation": name, "settings": _settings(cache)})
         for run in plan_.runs:
             progress.update(task, description=run.label)
             evaluation_dir = run.folder / "evaluation"
             if not (evaluation_dir / "results.json").is_file():
                 if run.train is not None and _done(run.folder / "train") is None:
                     result = stages.train(run.train, show_progress=False)
-                    _mark_done(run.folder / "train", {"lora": str(result.lora_path)})
+                    lora = Path(result.lora_path).relative_to(Path(run.train.output))
+                    _mark_done(run.folder / "train", {"lora": str(lora), "settings": _settings(run.train)})
                 videos = _render_run(plan_, run, stages)
                 scores = evaluators.evaluate(videos, plan_.evaluation[run.relation])
                 if config.prompts.set == TOY_PROMPTS:
