@@ -292,6 +292,17 @@ def test_relation_caption_rewrites_the_relation_as_the_token() -> None:
         relation_caption("A cat sits.", "{a} is hugging {b}", "<R>")
 
 
+def test_hybrid_masks_are_refused_for_methods_without_adapters(
+    caches: dict[str, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="hybrid_masks"):
+        Trainer(
+            _config(
+                caches["mochi"], tmp_path / "run", "mochi", "motion_inversion", **{"loss.hybrid_masks": True}
+            )
+        )
+
+
 def test_reversion_needs_to_find_the_relation_in_the_captions(
     caches: dict[str, Path], tmp_path: Path
 ) -> None:
