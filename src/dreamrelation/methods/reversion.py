@@ -208,6 +208,7 @@ class ReVersionMethod(TrainingMethod):
 
     def __init__(self, config: TrainConfig, backbone: Backbone, dataset: CachedDataset) -> None:
         super().__init__(config, backbone, dataset)
+        self.require_no_adapter_selection()
         self.settings: ReVersionConfig = config.reversion
         self.captions = {item.key: self._caption(item) for item in dataset.items}  # fails before work
         unused = [p for p in config.validation_prompts if self.settings.token not in p]
