@@ -233,3 +233,21 @@ def test_toy_backbone_adds_the_oracle_metrics(tmp_path: Path, tiny_clip: Path) -
 def test_the_toy_prompt_set_needs_the_toy_backbone(tmp_path: Path, tiny_clip: Path) -> None:
     with pytest.raises(ValueError, match="needs model.backbone toy"):
         BenchmarkConfig.model_validate(tiny_config(tmp_path, tiny_clip, prompts={"set": "toy"}))
+
+
+def test_training_settings_merge_per_method_over_the_shared_ones(tmp_path: Path, tiny_clip: Path) -> None:
+    from dreamrelation.benchmark import plan
+
+    config = tiny_config(
+        tmp_path,
+        tiny_clip,
+        methods=["dreamrelation", "motion_inversion"],
+        train={"max_steps": 2, "lora": {"rank": 4, "alpha": 4.0}},
+        method_train={"dreamrelation": {"lora.rank": 2}, "motion_inversion": {"learning_rate": 0.5}},
+    )
+    runs = {r.method: r.train for r in plan(BenchmarkConfig.model_validate(config), tmp_path / "o").runs}
+    assert (runs["dreamrelation"].lora.rank, runs["dreamrelation"].lora.alpha) == (2, 4.0)
+    assert runs["dreamrelation"].learning_rate == 2e-4  # the method's default where nothing is set
+    assert (runs["motion_inversion"].learning_rate, runs["motion_inversion"].max_steps) == (0.5, 2)
+    assert runs["motion_inversion"].loss.hybrid_masks is False  # MotionInversion's own default
+    assert runs["base"] is None

@@ -189,11 +189,32 @@ def _set_dotted(data: dict, key: str, value: object) -> None:
     node[leaf] = value
 
 
+def _nested(settings: dict) -> dict:
+    """``{"lora.rank": 8}`` and ``{"lora": {"rank": 8}}`` alike, as nested dicts (a copy)."""
+    data: dict = {}
+    for key, value in settings.items():
+        if "." in key:
+            _set_dotted(data, key, copy.deepcopy(value))
+        else:
+            _merge(data, {key: value})
+    return data
+
+
+def _merge(into: dict, settings: dict) -> dict:
+    """Deep merge of nested ``settings`` into ``into`` (later values win, dicts merge)."""
+    for key, value in settings.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
+
+
 def _build(cls: type, user: dict, fixed: dict[str, object], where: str, owned: Sequence[str]) -> Any:
-    taken = [k for k in user if k in owned]
+    data = _nested(user)
+    taken = [k for k in data if k in owned]
     if taken:
         raise ConfigError(f"{where}: {taken} are set by the benchmark runner; remove them")
-    data = copy.deepcopy(user)
     for key, value in fixed.items():
         _set_dotted(data, key, value)
     try:
@@ -248,6 +269,7 @@ def plan(config: BenchmarkConfig, output: str | Path) -> Plan:
                 **model_keys,
                 "data": [{"path": str(item.data), "relation": item.name}],
                 "output": str(cache_dir),
+                "device": config.device,
             },
             "cache",
             RUNNER_CACHE_KEYS,
@@ -255,7 +277,11 @@ def plan(config: BenchmarkConfig, output: str | Path) -> Plan:
         reference = item.reference or config.evaluation.reference
         try:
             evaluation[item.name] = EvaluateConfig.model_validate(
-                {**config.evaluation.model_dump(exclude_unset=True), "reference": reference}
+                {
+                    "device": config.device,
+                    **config.evaluation.model_dump(exclude_unset=True),
+                    "reference": reference,
+                }
             )
         except ValidationError as exc:
             raise ConfigError(f"evaluation ({item.name}):\n{exc}") from None
@@ -265,9 +291,7 @@ def plan(config: BenchmarkConfig, output: str | Path) -> Plan:
                 folder = output / "runs" / item.name / method / f"seed{seed}"
                 train = None
                 if method != BASE:
-                    user = copy.deepcopy(config.train)
-                    for key, value in config.method_train.get(method, {}).items():
-                        user[key] = value
+                    user = _merge(_nested(config.train), _nested(config.method_train.get(method, {})))
                     fixed = {
                         **model_keys,
                         "cache": [str(cache_dir)],
