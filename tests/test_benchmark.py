@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_two_subject_dataset
 from typer.testing import CliRunner
 
 from dreamrelation.benchmark import (
@@ -23,6 +22,7 @@ from dreamrelation.benchmark import (
     run_benchmark,
 )
 from dreamrelation.errors import ConfigError, InputError
+from dreamrelation.testing import write_two_subject_dataset
 
 METHODS = ["direct_lora"]
 SEEDS = [0, 1]

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_two_subject_dataset
 
 from dreamrelation.backbones import load_backbone
 from dreamrelation.cache import build_cache
@@ -29,6 +28,7 @@ from dreamrelation.methods.reversion import (
     sample_focal_sigma,
     steering_loss,
 )
+from dreamrelation.testing import write_two_subject_dataset
 from dreamrelation.train import Trainer
 
 # One small clip geometry per backbone (the VAE's temporal grouping: Mochi 6k+1, Wan/Hunyuan 4k+1,
