@@ -133,6 +133,15 @@ def test_table_equals_the_runs_and_a_rerun_does_no_work(tmp_path: Path, tiny_cli
         )
     assert calls == Counter()
 
+    # the CLI on the finished benchmark: nothing to do, the table on the terminal
+    from dreamrelation.cli import app
+
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path, tiny_clip)))
+    result = CliRunner().invoke(app, ["benchmark", "run", str(path), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "Averaged over shaking_hands" in result.output and "benchmark.csv" in result.output
+
 
 def test_average_over_relations_is_the_seed_spread_of_the_relation_mean() -> None:
     results = {

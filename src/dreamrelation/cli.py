@@ -343,6 +343,7 @@ def benchmark_run(
     output = output or Path("runs/benchmark") / config.stem
     command = "dreamrelation " + " ".join(sys.argv[1:])
     _run(run_benchmark, cfg, output, command=command)
+    console.print((output / "benchmark.md").read_text(), markup=False, highlight=False)
     console.print(f"table: {output / 'benchmark.md'}, {output / 'benchmark.csv'}, {output / 'benchmark.png'}")
 
 
