@@ -525,6 +525,17 @@ def toy_oracle_metrics(videos: Path, relation: str, data: Path, count: int | Non
     return {f"oracle_{k}": float(v) for k, v in scores.items() if f"oracle_{k}" in METRIC_LABELS}
 
 
+def _release_memory() -> None:
+    """Drop the stage's models before the next one loads (a 10B backbone twice does not fit)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class _Evaluators:
     """Judge, CLIP and FVD models loaded once and reused by every run."""
 
@@ -580,21 +591,30 @@ def run_benchmark(
         console=console,
         disable=not show_progress,
     ) as progress:
-        task = progress.add_task("benchmark", total=len(plan_.runs))
+        task = progress.add_task("benchmark", total=2 * len(plan_.runs))
         for name, cache in plan_.caches.items():
             if _done(Path(cache.output)) is None:
                 progress.update(task, description=f"{name}: cache")
                 stages.build_cache(cache, show_progress=False)
                 _mark_done(Path(cache.output), {"relation": name, "settings": _settings(cache)})
+                _release_memory()
+        # 1. every training and rendering (the backbone alone on the GPU) ...
         for run in plan_.runs:
-            progress.update(task, description=run.label)
-            evaluation_dir = run.folder / "evaluation"
-            if not (evaluation_dir / "results.json").is_file():
+            progress.update(task, description=f"{run.label}: train, render")
+            if not (run.folder / "evaluation" / "results.json").is_file():
                 if run.train is not None and _done(run.folder / "train") is None:
                     result = stages.train(run.train, show_progress=False)
                     lora = Path(result.lora_path).relative_to(Path(run.train.output))
                     _mark_done(run.folder / "train", {"lora": str(lora), "settings": _settings(run.train)})
-                videos = _render_run(plan_, run, stages)
+                    _release_memory()
+                _render_run(plan_, run, stages)
+                _release_memory()
+            progress.advance(task)
+        # 2. ... then every evaluation (judge, CLIP and FVD models loaded once)
+        for run in plan_.runs:
+            progress.update(task, description=f"{run.label}: evaluate")
+            evaluation_dir, videos = run.folder / "evaluation", run.folder / "videos"
+            if not (evaluation_dir / "results.json").is_file():
                 scores = evaluators.evaluate(videos, plan_.evaluation[run.relation])
                 if config.prompts.set == TOY_PROMPTS:
                     data = next(r.data for r in config.relations if r.name == run.relation)
