@@ -26,11 +26,7 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "plain_lora": {
-        "lora.placement": {"relation": ["q", "k", "v", "out"]},
-        "loss.hybrid_masks": False,
-        "loss.contrastive_weight": 0.0,
-    },
+    "plain_lora": {"method": "direct_lora"},  # the direct LoRA baseline (dreamrelation.methods)
     "dreamrelation": {},
 }
 

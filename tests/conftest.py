@@ -5,43 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-
-def write_two_subject_dataset(
-    root: Path, n_videos: int = 3, num_frames: int = 13, size: int = 32, caption: str | None = None
-) -> Path:
-    """A dataset folder in the project's format: two squares approaching, masks red/green."""
-    from dreamrelation.data import write_video
-
-    (root / "masks").mkdir(parents=True, exist_ok=True)
-    for v in range(n_videos):
-        frames = np.full((num_frames, size, size, 3), 20, np.uint8)
-        labels = np.zeros((num_frames, size, size), np.uint8)
-        for f in range(num_frames):
-            x1 = 2 + f // 2 + v
-            x2 = size - 2 - f // 2
-            frames[f, 10:18, x1 : x1 + 6] = (200, 60, 60)
-            labels[f, 10:18, x1 : x1 + 6] = 1
-            frames[f, 12:20, x2 - 6 : x2] = (60, 60, 200)
-            labels[f, 12:20, x2 - 6 : x2] = 2
-        write_video(frames, root / f"clip{v}.mp4", crf=0)
-        (root / f"clip{v}.txt").write_text(caption or "a red square is shaking hands with a blue square.")
-        mask_dir = root / "masks" / f"clip{v}"
-        mask_dir.mkdir(exist_ok=True)
-        for f in range(num_frames):
-            rgb = np.zeros((size, size, 3), np.uint8)
-            rgb[labels[f] == 1] = (255, 0, 0)
-            rgb[labels[f] == 2] = (0, 255, 0)
-            Image.fromarray(rgb).save(mask_dir / f"{f:05d}.png")
-    return root
+from dreamrelation.testing import write_two_subject_dataset  # noqa: E402 - after the offline switch
 
 
 @pytest.fixture

@@ -216,7 +216,7 @@ def preflight_train(config: TrainConfig) -> None:
     check_output_dir(config.output, "training output")
     check_cache_matches_model(config.cache, config.model)
     check_resume(config)
-    from dreamrelation.tracking import check_trackers
+    from dreamrelation.trackers import check_trackers
 
     check_trackers(config)
 

@@ -7,6 +7,7 @@ takes an optional YAML config (validated before any work starts) and flags that 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -48,6 +49,7 @@ def _options(
 def _run(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary for every command
     from dreamrelation.checks import disk_full_message
 
+    _quiet_loading_bars()
     try:
         return fn(*args, **kwargs)
     except DreamRelationError as exc:
@@ -61,6 +63,15 @@ def _run(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary for
             raise
         console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def _quiet_loading_bars() -> None:
+    """diffusers' "Loading pipeline components" bars would tear our progress bars apart; diffusers is
+    imported lazily (inside the commands), so its switch is flipped here, once it is loaded.
+    transformers' and huggingface_hub's bars follow HF_HUB_DISABLE_PROGRESS_BARS (set in main)."""
+    diffusers = sys.modules.get("diffusers")
+    if diffusers is not None and not _DEBUG["on"]:
+        diffusers.utils.logging.disable_progress_bar()
 
 
 def _model_overrides(backbone: str | None, model: str | None, dtype: str | None) -> dict[str, object]:
@@ -143,8 +154,21 @@ def train(
         None, "--latent-sampling", help="mean (paper) or sample: a fresh VAE posterior draw per step."
     ),
     fsdp: bool = typer.Option(None, "--fsdp/--no-fsdp", help="Shard the frozen base across processes."),
+    method: str = typer.Option(
+        None,
+        "--method",
+        help="dreamrelation (default), direct_lora, reversion, motion_inversion or motion_inversion_rcl"
+        " (docs/baselines.md); each sets its own defaults for settings you leave unset.",
+    ),
+    relation_template: str = typer.Option(
+        None,
+        "--relation-template",
+        help="reversion: where the relation is in the captions, e.g. '{a} is shaking hands with {b}'"
+        " (default: the NTU template of the relation label).",
+    ),
 ) -> None:
-    """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss.
+    """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss
+    (or, with --method, one of the paper's baselines on the same harness).
 
     Resumes automatically from the newest checkpoint in --output. Multi-GPU: `accelerate launch
     -m dreamrelation.cli train ...`.
@@ -169,6 +193,8 @@ def train(
         "lr_schedule": lr_schedule,
         "latent_sampling": latent_sampling,
         "fsdp": fsdp,
+        "method": method,
+        "reversion.relation_template": relation_template,
     }
     cfg = _run(load_config, TrainConfig, config, **overrides)
     _run(preflight_train, cfg)
@@ -179,10 +205,11 @@ def train(
     finally:
         lock.__exit__(None, None, None)
     table = Table(title="training")
-    for col in ("steps", "final loss", "inference LoRA", "triplet"):
+    for col in ("method", "steps", "final loss", "file for generate --lora", "triplet"):
         table.add_column(col)
     final = result.history[-1]["loss"] if result.history else float("nan")
-    table.add_row(str(len(result.history)), f"{final:.4f}", str(result.lora_path), str(result.triplet_path))
+    triplet = str(result.triplet_path or "-")
+    table.add_row(cfg.method, str(len(result.history)), f"{final:.4f}", str(result.lora_path), triplet)
     Console().print(table)
 
 
@@ -241,7 +268,10 @@ def generate(
         None, "--relations", help="With --prompts: only these relations (e.g. shaking_hands,A055)."
     ),
     lora: Path = typer.Option(
-        None, "--lora", help="relation_lora.safetensors from training (omit: base model)."
+        None,
+        "--lora",
+        help="The file training wrote (relation_lora / relation_token / motion_embeddings .safetensors);"
+        " omit for the base model.",
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Folder for the MP4s and GIF previews."),
     config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
@@ -265,7 +295,9 @@ def generate(
         None, "--vae-slicing/--no-vae-slicing", help="Decode one video at a time."
     ),
 ) -> None:
-    """Render the learned relation for new subjects with only the relation + FFN LoRAs."""
+    """Render the learned relation for new subjects with what training saved: the relation + FFN
+    LoRAs (or a baseline's LoRA, relation token or motion embeddings, detected from the file).
+    A ReVersion token must appear in the prompts, e.g. "A dog <R> a cat."."""
     from dreamrelation.config import GenerateConfig, load_config
     from dreamrelation.generate import generate as run_generate
     from dreamrelation.generate import generate_prompt_set
@@ -419,6 +451,27 @@ benchmark_app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(benchmark_app, name="benchmark", help="Measured comparisons (methods, ablations).")
 
 
+@benchmark_app.command("run")
+def benchmark_run(
+    config: Path = typer.Argument(..., help="Benchmark YAML (docs/benchmark.md)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Results folder, resumable (default: runs/benchmark/<config name>)."
+    ),
+) -> None:
+    """Cache, train every method x seed, render the evaluation prompts, evaluate and write the table
+    (Markdown, CSV, PNG); a rerun skips whatever is done."""
+    import sys
+
+    from dreamrelation.benchmark import load_benchmark_config, run_benchmark
+
+    cfg = _run(load_benchmark_config, config)
+    output = output or Path("runs/benchmark") / config.stem
+    command = "dreamrelation " + " ".join(sys.argv[1:])
+    _run(run_benchmark, cfg, output, command=command)
+    console.print((output / "benchmark.md").read_text(), markup=False, highlight=False)
+    console.print(f"table: {output / 'benchmark.md'}, {output / 'benchmark.csv'}, {output / 'benchmark.png'}")
+
+
 @benchmark_app.command("toy")
 def benchmark_toy(
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (>= 3 for mean ± std)."),
@@ -499,9 +552,12 @@ def main() -> None:
     # Library noise (deprecation notices, loading bars) would tear our progress bars apart.
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     for library in ("diffusers", "transformers", "peft", "accelerate", "torch"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=library)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=library)
+    # diffusers' Mochi RoPE asks for a float32 autocast that torch refuses, harmlessly, on every call
+    warnings.filterwarnings("ignore", message="In CPU autocast", category=UserWarning)
     app()
 
 

@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from dreamrelation.adapters import TripletConfig
 from dreamrelation.errors import ConfigError
+from dreamrelation.methods.settings import (
+    MethodName,
+    MotionInversionConfig,
+    ReVersionConfig,
+    apply_method_defaults,
+)
 
 
 class _Strict(BaseModel):
@@ -109,6 +115,10 @@ class TrainConfig(_Strict):
     cache: list[Path]
     #: run folder: checkpoints, LoRA files, history, validation videos, logs
     output: Path
+    #: what is trained (docs/baselines.md); each method brings its own defaults for unset fields
+    method: MethodName = "dreamrelation"
+    reversion: ReVersionConfig = ReVersionConfig()
+    motion_inversion: MotionInversionConfig = MotionInversionConfig()
     lora: TripletConfig = TripletConfig()
     loss: LossConfig = LossConfig()
     #: training iterations (paper: 2400)
@@ -159,7 +169,7 @@ class TrainConfig(_Strict):
     #: prompts rendered at validation (new subjects, the learned relation)
     validation_prompts: list[str] = Field(default_factory=list)
     #: sampling steps of the validation videos
-    validation_steps: int = Field(64, gt=0)
+    validation_steps: int = Field(64, ge=2)
     #: classifier-free guidance of the validation videos
     validation_guidance: float = 6.0
     #: log losses (and validation videos) to TensorBoard under <output>/
@@ -168,6 +178,11 @@ class TrainConfig(_Strict):
     wandb: bool = False
     #: log to the trackers every n steps
     log_every: int = Field(1, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: object) -> object:
+        return apply_method_defaults(data)
 
     @model_validator(mode="after")
     def _validation_needs_prompts(self) -> TrainConfig:
@@ -210,8 +225,8 @@ class GenerateConfig(_Strict):
     relations: str | None = None
     #: folder for the MP4s and GIF previews
     output: Path
-    #: sampling steps (paper: 64)
-    num_inference_steps: int = Field(64, gt=0)
+    #: sampling steps (paper: 64; at least 2: Mochi's linear-quadratic schedule needs two)
+    num_inference_steps: int = Field(64, ge=2)
     #: classifier-free guidance (paper: 6.0)
     guidance_scale: float = 6.0
     #: frames per video; must fit the VAE (Mochi 6k+1, Wan and HunyuanVideo 4k+1)

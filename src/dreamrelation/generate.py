@@ -17,7 +17,7 @@ from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.evaluation.judge import file_sha256
 from dreamrelation.evaluation.manifest import RenderSummary, render_prompt_set
 from dreamrelation.evaluation.prompts import PromptEntry, load_prompt_file
-from dreamrelation.lora_io import read_inference_lora
+from dreamrelation.lora_io import LORA_FILE_METHODS, read_inference_lora
 
 ADAPTER_NAME = "dreamrelation"
 
@@ -112,8 +112,14 @@ def render_and_save(
     return paths
 
 
-def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse: bool = False) -> None:
-    """Load our diffusers-format LoRA through the pipeline's own ``load_lora_weights``."""
+def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse: bool = False) -> str | None:
+    """Apply a file written by training to ``backbone``, whatever the method that wrote it.
+
+    LoRA methods (dreamrelation, direct_lora): our diffusers-format LoRA through the pipeline's own
+    ``load_lora_weights``. ReVersion: the relation token is added to the tokenizer(s) and text
+    encoder(s); its text (e.g. ``<R>``) is returned and must appear in the prompts. MotionInversion:
+    the motion embeddings are hooked onto the attention inputs (scaled by ``scale``).
+    """
     lora = Path(lora)
     state, meta = read_inference_lora(lora)  # refuses non-LoRAs, the triplet, NaN
     trained_on = meta.get("dreamrelation.backbone")
@@ -121,6 +127,13 @@ def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse
         raise InputError(
             lora, f"was trained on {trained_on}, not {backbone.name}", f"use --backbone {trained_on}"
         )
+    method = str(meta.get("dreamrelation.method", "dreamrelation"))
+    if method not in LORA_FILE_METHODS:
+        from dreamrelation.methods import METHOD_NAMES, method_class
+
+        if method not in METHOD_NAMES:
+            raise InputError(lora, f"was written by unknown method {method!r}", "update dreamrelation")
+        return method_class(method).apply_file(backbone, lora, meta, scale)
     check_lora_fits(state, backbone.transformer, lora)
     pipe = backbone.pipeline
     pipe.load_lora_weights(str(lora), adapter_name=ADAPTER_NAME)
@@ -128,6 +141,7 @@ def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse
     if fuse:
         pipe.fuse_lora(lora_scale=1.0, adapter_names=[ADAPTER_NAME])
         pipe.unload_lora_weights()
+    return None
 
 
 def apply_memory_options(backbone: Backbone, config: GenerateConfig, device: torch.device) -> None:
@@ -142,7 +156,7 @@ def apply_memory_options(backbone: Backbone, config: GenerateConfig, device: tor
         backbone.pipeline.enable_model_cpu_offload(device=device)
 
 
-def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None) -> Backbone:
+def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None, prompts: list[str]) -> Backbone:
     device = torch.device(config.device) if config.device else default_device()
     if config.cpu_offload and device.type != "cuda":
         raise ConfigError(
@@ -157,7 +171,14 @@ def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None) -> Bac
             None if config.cpu_offload else device,
         )  # fmt: skip
     if config.lora is not None:
-        load_inference_lora(backbone, config.lora, config.lora_scale, config.fuse)
+        token = load_inference_lora(backbone, config.lora, config.lora_scale, config.fuse)
+        missing = [p for p in prompts if token is not None and token not in p]
+        if missing:
+            raise InputError(
+                config.lora,
+                f"is a learned relation token and the prompt {missing[0]!r} does not use it",
+                f"write the relation as {token}, e.g. 'A dog {token} a cat.'",
+            )
     apply_memory_options(backbone, config, device)
     return backbone
 
@@ -165,7 +186,7 @@ def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None) -> Bac
 def generate(
     config: GenerateConfig, backbone: Backbone | None = None, show_progress: bool = True
 ) -> list[Path]:
-    backbone = _prepared_backbone(config, backbone)
+    backbone = _prepared_backbone(config, backbone, config.prompts)
     return render_and_save(
         backbone,
         config.prompts,
@@ -200,7 +221,7 @@ def generate_prompt_set(
         "height": config.height,
         "width": config.width,
     }
-    backbone = _prepared_backbone(config, backbone)
+    backbone = _prepared_backbone(config, backbone, [e.prompt for e in entries])
     geometry = {"num_frames": config.num_frames, "height": config.height, "width": config.width}
 
     def render_one(entry: PromptEntry) -> np.ndarray:

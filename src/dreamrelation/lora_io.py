@@ -43,6 +43,7 @@ def save_lora_files(
     backbone: str,
     present: list[str],
     dtype: torch.dtype = torch.float32,
+    method: str = "dreamrelation",
 ) -> tuple[Path, Path]:
     """Write the inference LoRA and the full triplet (both atomically); return their paths."""
     output = Path(output)
@@ -51,6 +52,7 @@ def save_lora_files(
         "format": "pt",
         "dreamrelation.backbone": backbone,
         "dreamrelation.config": config_json,
+        "dreamrelation.method": method,
     }
     inference = {k: v.to(dtype) for k, v in inference_state_dict(transformer, inference_adapters).items()}
     lora_path = output / INFERENCE_LORA
@@ -66,6 +68,10 @@ def save_lora_files(
         {**meta, "dreamrelation.adapters": ",".join(present)},
     )
     return lora_path, triplet_path
+
+
+#: methods whose file is a diffusers LoRA; the others' files are applied by their method class
+LORA_FILE_METHODS = ("dreamrelation", "direct_lora")
 
 
 def read_lora_metadata(path: Path) -> dict[str, object]:
@@ -93,6 +99,9 @@ def read_inference_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     except Exception as exc:  # safetensors raises several types for a pickle / truncated header
         problem = f"not a readable safetensors LoRA ({type(exc).__name__}: {exc})"
         raise InputError(path, problem, fix) from None
+    if str(meta.get("dreamrelation.method", "dreamrelation")) not in LORA_FILE_METHODS:
+        _check_finite(path, state)  # a token or motion-embedding file: its method class checks the rest
+        return state, meta
     if any(re.search(r"\.lora_[AB]\.(relation|subject1|subject2|ffn)\.weight$", k) for k in state):
         raise InputError(path, "is the adapter triplet (kept for analysis), not the inference LoRA", fix)
     bad = [k for k in state if not re.fullmatch(r"transformer\..+\.lora_[AB]\.weight", k)]
@@ -105,9 +114,13 @@ def read_inference_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
             if b is None or a.ndim != 2 or b.ndim != 2 or b.shape[1] != a.shape[0]:
                 module = key.removesuffix(".lora_A.weight")
                 raise InputError(path, f"{module}: lora_A/lora_B do not pair up", fix)
-    for key, value in state.items():
-        if not torch.isfinite(value).all():
-            raise InputError(
-                path, f"{key} contains NaN or infinite values", "retrain, or use an earlier intact LoRA"
-            )
+    _check_finite(path, state)
     return state, meta
+
+
+def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise InputError(
+                path, f"{key} contains NaN or infinite values", "retrain, or use an earlier intact file"
+            )

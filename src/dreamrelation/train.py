@@ -22,20 +22,11 @@ from diffusers.optimization import get_scheduler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
-from dreamrelation.adapters import (
-    SELECTABLE,
-    activate,
-    adapters_for_selection,
-    add_triplet,
-    load_triplet_state_dict,
-    triplet_state_dict,
-)
 from dreamrelation.backbones import Backbone, load_backbone
 from dreamrelation.cache import MASK_ORDER, CachedDataset
 from dreamrelation.checkpoint import list_checkpoints, load_newest_intact, save_checkpoint, set_rng_state
 from dreamrelation.config import TrainConfig, dump_config
 from dreamrelation.errors import ConfigError, TrainingError
-from dreamrelation.lora_io import save_lora_files
 from dreamrelation.losses import (
     MemoryBank,
     combined_mask_loss,
@@ -44,7 +35,9 @@ from dreamrelation.losses import (
     relational_contrastive_loss,
 )
 from dreamrelation.memory import make_optimizer, needs_checkpointing, place_transformer
-from dreamrelation.tracking import log_validation_videos, tracker_config, trackers
+from dreamrelation.methods import method_class
+from dreamrelation.methods.base import TrainingMethod
+from dreamrelation.trackers import log_validation_videos, tracker_config, trackers
 
 _MIX = 0x9E3779B1  # spreads (seed, step, rank) into distinct generator seeds
 
@@ -59,8 +52,10 @@ def _generator(*parts: int) -> torch.Generator:
 @dataclass
 class TrainResult:
     output: Path
+    #: the file ``dreamrelation generate --lora`` loads, whatever the method
     lora_path: Path
-    triplet_path: Path
+    #: the full LoRA triplet (LoRA methods); None for methods that train no LoRA
+    triplet_path: Path | None
     history: list[dict[str, float | str | int]] = field(default_factory=list)
 
 
@@ -86,9 +81,11 @@ class Trainer:
                 "before it keep only the mean); re-run `dreamrelation cache` or set latent_sampling: mean"
             )
         spec = config.model
+        method_cls = method_class(config.method)
         if backbone is None:
-            # Training reads the cache: only validation needs the text encoders and the VAE.
-            components = "all" if config.validation_every else "transformer"
+            # Training reads the cache: only validation (and ReVersion) needs the text encoders and the VAE.
+            needs_all = config.validation_every or method_cls.needs_text_encoders
+            components = "all" if needs_all else "transformer"
             backbone = load_backbone(
                 spec.backbone, spec.model, spec.dtype, spec.max_sequence_length, components=components
             )
@@ -99,20 +96,12 @@ class Trainer:
             )
         self.backbone = backbone
         self.transformer = backbone.transformer
-        self.targets = add_triplet(backbone, config.lora, seed=config.seed)
-        self.present = list(self.targets)
-        self.selectable = [a for a in SELECTABLE if a in self.present]
-        if config.loss.hybrid_masks and not self.selectable:
-            raise ConfigError(
-                "hybrid_masks needs at least one of relation/subject1/subject2 in lora.placement"
-            )
-        if config.loss.hybrid_masks and any(i.masks is None for i in self.dataset.items):
-            raise ConfigError(
-                "hybrid_masks needs subject masks; cache the data with masks or set hybrid_masks: false"
-            )
-        self.lora_params = [p for n, p in self.transformer.named_parameters() if "lora_" in n]
-        for p in self.lora_params:  # adapters train in fp32 even on a bf16 base
-            p.data = p.data.float()
+        if method_cls.needs_text_encoders:  # ReVersion runs them at every step, on the training device
+            for _, encoder_name in backbone.text_encoders:
+                getattr(backbone.pipeline, encoder_name).to(self.accelerator.device)
+        self.method: TrainingMethod = method_cls(config, self.backbone, self.dataset)
+        # the trained parameters (named for the LoRA methods; any method's, in optimizer order)
+        self.lora_params = self.method.parameters()
         device = self.accelerator.device
         self.gradient_checkpointing = needs_checkpointing(
             config.gradient_checkpointing, self.dataset.items[0].latents.shape, config.batch_size
@@ -125,6 +114,9 @@ class Trainer:
             gradient_checkpointing=self.gradient_checkpointing,
             fsdp=config.fsdp,
         )
+        for p in self.lora_params:  # trained tensors outside the transformer (motion embeddings) follow it
+            if p.device != device:
+                p.data = p.data.to(device)
         self.transformer.train()
         self.optimizer = make_optimizer(
             self.lora_params,
@@ -178,15 +170,20 @@ class Trainer:
             "text": {k: v.to(device) for k, v in text.items()},
             "relations": [it.relation for it in items],
             "keys": [it.key for it in items],
+            "captions": [it.caption for it in items],
+            "dropped": [bool(d) for d in drop],
         }
 
     # ----- one iteration ----------------------------------------------------------------------
+    @property
+    def present(self) -> list[str]:
+        """The LoRA adapters this run trains (empty for methods without LoRA)."""
+        return list(getattr(self.method, "present", []))
+
     def select(self, step: int) -> str | None:
         """HMT LoRA selection: one of relation/subject1/subject2 uniformly (same on every process)."""
-        if not self.config.loss.hybrid_masks:
-            return None
-        choice = torch.randint(len(self.selectable), (1,), generator=_generator(self.config.seed, 1, step))
-        return self.selectable[int(choice)]
+        select = getattr(self.method, "select", None)
+        return select(step) if select is not None else None
 
     def training_step(self, step: int) -> dict[str, float | str | int]:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches.
@@ -211,6 +208,9 @@ class Trainer:
         for key in ("loss", "reconstruction", "contrastive"):
             record[key] = sum(float(p[key]) for p in parts) / accumulate
         record["contrastive_terms"] = sum(int(p["contrastive_terms"]) for p in parts)
+        for key in parts[0]:  # the method's own loss terms (ReVersion: steering)
+            if key not in record and key != "adapter":
+                record[key] = sum(float(p[key]) for p in parts) / accumulate
         record["adapter"] = "+".join(str(p["adapter"]) for p in parts)
         record["lr"] = self.scheduler.get_last_lr()[0]
         return record
@@ -219,26 +219,29 @@ class Trainer:
         """Forward and backward of one micro-batch (``micro`` seeds its draws); no optimizer step."""
         cfg, loss_cfg = self.config, self.config.loss
         gen = _generator(cfg.seed, 2, micro, self.accelerator.process_index)
-        selected = self.select(micro)
-        active = self.present if selected is None else adapters_for_selection(selected, self.present)
-        activate(self.transformer, active)
+        # 1. the method readies the model (DreamRelation: HMT picks and activates adapters)
+        selected = self.method.begin_step(micro)
 
+        # 2. noise the cached latents (flow matching)
         batch = self.collate(self.batch_indices(micro), gen)
         latents = batch["latents"]
-        sigma = torch.rand(latents.shape[0], generator=gen).to(latents.device)
+        sigma = self.method.sample_sigma(latents.shape[0], gen).to(latents.device)
         noise = torch.randn(latents.shape, generator=gen).to(latents.device)
         noisy = self.backbone.add_noise(latents, noise, sigma)
         target = self.backbone.flow_target(latents, noise)
+        # 3. predict
         with self.accelerator.autocast():
-            prediction = self.backbone.predict(noisy, sigma, batch["text"])
+            prediction = self.backbone.predict(noisy, sigma, self.method.conditioning(batch))
         prediction = prediction.float()
 
+        # 4. reconstruction loss (mask-weighted on the selected mask, plain without one)
+        compared, compared_target = self.method.loss_inputs(prediction, target)
         if selected is None:
-            mask = torch.zeros_like(latents[:, :1])
+            mask = torch.zeros_like(compared[:, :1])
         else:
             mask = batch["masks"][:, MASK_ORDER.index(selected)].unsqueeze(1)
         loss_fn = mask_weighted_loss if loss_cfg.mask_loss == "paper" else combined_mask_loss
-        rec = loss_fn(prediction, target, mask, loss_cfg.mask_weight if selected else 0.0)
+        rec = loss_fn(compared, compared_target, mask, loss_cfg.mask_weight if selected else 0.0)
 
         rcl = torch.zeros((), device=prediction.device)
         rcl_terms = 0
@@ -264,6 +267,10 @@ class Trainer:
             if rcl_terms:
                 rcl = rcl / rcl_terms
         loss = rec + loss_cfg.contrastive_weight * rcl
+        # 5. the method's own terms (ReVersion: relation steering)
+        extra = self.method.extra_losses(batch, gen)
+        for term in extra.values():
+            loss = loss + term
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"non-finite loss at step {step} (reconstruction {rec.item()}, contrastive {rcl.item()}, "
@@ -280,7 +287,8 @@ class Trainer:
             "reconstruction": rec.item(),
             "contrastive": rcl.item(),
             "contrastive_terms": rcl_terms,
-            "adapter": selected or "all",
+            **{name: term.item() for name, term in extra.items()},
+            "adapter": self.method.step_label(selected),
         }
 
     def _average_gradients(self) -> None:
@@ -320,7 +328,7 @@ class Trainer:
                 banks = {0: self.memory_bank.state_dict()}
             save_checkpoint(
                 directory,
-                adapters=triplet_state_dict(self.transformer, self.present),
+                adapters=self.method.state_dict(),
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
                 memory_banks=banks,
@@ -342,14 +350,16 @@ class Trainer:
             return False
         ckpt, found = load_newest_intact(found, rank=self.accelerator.process_index)
         saved = ckpt["state"]["config"]
-        for key in ("lora", "loss", "cache", "batch_size", "seed", "gradient_accumulation_steps"):
+        keys = ("method", "reversion", "motion_inversion", "lora", "loss", "cache", "batch_size", "seed")
+        for key in (*keys, "gradient_accumulation_steps"):
             now = json.loads(dump_config(self.config))[key]
-            if saved[key] != now:
+            # checkpoints from before the baselines existed are DreamRelation runs
+            if saved.get(key, now if key != "method" else "dreamrelation") != now:
                 raise ConfigError(
-                    f"{found[-1]}: checkpoint was trained with a different `{key}` ({saved[key]} vs {now}); "
-                    "use another output folder or set resume: never"
+                    f"{found[-1]}: checkpoint was trained with a different `{key}` "
+                    f"({saved.get(key)} vs {now}); use another output folder or set resume: never"
                 )
-        load_triplet_state_dict(self.transformer, ckpt["adapters"])
+        self.method.load_state_dict(ckpt["adapters"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.memory_bank.load_state_dict(ckpt["memory_bank"])
@@ -414,13 +424,15 @@ class Trainer:
 
         manifest = json.loads((Path(self.config.cache[0]) / "manifest.json").read_text())
         geo = manifest["video"]
-        activate(self.transformer, [a for a in ("relation", "ffn") if a in self.present], trainable=False)
+        self.method.inference_mode()
         self.transformer.eval()
-        # the text encoders and the VAE wait on the CPU between validations
+        # the text encoders and the VAE wait on the CPU between validations (unless the method runs
+        # the text encoders at every step)
+        resident = {e for _, e in self.backbone.text_encoders} if self.method.needs_text_encoders else set()
         others = [
             m
             for name, m in self.backbone.pipeline.components.items()
-            if name != "transformer" and isinstance(m, torch.nn.Module)
+            if name != "transformer" and name not in resident and isinstance(m, torch.nn.Module)
         ]
         for module in others:
             module.to(self.accelerator.device)
@@ -447,11 +459,9 @@ class Trainer:
     def finish(self) -> TrainResult:
         acc = self.accelerator
         output = Path(self.config.output)
-        lora_path, triplet_path = output / "relation_lora.safetensors", output / "triplet.safetensors"
+        lora_path, triplet_path = self.method.output_paths(output)
         if acc.is_main_process:
-            lora_path, triplet_path = save_lora_files(
-                self.transformer, output, dump_config(self.config), self.backbone.name, self.present
-            )
+            lora_path, triplet_path = self.method.save(output, dump_config(self.config))
             (output / "history.json").write_text(json.dumps(self.history, indent=1))
         if trackers(self.config):
             acc.end_training()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import typing
+from pathlib import Path
 
 import typer
 
@@ -71,3 +73,22 @@ def test_choices_are_the_registry_and_the_config_literals() -> None:
     dtypes = typing.get_args(ModelSpec.model_fields["dtype"].annotation)
     assert typing.get_args(options["--dtype"].type_descriptor.annotation) == dtypes
     assert "tiny" not in (options["--model"].help or "")  # the test-only model is not offered
+
+
+def test_library_noise_stays_out_of_a_real_run(tmp_path: Path) -> None:
+    """The installed entry point: no loading bars, deprecation notices or warnings between our
+    own progress bar and result lines (they tear rich's bars apart)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for key in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        env.pop(key, None)
+    prompt = "a red triangle is hugging a blue circle on a dark background."
+    done = subprocess.run(
+        [sys.executable, "-m", "dreamrelation", "generate", "--backbone", "toy", "--model", "shipped",
+         "--prompt", prompt, "--num-frames", "16", "--height", "32", "--width", "32", "--steps", "2",
+         "--output", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for noise in ("Loading", "Warning", "deprecated", "There are modules"):
+        assert noise not in done.stderr, done.stderr
+    assert list(tmp_path.glob("*.mp4"))

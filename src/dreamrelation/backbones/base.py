@@ -73,6 +73,8 @@ class Backbone(ABC):
     first_frame_alone: ClassVar[bool] = True
     flow_convention: ClassVar[FlowConvention]
     num_train_timesteps: ClassVar[int] = 1000
+    #: (tokenizer, text encoder) component names of the pipeline, in encoding order
+    text_encoders: ClassVar[tuple[tuple[str, str], ...]] = (("tokenizer", "text_encoder"),)
 
     def __init__(self, pipeline: DiffusionPipeline | TransformerOnly, max_sequence_length: int) -> None:
         self.pipeline = pipeline
@@ -151,6 +153,21 @@ class Backbone(ABC):
         ]
 
     # ----- latent geometry -----------------------------------------------------------------
+    def patch_size(self) -> tuple[int, int, int]:
+        """(time, height, width) patch of the transformer's vision tokens, read from its config."""
+        cfg = self.transformer.config
+        patch = cfg.patch_size
+        if isinstance(patch, list | tuple):
+            return (int(patch[0]), int(patch[1]), int(patch[2]))
+        return (int(getattr(cfg, "patch_size_t", None) or 1), int(patch), int(patch))
+
+    def token_grid(self, latent_shape: Sequence[int]) -> tuple[int, int, int]:
+        """(frames, rows, columns) of the vision tokens made from latents shaped (..., F, H, W);
+        the tokens are laid out frame by frame, row by row (every backbone here)."""
+        pt, ph, pw = self.patch_size()
+        f, h, w = (int(n) for n in latent_shape[-3:])
+        return f // pt, h // ph, w // pw
+
     def frame_groups(self, num_frames: int) -> list[list[int]]:
         """Which video frames make up each latent frame (the VAE's temporal compression)."""
         return temporal_groups(num_frames, self.temporal_factor, self.first_frame_alone)

@@ -36,6 +36,7 @@ class HunyuanVideoBackbone(Backbone):
         # their output projection is fused with the MLP (proj_out), so it carries no "out" role.
         "joint": (r"single_transformer_blocks\.\d+\.attn", {"q": "to_q", "k": "to_k", "v": "to_v"}),
     }
+    text_encoders = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))  # Llama, CLIP
     temporal_factor = 4
     spatial_factor = 8
     first_frame_alone = True

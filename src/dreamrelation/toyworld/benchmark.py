@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dreamrelation import benchmark as runner
 from dreamrelation.devices import machine_description
 from dreamrelation.toyworld.experiment import (
     VARIANTS,
@@ -127,15 +127,7 @@ def summarize(
     results: dict[str, dict[str, dict[str, float]]], methods: Sequence[str], seeds: Sequence[int]
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """One relation's results[method][seed] -> {method: {metric: (mean, std over seeds)}}."""
-    summary = {}
-    for method in methods:
-        runs = [results[method][str(s)] for s in seeds if str(s) in results.get(method, {})]
-        summary[method] = {
-            m: (float(np.mean([r[m] for r in runs])), float(np.std([r[m] for r in runs])))
-            for m in METRIC_LABELS
-            if runs and m in runs[0]
-        }
-    return summary
+    return runner.summarize(results, methods, seeds, tuple(METRIC_LABELS))
 
 
 def complete_seeds(
@@ -156,25 +148,8 @@ def average_over_relations(
     methods: Sequence[str],
     seeds: Sequence[int],
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """{method: {metric: (mean, std)}} of the relation-averaged metric: for each seed the mean over
-    ``relations`` (a seed counts only once every relation has it), then mean and std over seeds, so
-    the std is the seed spread of the paper-style averaged number."""
-    summary = {}
-    for method in methods:
-        per_seed = [
-            [results[r][method][str(s)] for r in relations]
-            for s in seeds
-            if all(str(s) in results.get(r, {}).get(method, {}) for r in relations)
-        ]
-        if not per_seed:
-            summary[method] = {}
-            continue
-        metrics = [m for m in METRIC_LABELS if all(m in run for runs in per_seed for run in runs)]
-        summary[method] = {}
-        for metric in metrics:
-            values = [float(np.mean([run[metric] for run in runs])) for runs in per_seed]
-            summary[method][metric] = (float(np.mean(values)), float(np.std(values)))
-    return summary
+    """The runner's relation average (mean over relations per seed, then mean ± std over seeds)."""
+    return runner.average_over_relations(results, relations, methods, seeds, tuple(METRIC_LABELS))
 
 
 def claim_verdict(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
@@ -265,11 +240,4 @@ def _verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> 
 
 
 def _table(summary: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
-    lines = [
-        "| method | " + " | ".join(METRIC_LABELS.values()) + " |",
-        "|---" * (len(METRIC_LABELS) + 1) + "|",
-    ]
-    for method, metrics in summary.items():
-        cells = [f"{metrics[m][0]:.3f} ± {metrics[m][1]:.3f}" if m in metrics else "–" for m in METRIC_LABELS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines
+    return runner.markdown_table(summary, METRIC_LABELS)

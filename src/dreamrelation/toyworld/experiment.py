@@ -39,12 +39,9 @@ from dreamrelation.toyworld.world import (
 )
 
 #: TrainConfig overrides per method; DreamRelation is the empty override (the paper's method).
+#: Baselines are training methods (dreamrelation.methods), defined once for every backbone.
 VARIANTS: dict[str, dict[str, object]] = {
-    "direct_lora": {
-        "lora.placement": {"relation": ["q", "k", "v", "out"]},
-        "loss.hybrid_masks": False,
-        "loss.contrastive_weight": 0.0,
-    },
+    "direct_lora": {"method": "direct_lora"},
     "dreamrelation": {},
     "wo_hmt": {"loss.hybrid_masks": False},
     "wo_rcl": {"loss.contrastive_weight": 0.0},
@@ -173,6 +170,8 @@ def train_config(cfg: ExperimentConfig, variant: str, cache: Path, output: Path)
         "resume": "never",
         **VARIANTS[variant],
     }
+    if overrides.get("method") == "reversion":  # toy captions follow the toy world's templates
+        overrides["reversion.relation_template"] = RELATIONS[cfg.relation]
     return load_config(TrainConfig, **overrides)
 
 

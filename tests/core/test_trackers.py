@@ -8,7 +8,7 @@ import pytest
 
 from dreamrelation.config import TrainConfig, load_config
 from dreamrelation.errors import ConfigError
-from dreamrelation.tracking import check_trackers, tracker_config
+from dreamrelation.trackers import check_trackers, tracker_config
 from dreamrelation.train import Trainer
 
 

@@ -1,0 +1,100 @@
+"""LoRA methods: DreamRelation's relation LoRA triplet (HMT + RCL) and direct LoRA fine-tuning.
+
+Both are peft adapters on the attention projections and both save the diffusers-format inference
+LoRA. Direct LoRA is the same machinery with one adapter on every projection (q, k, v, out) of
+every stream, no mask selection and no contrastive loss (``METHOD_DEFAULTS["direct_lora"]``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from dreamrelation.adapters import (
+    SELECTABLE,
+    activate,
+    adapters_for_selection,
+    add_triplet,
+    load_triplet_state_dict,
+    triplet_state_dict,
+)
+from dreamrelation.backbones import Backbone
+from dreamrelation.errors import ConfigError
+from dreamrelation.lora_io import INFERENCE_LORA, TRIPLET, save_lora_files
+from dreamrelation.methods.base import TrainingMethod
+
+if TYPE_CHECKING:
+    from dreamrelation.cache import CachedDataset
+    from dreamrelation.config import TrainConfig
+
+
+def _generator(*parts: int) -> torch.Generator:
+    from dreamrelation.train import _generator as make
+
+    return make(*parts)
+
+
+class DreamRelationMethod(TrainingMethod):
+    """The relation LoRA triplet with Hybrid Mask Training (the paper's method)."""
+
+    name = "dreamrelation"
+    file_name = INFERENCE_LORA
+
+    def __init__(self, config: TrainConfig, backbone: Backbone, dataset: CachedDataset) -> None:
+        super().__init__(config, backbone, dataset)
+        self.transformer = backbone.transformer
+        self.targets = add_triplet(backbone, config.lora, seed=config.seed)
+        self.present = list(self.targets)
+        self.selectable = [a for a in SELECTABLE if a in self.present]
+        if config.loss.hybrid_masks and not self.selectable:
+            raise ConfigError(
+                "hybrid_masks needs at least one of relation/subject1/subject2 in lora.placement"
+            )
+        if config.loss.hybrid_masks and any(i.masks is None for i in dataset.items):
+            raise ConfigError(
+                "hybrid_masks needs subject masks; cache the data with masks or set hybrid_masks: false"
+            )
+        self._params = [p for n, p in self.transformer.named_parameters() if "lora_" in n]
+        for p in self._params:  # adapters train in fp32 even on a bf16 base
+            p.data = p.data.float()
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self._params
+
+    def select(self, step: int) -> str | None:
+        """HMT LoRA selection: one of relation/subject1/subject2 uniformly (same on every process)."""
+        if not self.config.loss.hybrid_masks:
+            return None
+        choice = torch.randint(len(self.selectable), (1,), generator=_generator(self.config.seed, 1, step))
+        return self.selectable[int(choice)]
+
+    def begin_step(self, step: int) -> str | None:
+        selected = self.select(step)
+        active = self.present if selected is None else adapters_for_selection(selected, self.present)
+        activate(self.transformer, active)
+        return selected
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return triplet_state_dict(self.transformer, self.present)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        load_triplet_state_dict(self.transformer, state)
+
+    def inference_mode(self) -> None:
+        activate(self.transformer, [a for a in ("relation", "ffn") if a in self.present], trainable=False)
+
+    def output_paths(self, output: Path) -> tuple[Path, Path | None]:
+        return Path(output) / INFERENCE_LORA, Path(output) / TRIPLET
+
+    def save(self, output: Path, config_json: str) -> tuple[Path, Path | None]:
+        return save_lora_files(
+            self.transformer, output, config_json, self.backbone.name, self.present, method=self.name
+        )
+
+
+class DirectLoraMethod(DreamRelationMethod):
+    """Plain LoRA (same rank) on all attention projections of both streams; plain loss."""
+
+    name = "direct_lora"
