@@ -166,9 +166,11 @@ def test_saved_file_reproduces_the_trained_model_exactly(
     trainer = Trainer(_config(caches["mochi"], tmp_path / "run", "mochi", method), backbone=full)
     result = trainer.run(show_progress=False)
     trainer.method.inference_mode()
+    device = trainer.accelerator.device  # training placed only what it runs there
+    trainer.backbone.to(device)
     prompt = PROMPTS.get(method, PROMPT)
     in_memory = _render(trainer.backbone, prompt, GEOMETRY["mochi"])
-    loaded = load_backbone("mochi", "tiny")
+    loaded = load_backbone("mochi", "tiny", device=device)
     load_inference_lora(loaded, result.lora_path)
     # equal up to float32 rounding (the text encoder runs with autograd on in the trainer)
     np.testing.assert_allclose(_render(loaded, prompt, GEOMETRY["mochi"]), in_memory, rtol=0, atol=1e-5)
