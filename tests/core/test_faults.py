@@ -326,6 +326,26 @@ def test_disk_full_while_caching_leaves_no_temporary_files(
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
+def test_disk_full_while_writing_videos_leaves_no_temporary_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dreamrelation.data.video as video_module
+
+    real_open = video_module.av.open
+
+    def full_disk(file: str, *args: object, **kwargs: object) -> object:
+        if kwargs.get("mode") == "w" or "w" in args:
+            Path(file).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(video_module.av, "open", full_disk)
+    out = tmp_path / "videos"
+    fails(["generate", *TINY, *GEOMETRY, "--steps", "2", "--prompt", "a dog is hugging a cat.",
+           "-o", str(out)], "the disk is full while writing")  # fmt: skip
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.suffix == ".mp4"]
+
+
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(
     mochi_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
