@@ -52,7 +52,11 @@ class LazyGroup(TyperGroup):
             command.help = command.help or short_help
             command.short_help = short_help
             self.commands[cmd_name] = command
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        if self._listing and command is not None and not command.short_help and command.help:
+            # the listing shows the first paragraph as one flowing line, not the docstring's breaks
+            command.short_help = " ".join(command.help.split("\n\n")[0].split())
+        return command
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         self._listing = True
