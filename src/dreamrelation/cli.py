@@ -483,7 +483,9 @@ def benchmark_toy(
     eval_prompts: int = typer.Option(None, "--eval-prompts"),
     model: str = typer.Option(None, "--model", help="Toy base model: 'shipped' or a pretrained folder."),
     output: Path = typer.Option(Path("runs/toy-benchmark"), "--output", "-o", help="Results (resumable)."),
-    docs: Path = typer.Option(Path("docs/toy_benchmark.md"), "--docs", help="Markdown table to write."),
+    docs: Path = typer.Option(
+        None, "--docs", help="Markdown table to write (default: OUTPUT/toy_benchmark.md).", show_default=False
+    ),
     report_only: bool = typer.Option(
         False, "--report-only", help="Write the tables of the results already in --output; run nothing."
     ),
@@ -513,6 +515,8 @@ def benchmark_toy(
         model=model,
     )
     command = "dreamrelation " + " ".join(sys.argv[1:])
+    # beside the results by default: a run never overwrites a committed report unless asked to
+    docs = docs if docs is not None else output / "toy_benchmark.md"
     _run(
         run_benchmark,
         cfg,
