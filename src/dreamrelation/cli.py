@@ -280,9 +280,7 @@ def evaluate(
     metrics: str = typer.Option(
         None, "--metrics", help="Comma-separated: relation_accuracy, clip, fvd (--set metrics=[...])."
     ),
-    output: Path = setting(
-        "output", "--output", "-o", help="Where results go (default: VIDEOS/evaluation)."
-    ),
+    output: Path = setting("output", "--output", "-o", help="Where results go (default: VIDEOS/evaluation)."),
     config: Path = CONFIG_OPT,
     sets: list[str] = SET_OPT,
     # shorthands kept for existing command lines; each is exactly --set KEY=VALUE

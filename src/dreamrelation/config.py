@@ -355,7 +355,7 @@ def describe_validation_error(
             if cls is not None:
                 parts.append(f"{prefix}{unknown_key_message(cls, where)}")
             else:
-                parts.append(f"{prefix}{where}: unknown setting (a typo? every key is listed in docs/config.md)")
+                parts.append(f"{prefix}{where}: unknown setting (every key is listed in docs/config.md)")
         else:
             parts.append(f"{prefix}{where}: {error['msg']} (got {error.get('input')!r})")
     return "; ".join(parts)
