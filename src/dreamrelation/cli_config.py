@@ -77,19 +77,17 @@ def help_config_option(target: str) -> Any:
 
 
 def print_config_help(cls: type, command: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+    """One entry per key: ``key: type = default`` and its meaning below (plain text, greppable)."""
     from dreamrelation.config_docs import rows
 
-    table = Table(title=f"{command}: settings ({cls.__name__}); --set KEY=VALUE, or KEY: VALUE in --config")
-    for column in ("key", "type", "default", "meaning"):
-        table.add_column(column, overflow="fold")
     listed = [row for row in rows(cls) if "[]" not in row[0]]  # list items are set as a whole list
     sections = {key.rsplit(".", 1)[0] for key, *_ in listed if "." in key}
+    lines = [f"{command}: every setting of {cls.__name__} (--set KEY=VALUE, or KEY: VALUE in --config)", ""]
     for key, kind, default, meaning in listed:
-        table.add_row(key, kind, "(section)" if key in sections else default.strip("`"), meaning)
-    Console().print(table)
+        lines.append(f"{key}:" if key in sections else f"{key}: {kind} = {default.strip('`')}")
+        if meaning:
+            lines.append(f"    {meaning}")
+    typer.echo("\n".join(lines))
 
 
 def _plain(value: object) -> object:
