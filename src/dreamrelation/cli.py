@@ -1,7 +1,8 @@
 """The `dreamrelation` command line: one command per stage of the data flow.
 
-data -> `cache` -> `train` -> LoRA file -> `generate`; `analyze` sits beside. Every command
-takes an optional YAML config (validated before any work starts) and flags that override it.
+data -> `cache` -> `train` -> LoRA file -> `generate`; `analyze` sits beside. Every config-driven
+command takes an optional YAML config (validated before any work starts), `--set key.path=value`
+for any of its settings and a few named flags, all through ``dreamrelation.cli_config``.
 """
 
 from __future__ import annotations
