@@ -214,3 +214,28 @@ def test_setting_flags_name_real_keys_and_repeat_no_default() -> None:
             assert is_settable(cls, key), (path, flag, key)
             assert options[flag].show_default is False, (path, flag)
             assert options[flag].default is None, (path, flag)  # not given: the config decides
+
+
+def test_every_field_is_reachable_without_per_field_code() -> None:
+    """Any bool/int/float key of TrainConfig, however deep and whenever it was added, is set by
+    --set's dotted key: nothing is wired per field."""
+    from dreamrelation.config import TrainConfig, load_config
+    from dreamrelation.config_keys import settable_keys
+
+    required = {"cache": ["c"], "output": "o"}
+    base = load_config(TrainConfig, sets=required)
+    checked = 0
+    for key in settable_keys(TrainConfig):
+        default = attrgetter(key)(base)
+        if isinstance(default, bool):
+            value: object = not default
+        elif isinstance(default, int):
+            value = default + 1
+        elif isinstance(default, float):
+            value = default / 2 if default else 0.5
+        else:
+            continue
+        cfg = load_config(TrainConfig, sets={**required, key: value})
+        assert attrgetter(key)(cfg) == value, key
+        checked += 1
+    assert checked >= 30
