@@ -1,7 +1,8 @@
 """The `dreamrelation` command line: one command per stage of the data flow.
 
-data -> `cache` -> `train` -> LoRA file -> `generate`; `analyze` sits beside. Every command
-takes an optional YAML config (validated before any work starts) and flags that override it.
+data -> `cache` -> `train` -> LoRA file -> `generate`; `analyze` sits beside. Every config-driven
+command takes an optional YAML config (validated before any work starts), `--set key.path=value`
+for any of its settings and a few named flags, all through ``dreamrelation.cli_config``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from dreamrelation.checks import preflight_cache, preflight_generate, preflight_train
+from dreamrelation.cli_config import (
+    EPILOG,
+    config_from_cli,
+    config_option,
+    help_config_option,
+    set_option,
+    setting,
+)
 
 if TYPE_CHECKING:
     from dreamrelation.config import TrainConfig
@@ -32,9 +41,6 @@ app = typer.Typer(
 )
 register_prepare(app)  # `prepare ntu|videos`, `masks`: raw videos -> dataset folders
 console = Console(stderr=True)
-
-CONFIG_HELP = "YAML file with the command's settings (see docs/); flags given here override it."
-
 
 _DEBUG = {"on": False}
 
@@ -74,98 +80,75 @@ def _quiet_loading_bars() -> None:
         diffusers.utils.logging.disable_progress_bar()
 
 
-def _model_overrides(backbone: str | None, model: str | None, dtype: str | None) -> dict[str, object]:
-    return {"model.backbone": backbone, "model.model": model, "model.dtype": dtype}
-
-
 #: what --help shows; the values live in config.py's models (tests/core/test_cli_help.py keeps them equal)
 BackboneChoice = Literal["mochi", "wan", "hunyuan", "toy"] | None
 DtypeChoice = Literal["float32", "bfloat16", "float16"] | None
-BACKBONE_OPT = typer.Option(None, "--backbone", help="Video backbone.", show_default="mochi")
-MODEL_OPT = typer.Option(
-    None, "--model", help="Hub id or local diffusers folder.", show_default="genmo/mochi-1-preview"
-)
-DTYPE_OPT = typer.Option(None, "--dtype", help="Weights dtype.", show_default="bfloat16")
+BACKBONE_OPT = setting("model.backbone", "--backbone", help="Video backbone.")
+MODEL_OPT = setting("model.model", "--model", help="Hub id or local diffusers folder.")
+DTYPE_OPT = setting("model.dtype", "--dtype", help="Weights dtype.")
+SET_OPT = set_option()
+CONFIG_OPT = config_option()
 
 
-@app.command()
+@app.command(epilog=EPILOG)
 def cache(
-    data: list[Path] = typer.Option(None, "--data", help="Dataset folder (repeat for several relations)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Cache folder to write."),
-    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    ctx: typer.Context,
+    data: list[Path] = typer.Option(
+        None, "--data", help="Dataset folder (repeat for several relations; --set data=[{path: ...}])."
+    ),
+    output: Path = setting("output", "--output", "-o", help="Cache folder to write."),
+    config: Path = CONFIG_OPT,
+    sets: list[str] = SET_OPT,
     backbone: BackboneChoice = BACKBONE_OPT,
     model: str = MODEL_OPT,
     dtype: DtypeChoice = DTYPE_OPT,
-    num_frames: int = typer.Option(
-        None, "--num-frames", help="Frames per clip (Mochi: 6k+1, Wan/Hunyuan: 4k+1).", show_default="61"
-    ),
-    height: int = typer.Option(None, "--height", show_default="480"),
-    width: int = typer.Option(None, "--width", show_default="848"),
-    relation_mask: Literal["bbox", "sum"] | None = typer.Option(
-        None, "--relation-mask", help="bbox (paper) or sum (official code).", show_default="bbox"
-    ),
+    num_frames: int = setting("video.num_frames", "--num-frames"),
+    height: int = setting("video.height", "--height"),
+    width: int = setting("video.width", "--width"),
+    relation_mask: Literal["bbox", "sum"] | None = setting("relation_mask", "--relation-mask"),
+    help_config: bool = help_config_option("dreamrelation.config:CacheConfig"),
 ) -> None:
     """Precompute latents, text embeddings and latent masks once; resumable (skips what is done)."""
     from dreamrelation.cache import build_cache
-    from dreamrelation.config import CacheConfig, load_config
+    from dreamrelation.config import CacheConfig
 
-    overrides = {
-        **_model_overrides(backbone, model, dtype),
-        "data": [{"path": str(p)} for p in data] if data else None,
-        "output": str(output) if output else None,
-        "video.num_frames": num_frames,
-        "video.height": height,
-        "video.width": width,
-        "relation_mask": relation_mask,
-    }
-    cfg = _run(load_config, CacheConfig, config, **overrides)
+    sources = [{"path": str(p)} for p in data] if data else None
+    cfg = _run(config_from_cli, ctx, CacheConfig, config, sets, data=sources)
     _run(preflight_cache, cfg)
     summary = _run(build_cache, cfg)
     console.print(f"cached {len(summary.encoded)} new, {len(summary.skipped)} up to date -> {summary.output}")
 
 
-@app.command()
+@app.command(epilog=EPILOG)
 def train(
-    cache_dirs: list[Path] = typer.Option(
-        None, "--cache", help="Cache folder(s) from `dreamrelation cache`."
-    ),
-    output: Path = typer.Option(None, "--output", "-o", help="Run folder: checkpoints, LoRA files, logs."),
-    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    ctx: typer.Context,
+    cache_dirs: list[Path] = setting("cache", "--cache", help="Cache folder(s) from `dreamrelation cache`."),
+    output: Path = setting("output", "--output", "-o", help="Run folder: checkpoints, LoRA files, logs."),
+    config: Path = CONFIG_OPT,
+    sets: list[str] = SET_OPT,
     backbone: BackboneChoice = BACKBONE_OPT,
     model: str = MODEL_OPT,
     dtype: DtypeChoice = DTYPE_OPT,
-    max_steps: int = typer.Option(None, "--max-steps", help="Iterations (paper).", show_default="2400"),
-    batch_size: int = typer.Option(None, "--batch-size", show_default="1"),
-    seed: int = typer.Option(None, "--seed", show_default="0"),
-    tensorboard: bool = typer.Option(None, "--tensorboard/--no-tensorboard", help="Log to <output>/ for TB."),
-    gradient_checkpointing: bool = typer.Option(
-        None,
-        "--gradient-checkpointing/--no-gradient-checkpointing",
-        help="Recompute activations in backward (default auto: on at large geometry).",
+    method: str = setting(
+        "method", "--method", help="dreamrelation, or a baseline of the paper (docs/baselines.md)."
     ),
-    fp8_base: bool = typer.Option(None, "--fp8-base/--no-fp8-base", help="Store the frozen base in FP8."),
-    block_offload: bool = typer.Option(
-        None, "--block-offload/--no-block-offload", help="Keep frozen block weights on the CPU."
+    # shorthands kept for existing command lines; each is exactly --set KEY=VALUE
+    max_steps: int = setting("max_steps", "--max-steps"),
+    batch_size: int = setting("batch_size", "--batch-size"),
+    seed: int = setting("seed", "--seed"),
+    tensorboard: bool = setting("tensorboard", "--tensorboard/--no-tensorboard"),
+    gradient_checkpointing: bool = setting(
+        "gradient_checkpointing", "--gradient-checkpointing/--no-gradient-checkpointing"
     ),
-    optimizer: str = typer.Option(None, "--optimizer", help="adamw or adamw8bit (bitsandbytes, CUDA)."),
-    accumulate: int = typer.Option(None, "--gradient-accumulation-steps", help="Micro-batches per step."),
-    lr_schedule: str = typer.Option(None, "--lr-schedule", help="constant (paper) or cosine, after warmup."),
-    latent_sampling: str = typer.Option(
-        None, "--latent-sampling", help="mean (paper) or sample: a fresh VAE posterior draw per step."
-    ),
-    fsdp: bool = typer.Option(None, "--fsdp/--no-fsdp", help="Shard the frozen base across processes."),
-    method: str = typer.Option(
-        None,
-        "--method",
-        help="dreamrelation (default), direct_lora, reversion, motion_inversion or motion_inversion_rcl"
-        " (docs/baselines.md); each sets its own defaults for settings you leave unset.",
-    ),
-    relation_template: str = typer.Option(
-        None,
-        "--relation-template",
-        help="reversion: where the relation is in the captions, e.g. '{a} is shaking hands with {b}'"
-        " (default: the NTU template of the relation label).",
-    ),
+    fp8_base: bool = setting("fp8_base", "--fp8-base/--no-fp8-base"),
+    block_offload: bool = setting("block_offload", "--block-offload/--no-block-offload"),
+    optimizer: str = setting("optimizer", "--optimizer"),
+    accumulate: int = setting("gradient_accumulation_steps", "--gradient-accumulation-steps"),
+    lr_schedule: str = setting("lr_schedule", "--lr-schedule"),
+    latent_sampling: str = setting("latent_sampling", "--latent-sampling"),
+    fsdp: bool = setting("fsdp", "--fsdp/--no-fsdp"),
+    relation_template: str = setting("reversion.relation_template", "--relation-template"),
+    help_config: bool = help_config_option("dreamrelation.config:TrainConfig"),
 ) -> None:
     """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss
     (or, with --method, one of the paper's baselines on the same harness).
@@ -174,29 +157,9 @@ def train(
     -m dreamrelation.cli train ...`.
     """
     from dreamrelation.checks import output_lock
-    from dreamrelation.config import TrainConfig, load_config
+    from dreamrelation.config import TrainConfig
 
-    overrides = {
-        **_model_overrides(backbone, model, dtype),
-        "cache": [str(p) for p in cache_dirs] if cache_dirs else None,
-        "output": str(output) if output else None,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "seed": seed,
-        "tensorboard": tensorboard,
-        # memory savers (docs/memory.md)
-        "gradient_checkpointing": gradient_checkpointing,
-        "fp8_base": fp8_base,
-        "block_offload": block_offload,
-        "optimizer": optimizer,
-        "gradient_accumulation_steps": accumulate,
-        "lr_schedule": lr_schedule,
-        "latent_sampling": latent_sampling,
-        "fsdp": fsdp,
-        "method": method,
-        "reversion.relation_template": relation_template,
-    }
-    cfg = _run(load_config, TrainConfig, config, **overrides)
+    cfg = _run(config_from_cli, ctx, TrainConfig, config, sets)
     _run(preflight_train, cfg)
     lock = output_lock(cfg.output)
     _run(lock.__enter__)
@@ -255,72 +218,50 @@ def _train_until_done_or_interrupted(cfg: TrainConfig):  # noqa: ANN202 - a Trai
             signal.signal(signal.SIGINT, previous)
 
 
-@app.command()
+@app.command(epilog=EPILOG)
 def generate(
-    prompt: list[str] = typer.Option(None, "--prompt", "-p", help="Prompt (repeatable)."),
-    prompts: str = typer.Option(
-        None,
+    ctx: typer.Context,
+    prompt: list[str] = setting("prompts", "--prompt", "-p", help="Prompt (repeatable)."),
+    prompts: str = setting(
+        "prompt_file",
         "--prompts",
         help="Prompt set to render, each with its own seed, plus a manifest for `evaluate`: a JSON/JSONL "
         "file, or 'paper' (the shipped 26 x 40 evaluation set). Resumable.",
     ),
-    relations: str = typer.Option(
-        None, "--relations", help="With --prompts: only these relations (e.g. shaking_hands,A055)."
-    ),
-    lora: Path = typer.Option(
-        None,
+    relations: str = setting("relations", "--relations", help="With --prompts: only these relations."),
+    lora: Path = setting(
+        "lora",
         "--lora",
         help="The file training wrote (relation_lora / relation_token / motion_embeddings .safetensors);"
         " omit for the base model.",
     ),
-    output: Path = typer.Option(None, "--output", "-o", help="Folder for the MP4s and GIF previews."),
-    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    output: Path = setting("output", "--output", "-o", help="Folder for the MP4s and GIF previews."),
+    config: Path = CONFIG_OPT,
+    sets: list[str] = SET_OPT,
     backbone: BackboneChoice = BACKBONE_OPT,
     model: str = MODEL_OPT,
     dtype: DtypeChoice = DTYPE_OPT,
-    steps: int = typer.Option(None, "--steps", help="Sampling steps (paper).", show_default="64"),
-    guidance: float = typer.Option(
-        None, "--guidance", help="Classifier-free guidance (paper).", show_default="6.0"
-    ),
-    num_frames: int = typer.Option(None, "--num-frames", show_default="61"),
-    height: int = typer.Option(None, "--height", show_default="480"),
-    width: int = typer.Option(None, "--width", show_default="848"),
-    seed: int = typer.Option(None, "--seed", show_default="0"),
-    fuse: bool = typer.Option(None, "--fuse/--no-fuse", help="Fuse the LoRA into the weights first."),
-    cpu_offload: bool = typer.Option(
-        None, "--cpu-offload/--no-cpu-offload", help="Each model on the GPU only while it runs."
-    ),
-    vae_tiling: bool = typer.Option(None, "--vae-tiling/--no-vae-tiling", help="Decode in spatial tiles."),
-    vae_slicing: bool = typer.Option(
-        None, "--vae-slicing/--no-vae-slicing", help="Decode one video at a time."
-    ),
+    # shorthands kept for existing command lines; each is exactly --set KEY=VALUE
+    steps: int = setting("num_inference_steps", "--steps"),
+    guidance: float = setting("guidance_scale", "--guidance"),
+    num_frames: int = setting("num_frames", "--num-frames"),
+    height: int = setting("height", "--height"),
+    width: int = setting("width", "--width"),
+    seed: int = setting("seed", "--seed"),
+    fuse: bool = setting("fuse", "--fuse/--no-fuse"),
+    cpu_offload: bool = setting("cpu_offload", "--cpu-offload/--no-cpu-offload"),
+    vae_tiling: bool = setting("vae_tiling", "--vae-tiling/--no-vae-tiling"),
+    vae_slicing: bool = setting("vae_slicing", "--vae-slicing/--no-vae-slicing"),
+    help_config: bool = help_config_option("dreamrelation.config:GenerateConfig"),
 ) -> None:
     """Render the learned relation for new subjects with what training saved: the relation + FFN
     LoRAs (or a baseline's LoRA, relation token or motion embeddings, detected from the file).
     A ReVersion token must appear in the prompts, e.g. "A dog <R> a cat."."""
-    from dreamrelation.config import GenerateConfig, load_config
+    from dreamrelation.config import GenerateConfig
     from dreamrelation.generate import generate as run_generate
     from dreamrelation.generate import generate_prompt_set
 
-    overrides = {
-        **_model_overrides(backbone, model, dtype),
-        "prompts": list(prompt) if prompt else None,
-        "prompt_file": prompts,
-        "relations": relations,
-        "lora": str(lora) if lora else None,
-        "output": str(output) if output else None,
-        "num_inference_steps": steps,
-        "guidance_scale": guidance,
-        "num_frames": num_frames,
-        "height": height,
-        "width": width,
-        "seed": seed,
-        "fuse": fuse,
-        "cpu_offload": cpu_offload,
-        "vae_tiling": vae_tiling,
-        "vae_slicing": vae_slicing,
-    }
-    cfg = _run(load_config, GenerateConfig, config, **overrides)
+    cfg = _run(config_from_cli, ctx, GenerateConfig, config, sets)
     _run(preflight_generate, cfg)
     if cfg.prompt_file:
         summary = _run(generate_prompt_set, cfg)
@@ -332,40 +273,33 @@ def generate(
         console.print(f"wrote {path} (+ .gif)")
 
 
-@app.command()
+@app.command(epilog=EPILOG)
 def evaluate(
+    ctx: typer.Context,
     videos: Path = typer.Argument(..., help="Folder from `generate --prompts` (has manifest.json)."),
-    reference: Path = typer.Option(None, "--reference", help="Folder of real videos for FVD."),
+    reference: Path = setting("reference", "--reference", help="Folder of real videos for FVD."),
     metrics: str = typer.Option(
-        None, "--metrics", help="Comma-separated: relation_accuracy, clip, fvd (default: all that apply)."
+        None, "--metrics", help="Comma-separated: relation_accuracy, clip, fvd (--set metrics=[...])."
     ),
-    output: Path = typer.Option(
-        None, "--output", "-o", help="Where results go (default: VIDEOS/evaluation)."
-    ),
-    config: Path = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
-    judge: str = typer.Option(
-        None, "--judge", help="openai (any compatible endpoint) or local (transformers)."
-    ),
-    judge_url: str = typer.Option(None, "--judge-url", help="Endpoint base URL (default: DashScope's)."),
-    judge_model: str = typer.Option(
-        None, "--judge-model", help="Endpoint model name, or hub id/folder for --judge local."
-    ),
-    judge_key_env: str = typer.Option(
-        None, "--judge-key-env", help="NAME of the env variable holding the key."
-    ),
-    judge_frames: int = typer.Option(None, "--judge-frames", help="Frames shown to the judge (default 8)."),
-    judge_cache: Path = typer.Option(None, "--judge-cache", help="Answer cache folder."),
-    clip_model: str = typer.Option(None, "--clip-model", help="CLIP hub id or folder."),
-    fvd: str = typer.Option(
-        None, "--fvd", help="FVD features: i3d (standard; needs --i3d-weights) or videomae."
-    ),
-    i3d_weights: Path = typer.Option(None, "--i3d-weights", help="Local I3D weights (.safetensors / .pt)."),
-    videomae_model: str = typer.Option(None, "--videomae-model", help="VideoMAE hub id or folder."),
-    device: str = typer.Option(None, "--device", help="cuda, cpu, ... (default: cuda when available)."),
+    output: Path = setting("output", "--output", "-o", help="Where results go (default: VIDEOS/evaluation)."),
+    config: Path = CONFIG_OPT,
+    sets: list[str] = SET_OPT,
+    # shorthands kept for existing command lines; each is exactly --set KEY=VALUE
+    judge: str = setting("judge.backend", "--judge"),
+    judge_url: str = setting("judge.url", "--judge-url"),
+    judge_model: str = setting("judge.model", "--judge-model"),
+    judge_key_env: str = setting("judge.api_key_env", "--judge-key-env"),
+    judge_frames: int = setting("judge.num_frames", "--judge-frames"),
+    judge_cache: Path = setting("judge.cache", "--judge-cache"),
+    clip_model: str = setting("clip_model", "--clip-model"),
+    fvd: str = setting("fvd.extractor", "--fvd"),
+    i3d_weights: Path = setting("fvd.i3d_weights", "--i3d-weights"),
+    videomae_model: str = setting("fvd.videomae_model", "--videomae-model"),
+    device: str = setting("device", "--device"),
+    help_config: bool = help_config_option("dreamrelation.evaluation.evaluate:EvaluateConfig"),
 ) -> None:
     """Relation accuracy (VLM judge), CLIP-T, temporal consistency and FVD of generated videos:
     per video and aggregate results as JSON + CSV, and a table here. See docs/evaluation.md."""
-    from dreamrelation.config import load_config
     from dreamrelation.evaluation.evaluate import (
         EvaluateConfig,
         evaluate_folder,
@@ -373,23 +307,8 @@ def evaluate(
         write_results,
     )
 
-    overrides = {
-        "metrics": [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-        "reference": str(reference) if reference else None,
-        "output": str(output) if output else None,
-        "judge.backend": judge,
-        "judge.url": judge_url,
-        "judge.model": judge_model,
-        "judge.api_key_env": judge_key_env,
-        "judge.num_frames": judge_frames,
-        "judge.cache": str(judge_cache) if judge_cache else None,
-        "clip_model": clip_model,
-        "fvd.extractor": fvd,
-        "fvd.i3d_weights": str(i3d_weights) if i3d_weights else None,
-        "fvd.videomae_model": videomae_model,
-        "device": device,
-    }
-    cfg = _run(load_config, EvaluateConfig, config, **overrides)
+    chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    cfg = _run(config_from_cli, ctx, EvaluateConfig, config, sets, metrics=chosen)
     results = _run(evaluate_folder, videos, cfg)
     paths = write_results(results, cfg.output or videos / "evaluation")
     Console(width=80).print(summary_table(results))
@@ -401,31 +320,28 @@ def evaluate(
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
-@app.command()
+@app.command(epilog=EPILOG)
 def demo(
-    relation: str = typer.Option("shaking_hands", "--relation", "-r", help="Toy relation to learn."),
+    ctx: typer.Context,
     output: Path = typer.Option(Path("dreamrelation-demo"), "--output", "-o", help="Where everything goes."),
-    steps: int = typer.Option(None, "--steps", help="Training steps (default: the demo's setting)."),
-    exemplars: int = typer.Option(None, "--exemplars", help="Number of exemplar videos (default 20)."),
-    eval_prompts: int = typer.Option(None, "--eval-prompts", help="Prompts with new subjects to evaluate."),
-    sampling_steps: int = typer.Option(None, "--sampling-steps", help="Sampling steps per video."),
-    seed: int = typer.Option(0, "--seed"),
+    config: Path = CONFIG_OPT,
+    sets: list[str] = SET_OPT,
+    # shorthands kept for existing command lines; each is exactly --set KEY=VALUE
+    relation: str = setting("relation", "--relation", "-r"),
+    steps: int = setting("train_steps", "--steps"),
+    exemplars: int = setting("exemplars", "--exemplars"),
+    eval_prompts: int = setting("eval_prompts", "--eval-prompts"),
+    sampling_steps: int = setting("sampling_steps", "--sampling-steps"),
+    seed: int = setting("seed", "--seed"),
+    help_config: bool = help_config_option("dreamrelation.toyworld.experiment:ExperimentConfig"),
 ) -> None:
     """The whole method on the toy world, on CPU: exemplars -> masks -> cache -> train -> generate ->
     oracle evaluation -> report.html (base model vs DreamRelation on new subjects)."""
     from dreamrelation.toyworld.demo import run_demo
     from dreamrelation.toyworld.experiment import ExperimentConfig
 
-    cfg = _run(
-        _experiment_config,
-        ExperimentConfig,
-        relation=relation,
-        train_steps=steps,
-        exemplars=exemplars,
-        eval_prompts=eval_prompts,
-        sampling_steps=sampling_steps,
-        seed=seed,
-    )
+    cfg = _run(config_from_cli, ctx, ExperimentConfig, config, sets)
+    _run(_experiment_config, ExperimentConfig, relation=cfg.relation)  # a relation the toy world has
     from dreamrelation.checks import check_output_dir
 
     _run(check_output_dir, output, "demo output")
@@ -451,20 +367,23 @@ benchmark_app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(benchmark_app, name="benchmark", help="Measured comparisons (methods, ablations).")
 
 
-@benchmark_app.command("run")
+@benchmark_app.command("run", epilog=EPILOG)
 def benchmark_run(
+    ctx: typer.Context,
     config: Path = typer.Argument(..., help="Benchmark YAML (docs/benchmark.md)."),
     output: Path = typer.Option(
         None, "--output", "-o", help="Results folder, resumable (default: runs/benchmark/<config name>)."
     ),
+    sets: list[str] = SET_OPT,
+    help_config: bool = help_config_option("dreamrelation.benchmark:BenchmarkConfig"),
 ) -> None:
     """Cache, train every method x seed, render the evaluation prompts, evaluate and write the table
     (Markdown, CSV, PNG); a rerun skips whatever is done."""
     import sys
 
-    from dreamrelation.benchmark import load_benchmark_config, run_benchmark
+    from dreamrelation.benchmark import BenchmarkConfig, run_benchmark
 
-    cfg = _run(load_benchmark_config, config)
+    cfg = _run(config_from_cli, ctx, BenchmarkConfig, config, sets)
     output = output or Path("runs/benchmark") / config.stem
     command = "dreamrelation " + " ".join(sys.argv[1:])
     _run(run_benchmark, cfg, output, command=command)

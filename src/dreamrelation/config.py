@@ -5,6 +5,7 @@ Defaults are the paper's settings (METHOD.md); official-code variants are option
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -288,8 +289,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides: object) -> ConfigT:
-    """Read YAML (safe loader, no code), apply non-None overrides, validate; errors name the file."""
+def load_config(
+    cls: type[ConfigT],
+    path: str | Path | None = None,
+    *,
+    sets: Mapping[str, object] | None = None,
+    **overrides: object,
+) -> ConfigT:
+    """Read YAML (safe loader, no code), apply overrides, validate; errors name the file or flag.
+
+    Precedence, lowest first: the model's defaults, the YAML file, ``overrides`` (the named flags;
+    None means "not given"), ``sets`` (``--set key.path=value``, where None is an explicit null).
+    Keys are dotted paths (``lora.rank``); a value replaces what the file had at that key.
+    """
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -304,30 +316,48 @@ def load_config(cls: type[ConfigT], path: str | Path | None = None, **overrides:
             raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of settings")
-    for key, value in overrides.items():
-        if value is None:
-            continue
+    given = {key: value for key, value in overrides.items() if value is not None}
+    given.update(sets or {})
+    for key, value in given.items():
         node = data
         *parents, leaf = key.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
         node[leaf] = value
+
+    def source(key: str) -> str:
+        """Where a bad value came from: a flag (named by its key) or the file."""
+        flagged = any(key == k or key.startswith(f"{k}.") for k in given)
+        return "" if flagged or path is None else f"{path}: "
+
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{describe_validation_error(exc)}") from exc
+        raise ConfigError(describe_validation_error(exc, cls, source)) from exc
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """pydantic's errors as one line: ``setting.path: problem`` for each, unknown keys named so."""
+def describe_validation_error(
+    exc: ValidationError,
+    cls: type[BaseModel] | None = None,
+    source: Callable[[str], str] | None = None,
+) -> str:
+    """pydantic's errors as one line: ``setting.path: problem`` for each, unknown keys named so
+    (with the nearest valid keys of ``cls``); ``source(key)`` prefixes where the value came from."""
+    from dreamrelation.config_keys import unknown_key_message
+
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "config"
+        prefix = source(where) if source is not None else ""
         if error["type"] == "extra_forbidden":
-            parts.append(f"{where}: unknown setting (a typo? every key is listed in docs/config.md)")
+            if cls is not None:
+                parts.append(f"{prefix}{unknown_key_message(cls, where)}")
+            else:
+                parts.append(f"{prefix}{where}: unknown setting (every key is listed in docs/config.md)")
         else:
-            parts.append(f"{where}: {error['msg']} (got {error.get('input')!r})")
+            parts.append(f"{prefix}{where}: {error['msg']} (got {error.get('input')!r})")
     return "; ".join(parts)
 
 

@@ -138,9 +138,13 @@ def _placeholder(name: str, command: str) -> Any:
 def render() -> str:
     parts = [
         "# Configuration files\n",
-        "Every command reads an optional YAML file (`--config FILE`); flags given on the command line",
-        "override it. Unknown keys, at any depth, and keys given twice are errors, so a typo never",
-        "falls back to a default silently. Defaults are the paper's settings.",
+        "Every command reads an optional YAML file (`--config FILE`) and a repeatable",
+        "`--set key.path=value` that reaches any key below (`--set lora.rank=8`; the value is YAML:",
+        "`--set adam_betas=[0.9,0.99]`, `--set max_grad_norm=null`). Precedence, lowest first: the",
+        "defaults, the file, the named flags (`--max-steps`, … are shorthands for `--set`), `--set`.",
+        "Unknown keys, at any depth, and keys given twice are errors, so a typo never falls back to a",
+        "default silently; `dreamrelation COMMAND --help-config` lists the keys. Defaults are the paper's",
+        "settings.",
         "This page is generated from the config models:",
         "`python -m dreamrelation.config_docs > docs/config.md`.\n",
     ]

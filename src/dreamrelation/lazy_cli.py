@@ -7,10 +7,18 @@ lists them from this table and imports one only when it is run (or its own --hel
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 import typer
 from typer.core import TyperGroup
+
+try:  # recent typer vendors click: its usage errors are typer._click's classes
+    from typer._click import exceptions as _errors
+except ImportError:  # pragma: no cover - typer on the click package
+    from click import exceptions as _errors
 
 
 def _analyze_app() -> typer.Typer:
@@ -64,3 +72,31 @@ class LazyGroup(TyperGroup):
             super().format_help(ctx, formatter)
         finally:
             self._listing = False
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """As click's, except that a usage error (unknown option, bad flag value, missing argument)
+        ends like every other user error: one line naming the problem, exit code 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _errors.NoArgsIsHelpError as exc:  # a bare group: its help, as click does
+            exc.show()
+            sys.exit(exc.exit_code)
+        except _errors.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            see = f" (`{context.command_path} --help` shows the options)" if context is not None else ""
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"{typer.style('error:', fg='red', bold=True)} {message}{see}", err=True)
+            sys.exit(2 if isinstance(exc, _errors.UsageError) else exc.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)

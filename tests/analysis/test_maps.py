@@ -211,4 +211,4 @@ def test_register_adds_commands_that_run_on_the_tiny_model(tmp_path: Path) -> No
         app,
         ["attention", *common, "--backbone", "hunyuan", "--word", "dancing", "--output", str(tmp_path / "b")],
     )
-    assert out.exit_code == 1 and "dancing" in out.output
+    assert out.exit_code == 2 and "dancing" in out.output

@@ -359,7 +359,7 @@ def test_cli_subspace_writes_the_report_and_prints_the_table(checkpoints, tmp_pa
     assert json.loads((out / "subspace.json").read_text())["ranks"] == [2, 4]
 
     missing = runner.invoke(analyze_app, ["subspace", str(tmp_path / "nowhere"), "--output", str(out)])
-    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert missing.exit_code == 2 and "does not exist" in missing.output
     bad_ranks = runner.invoke(analyze_app, ["subspace", str(folder), "--ranks", "four"])
     assert bad_ranks.exit_code == 2
 

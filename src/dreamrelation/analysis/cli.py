@@ -95,8 +95,8 @@ def subspace(
             )
         files = save_report(result, output)
     except DreamRelationError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(code=1) from None
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
 
     table = Table(title=f"{result['family']} · {result['num_layers']} layers · mean subspace similarity")
     table.add_column("stream")

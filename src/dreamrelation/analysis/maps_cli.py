@@ -95,8 +95,8 @@ def features(
         else:
             base, tuned = compare_feature_maps(loaded, lora, prompt, lora_scale, reduce=reduce, **kwargs)
     except DreamRelationError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(code=1) from None
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
     files = [
         save_feature_figure(base, None, output / "features.png", lora=tuned),
         save_feature_arrays(output / "features.npz", base, tuned),
@@ -162,8 +162,8 @@ def attention(
         else:
             base, tuned = compare_attention(loaded, lora, prompt, word, lora_scale, **kwargs)
     except DreamRelationError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(code=1) from None
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
     files = [
         save_attention_figure(base, None, output / "attention.png", lora=tuned),
         save_attention_arrays(output / "attention.npz", base, tuned),

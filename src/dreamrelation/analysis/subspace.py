@@ -22,39 +22,16 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from dreamrelation.backbones import layouts
 from dreamrelation.errors import ConfigError, InputError
 
 PAIRS: tuple[tuple[str, str], ...] = (("q", "k"), ("q", "v"), ("k", "v"))
 DEFAULT_RANKS: tuple[int, ...] = (4, 8, 16, 32)
 
-_VISION_ROLES = {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"}
-_TEXT_ROLES = {"q": "add_q_proj", "k": "add_k_proj", "v": "add_v_proj", "out": "to_add_out"}
-
-# family -> stream -> (attention-module regex whose first group is the layer id, role -> projection).
-# The same facts as ``dreamrelation.backbones`` (plus CogVideoX), kept here as plain data so the
-# analysis does not import pipelines or text encoders just to read a few weight names.
+# family -> stream -> (attention-module regex whose first group is the layer id, role -> projection):
+# the backbones' own table, plain data, so the analysis builds no pipeline to read a few weight names.
 LAYOUTS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
-    "mochi": {
-        "vision": (r"(transformer_blocks\.\d+)\.attn1", _VISION_ROLES),
-        "text": (r"(transformer_blocks\.\d+)\.attn1", _TEXT_ROLES),
-    },
-    # Wan is not MM-DiT: text enters through cross-attention, whose K and V project text tokens.
-    "wan": {
-        "vision": (r"(blocks\.\d+)\.attn1", _VISION_ROLES),
-        "text": (r"(blocks\.\d+)\.attn2", _VISION_ROLES),
-    },
-    # The token refiner (context_embedder.token_refiner) is a text pre-processor, not MM-DiT
-    # attention; the anchored regexes leave it out. Single-stream blocks fuse their output
-    # projection with the MLP (proj_out), so the joint stream has no "out" role.
-    "hunyuan": {
-        "vision": (r"(transformer_blocks\.\d+)\.attn", _VISION_ROLES),
-        "text": (r"(transformer_blocks\.\d+)\.attn", _TEXT_ROLES),
-        "joint": (r"(single_transformer_blocks\.\d+)\.attn", {"q": "to_q", "k": "to_k", "v": "to_v"}),
-    },
-    # One attention over the concatenated text+vision tokens.
-    "cogvideox": {
-        "joint": (r"(transformer_blocks\.\d+)\.attn1", _VISION_ROLES),
-    },
+    family: layouts.layer_streams(family) for family in layouts.ATTENTION_LAYOUTS
 }
 
 # A tensor name that only this family has; checked in this order (Mochi before CogVideoX, whose
@@ -66,12 +43,7 @@ _SIGNATURES: tuple[tuple[str, str], ...] = (
     ("cogvideox", r"transformer_blocks\.\d+\.attn1\.to_q\.weight"),
 )
 
-CLASS_NAMES: dict[str, str] = {
-    "MochiTransformer3DModel": "mochi",
-    "WanTransformer3DModel": "wan",
-    "HunyuanVideoTransformer3DModel": "hunyuan",
-    "CogVideoXTransformer3DModel": "cogvideox",
-}
+CLASS_NAMES: dict[str, str] = layouts.TRANSFORMER_CLASSES
 
 _WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 _INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"

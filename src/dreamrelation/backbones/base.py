@@ -14,10 +14,11 @@ from typing import Any, ClassVar, Literal
 import torch
 from diffusers import DiffusionPipeline
 
+from dreamrelation.backbones import layouts
 from dreamrelation.masks import temporal_groups
 
 Role = Literal["q", "k", "v", "out"]
-ROLES: tuple[Role, ...] = ("q", "k", "v", "out")
+ROLES: tuple[Role, ...] = layouts.ROLES  # type: ignore[assignment]
 
 # The two flow-matching conventions in use. Both noise as z_s = (1 - s) z + s eps (s = noise level).
 #  * "data_minus_noise" (genmo Mochi): the model sees timestep (1 - s) * 1000 and predicts u = z - eps.
@@ -66,7 +67,8 @@ class Backbone(ABC):
     name: ClassVar[str]
     pipeline_class: ClassVar[type[DiffusionPipeline]]
     transformer_class: ClassVar[type[torch.nn.Module]]
-    #: token stream -> (attention-module regex, full match; role -> projection name inside it)
+    #: token stream -> (attention-module regex, full match; role -> projection name inside it),
+    #: from the one table of attention layouts (``layouts.streams(family)``)
     streams: ClassVar[dict[str, tuple[str, dict[str, str]]]]
     temporal_factor: ClassVar[int]
     spatial_factor: ClassVar[int]

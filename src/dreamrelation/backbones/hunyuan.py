@@ -13,6 +13,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
+from dreamrelation.backbones import layouts
 from dreamrelation.backbones.base import Backbone, TransformerOnly
 from dreamrelation.backbones.tiny_text import word_tokenizer
 
@@ -21,21 +22,7 @@ class HunyuanVideoBackbone(Backbone):
     name = "hunyuan"
     pipeline_class = HunyuanVideoPipeline
     transformer_class = HunyuanVideoTransformer3DModel
-    # The token refiner (context_embedder.token_refiner) is a text pre-processor, not MM-DiT
-    # attention, so only the dual- and single-stream blocks carry adapters.
-    streams = {
-        "vision": (
-            r"transformer_blocks\.\d+\.attn",
-            {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"},
-        ),
-        "text": (
-            r"transformer_blocks\.\d+\.attn",
-            {"q": "add_q_proj", "k": "add_k_proj", "v": "add_v_proj", "out": "to_add_out"},
-        ),
-        # Single-stream blocks project the concatenated text+vision tokens with one set of weights;
-        # their output projection is fused with the MLP (proj_out), so it carries no "out" role.
-        "joint": (r"single_transformer_blocks\.\d+\.attn", {"q": "to_q", "k": "to_k", "v": "to_v"}),
-    }
+    streams = layouts.streams("hunyuan")  # dual-stream vision/text, single-stream joint
     text_encoders = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))  # Llama, CLIP
     temporal_factor = 4
     spatial_factor = 8

@@ -14,6 +14,7 @@ from diffusers import (
 from diffusers.models.attention_processor import MochiAttnProcessor2_0
 from transformers import T5EncoderModel
 
+from dreamrelation.backbones import layouts
 from dreamrelation.backbones.base import Backbone, TransformerOnly
 from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
@@ -22,16 +23,7 @@ class MochiBackbone(Backbone):
     name = "mochi"
     pipeline_class = MochiPipeline
     transformer_class = MochiTransformer3DModel
-    streams = {
-        "vision": (
-            r"transformer_blocks\.\d+\.attn1",
-            {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"},
-        ),
-        "text": (
-            r"transformer_blocks\.\d+\.attn1",
-            {"q": "add_q_proj", "k": "add_k_proj", "v": "add_v_proj", "out": "to_add_out"},
-        ),
-    }
+    streams = layouts.streams("mochi")
     temporal_factor = 6  # 61 frames -> 11 latent frames, the first one alone
     spatial_factor = 8
     first_frame_alone = True

@@ -8,6 +8,7 @@ import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 from transformers import UMT5EncoderModel
 
+from dreamrelation.backbones import layouts
 from dreamrelation.backbones.base import Backbone, TransformerOnly
 from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
@@ -16,12 +17,7 @@ class WanBackbone(Backbone):
     name = "wan"
     pipeline_class = WanPipeline
     transformer_class = WanTransformer3DModel
-    # Wan is not MM-DiT: text tokens enter through cross-attention (attn2), whose K and V project
-    # the text tokens and whose Q projects the vision tokens that attend to them.
-    streams = {
-        "vision": (r"blocks\.\d+\.attn1", {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"}),
-        "text": (r"blocks\.\d+\.attn2", {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"}),
-    }
+    streams = layouts.streams("wan")  # text enters through cross-attention (attn2)
     temporal_factor = 4
     spatial_factor = 8
     first_frame_alone = True

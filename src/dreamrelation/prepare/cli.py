@@ -9,79 +9,53 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from dreamrelation.errors import ConfigError, DreamRelationError
+from dreamrelation.cli_config import (
+    EPILOG,
+    config_from_cli,
+    config_option,
+    help_config_option,
+    set_option,
+    setting,
+)
+from dreamrelation.errors import DreamRelationError
 
 prepare_app = typer.Typer(no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 
-CONFIG_OPT = typer.Option(None, "--config", "-c", help="YAML file with the command's settings.")
-SET_OPT = typer.Option(
-    None,
-    "--set",
-    help="Any other setting, e.g. --set min_frames=90 (repeatable; see docs/data_preparation.md).",
-)
+CONFIG_OPT = config_option()
+SET_OPT = set_option()
 
 
 def _run(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - the same error boundary as the main CLI
     try:
         return fn(*args, **kwargs)
     except DreamRelationError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
-def _parse_sets(pairs: list[str] | None) -> dict[str, object]:
-    values: dict[str, object] = {}
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set min_frames=90")
-        try:
-            values[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({exc})") from exc
-    return values
-
-
-def _config(cls, config: Path | None, sets: list[str] | None, **named: object):  # noqa: ANN001, ANN202
-    from dreamrelation.config import load_config
-
-    overrides = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in named.items()}, **_parse_sets(sets)}
-    return load_config(cls, config, **overrides)
-
-
-@prepare_app.command("ntu")
+@prepare_app.command("ntu", epilog=EPILOG)
 def ntu(
-    ntu_dir: Path = typer.Option(None, "--ntu", help="Your copy of NTU RGB+D (*_rgb.avi, any sub-folders)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Where the per-relation dataset folders go."),
-    relations: str = typer.Option(
-        None, "--relations", "-r", help="'all' (default) or e.g. shaking_hands,A055."
-    ),
-    clips: int = typer.Option(None, "--clips-per-relation", "-n", help="Clips per relation (default 20)."),
-    seed: int = typer.Option(None, "--seed", help="Seed of the selection (default 0)."),
+    ctx: typer.Context,
+    ntu_dir: Path = setting("ntu", "--ntu", help="Your copy of NTU RGB+D (*_rgb.avi, any sub-folders)."),
+    output: Path = setting("output", "--output", "-o", help="Where the per-relation dataset folders go."),
     config: Path = CONFIG_OPT,
     sets: list[str] = SET_OPT,
+    # shorthands kept for existing command lines; each is exactly --set KEY=VALUE
+    relations: str = setting("relations", "--relations", "-r"),
+    clips: int = setting("clips_per_relation", "--clips-per-relation", "-n"),
+    seed: int = setting("seed", "--seed"),
+    help_config: bool = help_config_option("dreamrelation.prepare.config:NtuConfig"),
 ) -> None:
     """Pick ~20 clips per two-person relation from your NTU RGB+D copy, spread over performers and
     cameras; write one dataset folder per relation (clips, NTU-style captions, relation.txt)."""
     from dreamrelation.prepare.config import NtuConfig
     from dreamrelation.prepare.ntu import prepare_ntu
 
-    cfg = _run(
-        _config,
-        NtuConfig,
-        config,
-        sets,
-        ntu=ntu_dir,
-        output=output,
-        relations=relations,
-        clips_per_relation=clips,
-        seed=seed,
-    )
+    cfg = _run(config_from_cli, ctx, NtuConfig, config, sets)
 
     def on_skip(name: str, why: str) -> None:
         console.print(f"[yellow]skipped[/] {name}: {why}")
@@ -123,38 +97,28 @@ def ntu(
         )
 
 
-@prepare_app.command("videos")
+@prepare_app.command("videos", epilog=EPILOG)
 def videos(
-    input_dir: Path = typer.Option(
-        None, "--input", "-i", help="Folder of clips (+ captions, optional masks/)."
+    ctx: typer.Context,
+    input_dir: Path = setting(
+        "input", "--input", "-i", help="Folder of clips (+ captions, optional masks/)."
     ),
-    output: Path = typer.Option(None, "--output", "-o", help="Dataset folder to write."),
-    backbone: str = typer.Option(
-        None, "--backbone", help="mochi (default), wan, hunyuan or toy: its frame rule."
-    ),
-    num_frames: int = typer.Option(None, "--num-frames", help="Frames per clip (default 61)."),
-    fps: float = typer.Option(None, "--fps", help="Resample to this frame rate first (default: keep)."),
-    frames: str = typer.Option(None, "--frames", help="first (default), uniform or chunks."),
+    output: Path = setting("output", "--output", "-o", help="Dataset folder to write."),
+    backbone: str = setting("backbone", "--backbone", help="mochi, wan, hunyuan or toy: its frame rule."),
     config: Path = CONFIG_OPT,
     sets: list[str] = SET_OPT,
+    # shorthands kept for existing command lines; each is exactly --set KEY=VALUE
+    num_frames: int = setting("num_frames", "--num-frames"),
+    fps: float = setting("fps", "--fps"),
+    frames: str = setting("frames", "--frames"),
+    help_config: bool = help_config_option("dreamrelation.prepare.config:VideosConfig"),
 ) -> None:
     """Resample, choose frames and resize/crop clips to a backbone's geometry (default 61 x 480 x 848);
     captions are copied and masks follow the same frames and crop."""
     from dreamrelation.prepare.config import VideosConfig
     from dreamrelation.prepare.videos import prepare_videos
 
-    cfg = _run(
-        _config,
-        VideosConfig,
-        config,
-        sets,
-        input=input_dir,
-        output=output,
-        backbone=backbone,
-        num_frames=num_frames,
-        fps=fps,
-        frames=frames,
-    )
+    cfg = _run(config_from_cli, ctx, VideosConfig, config, sets)
     report = _run(prepare_videos, cfg, lambda name, what: console.print(f"{name} {what}"))
     console.print(
         f"wrote {len(report.written)} clips to {cfg.output}; skipped {len(report.skipped)} too-short clips"
@@ -163,18 +127,19 @@ def videos(
 
 
 def masks(
-    data: list[Path] = typer.Option(None, "--data", help="Dataset folder (repeat for several)."),
+    ctx: typer.Context,
+    data: list[Path] = setting("data", "--data", help="Dataset folder (repeat for several)."),
     subjects: str = typer.Option(
-        None, "--subjects", help="The two subject words, e.g. 'dog,cat' (default: caption)."
-    ),
-    detector: str = typer.Option(None, "--detector", help="Grounding DINO hub id or folder."),
-    segmenter: str = typer.Option(None, "--segmenter", help="SAM hub id or folder."),
-    device: str = typer.Option(None, "--device", help="auto (default), cpu, cuda ..."),
-    overwrite: bool = typer.Option(
-        None, "--overwrite/--resume", help="Redo clips that have masks (default: skip)."
+        None, "--subjects", help="The two subject words, e.g. 'dog,cat' (--set subjects=[dog, cat])."
     ),
     config: Path = CONFIG_OPT,
     sets: list[str] = SET_OPT,
+    # shorthands kept for existing command lines; each is exactly --set KEY=VALUE
+    detector: str = setting("detector", "--detector"),
+    segmenter: str = setting("segmenter", "--segmenter"),
+    device: str = setting("device", "--device"),
+    overwrite: bool = setting("overwrite", "--overwrite/--resume"),
+    help_config: bool = help_config_option("dreamrelation.prepare.config:MasksConfig"),
 ) -> None:
     """Subject masks with Grounding DINO (boxes) + SAM (masks): masks/<clip>/00000.png ..., subject 1
     red, subject 2 green; previews/<clip>.gif and masks_summary.json beside them. Resumable.
@@ -193,18 +158,7 @@ def masks(
         if len(words) != 2 or not all(words):
             console.print(f"[bold red]error:[/] --subjects {subjects!r}: give two words, e.g. 'dog,cat'")
             raise typer.Exit(2)
-    cfg = _run(
-        _config,
-        MasksConfig,
-        config,
-        sets,
-        data=[str(p) for p in data] if data else None,
-        subjects=words,
-        detector=detector,
-        segmenter=segmenter,
-        device=device,
-        overwrite=overwrite,
-    )
+    cfg = _run(config_from_cli, ctx, MasksConfig, config, sets, subjects=words)
     where = resolve_device(cfg.device)
     console.print(f"loading {cfg.detector} and {cfg.segmenter} on {where}")
     found = _run(
@@ -248,4 +202,4 @@ def masks(
 def register(app: typer.Typer) -> None:
     """Add `prepare ntu|videos` and `masks` to the main command line."""
     app.add_typer(prepare_app, name="prepare", help="Raw videos -> dataset folders: NTU RGB+D, any clips.")
-    app.command("masks")(masks)
+    app.command("masks", epilog=EPILOG)(masks)

@@ -42,6 +42,14 @@ from rich.progress import (
 from rich.table import Table
 
 from dreamrelation.backbones.mochi import use_batched_attention
+from dreamrelation.cli_config import (
+    EPILOG,
+    config_from_cli,
+    config_option,
+    help_config_option,
+    set_option,
+    setting,
+)
 from dreamrelation.devices import machine_description, resolve_device, use_bf16_autocast
 from dreamrelation.generate import render_batch, to_uint8
 from dreamrelation.toyworld.backbone import (
@@ -75,30 +83,46 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    output: Path  # the pipeline folder to write (the shipped one is backbone.SHIPPED_WEIGHTS)
+    #: the pipeline folder to write (the shipped one is backbone.SHIPPED_WEIGHTS)
+    output: Path
     #: a saved toy pipeline folder to continue training from (a further stage); None: random weights
     init_from: Path | None = None
-    size: str = "base"  # a key of backbone.TRANSFORMER_SIZES
-    steps: int = Field(4500, gt=0)  # with time_budget_s: the most steps (the budget sets the rest)
+    #: transformer size: a key of backbone.TRANSFORMER_SIZES
+    size: str = "base"
+    #: optimizer steps (with time_budget_s: the most; the budget sets the rest)
+    steps: int = Field(4500, gt=0)
     #: train for about this many seconds: the schedule's length is set from the throughput of the
     #: first steps, so candidates can be compared at equal wall time on one machine
     time_budget_s: float | None = Field(None, gt=0)
+    #: clips per step
     batch_size: int = Field(8, gt=0)
+    #: peak AdamW learning rate
     learning_rate: float = Field(2e-3, gt=0)
-    min_learning_rate: float = Field(1e-4, ge=0)  # end of the cosine decay
+    #: learning rate at the end of the cosine decay
+    min_learning_rate: float = Field(1e-4, ge=0)
+    #: linear warmup steps
     warmup_steps: int = Field(200, ge=0)
+    #: AdamW weight decay
     weight_decay: float = Field(0.01, ge=0)
+    #: AdamW betas
     adam_betas: tuple[float, float] = (0.9, 0.99)
+    #: clip the gradient to this norm
     max_grad_norm: float = Field(1.0, gt=0)
-    ema_decay: float = Field(0.995, ge=0, lt=1)  # 0 disables the EMA
+    #: EMA decay of the saved weights (0 disables the EMA)
+    ema_decay: float = Field(0.995, ge=0, lt=1)
+    #: probability of training a clip with the empty prompt (for CFG)
     caption_dropout: float = Field(0.1, ge=0, lt=1)
-    sigma_shift: float = Field(3.0, ge=1)  # 1: uniform noise levels
-    motions: tuple[str, ...] = tuple(GENERIC_MOTIONS)  # relations are held out
+    #: shift of the noise levels towards noise (1: uniform noise levels)
+    sigma_shift: float = Field(3.0, ge=1)
+    #: generic motions trained on (relations are held out)
+    motions: tuple[str, ...] = tuple(GENERIC_MOTIONS)
+    #: seed of weights, clips, captions and noise
     seed: int = 0
     #: "auto": bf16 autocast only where the hardware computes bf16 natively (a CUDA GPU with bf16,
     #: a CPU with AMX or AVX512-BF16); on an AVX2-only CPU bf16 is ~10x slower than float32.
     autocast: Literal["auto", "bf16", "off"] = "auto"
-    device: str = "auto"  # "auto": cuda when available, else cpu
+    #: "auto": cuda when available, else cpu; or cpu, cuda, cuda:1 ...
+    device: str = "auto"
     #: processes rendering the training clips ahead of the model (0: render in the training loop)
     workers: int = Field(0, ge=0)
     #: dtype of the saved transformer weights: float16 keeps the shipped folder under 20 MB
@@ -530,10 +554,6 @@ def evaluate_base(
 # ----------------------------------------------------------------------------- CLI
 
 
-def _default(field: str) -> Any:
-    return PretrainConfig.model_fields[field].default
-
-
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False)
 console = Console()
 
@@ -543,48 +563,39 @@ def toy() -> None:
     """The toy world's own backbone: pretrain it on generic motions (relations held out)."""
 
 
-@toy_app.command("pretrain")
+@toy_app.command("pretrain", epilog=EPILOG)
 def pretrain_command(
-    output: Path = typer.Option(
-        ...,
+    ctx: typer.Context,
+    output: Path = setting(
+        "output",
         "--output",
         "-o",
         help="Pipeline folder to write (the shipped one is src/dreamrelation/toyworld/weights/base).",
     ),
-    steps: int = typer.Option(
-        _default("steps"), "--steps", help="Optimizer steps (with --time-budget: the most)."
-    ),
-    time_budget: float = typer.Option(
-        None, "--time-budget", help="Train for about this many seconds (sets the schedule's length)."
-    ),
-    batch_size: int = typer.Option(_default("batch_size"), "--batch-size", help="Clips per step."),
-    learning_rate: float = typer.Option(_default("learning_rate"), "--lr", help="Peak AdamW learning rate."),
-    seed: int = typer.Option(0, "--seed", help="Seed of weights, clips, captions and noise."),
-    size: str = typer.Option(
-        _default("size"), "--size", help=f"Transformer size: one of {', '.join(TRANSFORMER_SIZES)}."
-    ),
-    init_from: Path = typer.Option(
-        None, "--init-from", help="Continue from this saved toy pipeline folder instead of random weights."
-    ),
-    warmup_steps: int = typer.Option(_default("warmup_steps"), "--warmup-steps", help="Linear warmup steps."),
-    min_learning_rate: float = typer.Option(
-        _default("min_learning_rate"), "--min-lr", help="Learning rate at the end of the cosine decay."
-    ),
-    ema_decay: float = typer.Option(_default("ema_decay"), "--ema-decay", help="EMA decay (0: no EMA)."),
-    device: str = typer.Option(_default("device"), "--device", help="auto, cpu, cuda, cuda:1 ..."),
-    autocast: str = typer.Option(
-        _default("autocast"), "--autocast", help="auto (bf16 only where native), bf16 or off."
-    ),
-    workers: int = typer.Option(_default("workers"), "--workers", help="Processes rendering clips ahead."),
-    threads: int = typer.Option(
-        None, "--threads", help="torch CPU threads (1 is often fastest when shared)."
-    ),
+    config: Path = config_option(),
+    sets: list[str] = set_option(),
+    # shorthands kept for existing command lines; each is exactly --set KEY=VALUE
+    steps: int = setting("steps", "--steps"),
+    time_budget: float = setting("time_budget_s", "--time-budget"),
+    batch_size: int = setting("batch_size", "--batch-size"),
+    learning_rate: float = setting("learning_rate", "--lr"),
+    seed: int = setting("seed", "--seed"),
+    size: str = setting("size", "--size"),
+    init_from: Path = setting("init_from", "--init-from"),
+    warmup_steps: int = setting("warmup_steps", "--warmup-steps"),
+    min_learning_rate: float = setting("min_learning_rate", "--min-lr"),
+    ema_decay: float = setting("ema_decay", "--ema-decay"),
+    device: str = setting("device", "--device"),
+    autocast: str = setting("autocast", "--autocast"),
+    workers: int = setting("workers", "--workers"),
+    threads: int = setting("threads", "--threads"),
     eval_per_relation: int = typer.Option(
         5, "--eval-per-relation", help="Oracle check after training: prompts per relation/motion (0: skip)."
     ),
     eval_prompt_seed: int = typer.Option(
         CALIBRATION_PROMPT_SEED, "--eval-prompt-seed", help="Seed of the oracle check's prompts."
     ),
+    help_config: bool = help_config_option("dreamrelation.toyworld.pretrain:PretrainConfig"),
 ) -> None:
     """Train the toy base model (all transformer weights) on rendered generic motions, relations held
     out, then check it with the oracle and write recipe.json next to the weights."""
@@ -593,34 +604,14 @@ def pretrain_command(
     from dreamrelation.checks import preflight_toy_pretrain
     from dreamrelation.cli import _run
 
-    settings = {
-        "output": output, "steps": steps, "seed": seed, "time_budget_s": time_budget,
-        "batch_size": batch_size, "learning_rate": learning_rate, "size": size, "threads": threads,
-        "init_from": init_from, "warmup_steps": warmup_steps, "min_learning_rate": min_learning_rate,
-        "ema_decay": ema_decay, "device": device, "autocast": autocast, "workers": workers,
-    }  # fmt: skip
-    _run(preflight_toy_pretrain, settings)
-    record = pretrain(
-        output=output,
-        steps=steps,
-        seed=seed,
-        time_budget_s=time_budget,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        size=size,
-        threads=threads,
-        init_from=init_from,
-        warmup_steps=warmup_steps,
-        min_learning_rate=min_learning_rate,
-        ema_decay=ema_decay,
-        device=device,
-        autocast=autocast,
-        workers=workers,
-    )
+    cfg = _run(config_from_cli, ctx, PretrainConfig, config, sets)
+    _run(preflight_toy_pretrain, cfg.model_dump())
+    output = cfg.output
+    record = pretrain(config=cfg)
     arguments = sys.argv[sys.argv.index("pretrain") + 1 :] if "pretrain" in sys.argv else sys.argv[1:]
     record["command"] = shlex.join(["dreamrelation", "toy", "pretrain", *arguments])
     if eval_per_relation > 0:
-        evaluated = ToyBackbone.from_pretrained(output).to(resolve_device(device))
+        evaluated = ToyBackbone.from_pretrained(output).to(resolve_device(cfg.device))
         record["evaluation"] = evaluate_base(
             evaluated, eval_per_relation, prompt_seed=eval_prompt_seed, batch_size=32
         )

@@ -1,0 +1,76 @@
+"""Where each backbone's attention projections are: one table, plain data, no imports.
+
+Read by the backbones (``Backbone.streams``, the LoRA targets) and by the Q/K/V subspace analysis,
+which reads checkpoints without building a model. Like peft's ``utils/constants.py``: per-model
+knowledge as data, next to the code that uses it. tests/core/test_layouts.py checks the table
+against the module names of each registered backbone, built from a tiny random config.
+"""
+
+from __future__ import annotations
+
+#: the projection roles of an attention layer
+ROLES: tuple[str, ...] = ("q", "k", "v", "out")
+
+#: role -> projection module inside a diffusers ``Attention``: the vision (or only) tokens' ...
+VISION_PROJECTIONS: dict[str, str] = {"q": "to_q", "k": "to_k", "v": "to_v", "out": "to_out.0"}
+#: ... and the text tokens' own projections in MM-DiT blocks
+TEXT_PROJECTIONS: dict[str, str] = {
+    "q": "add_q_proj",
+    "k": "add_k_proj",
+    "v": "add_v_proj",
+    "out": "to_add_out",
+}
+
+#: family -> token stream -> (block regex, attention module in the block, role -> projection).
+#: A block regex names one layer (``transformer_blocks.3``); streams are listed in layer order.
+ATTENTION_LAYOUTS: dict[str, dict[str, tuple[str, str, dict[str, str]]]] = {
+    # MM-DiT: one attention, separate text and vision projections. (time_embed.pooler, which pools
+    # the text embedding into the timestep conditioning, has a to_q too but is no block attention.)
+    "mochi": {
+        "vision": (r"transformer_blocks\.\d+", "attn1", VISION_PROJECTIONS),
+        "text": (r"transformer_blocks\.\d+", "attn1", TEXT_PROJECTIONS),
+    },
+    # Wan is not MM-DiT: text tokens enter through cross-attention (attn2), whose K and V project
+    # the text tokens and whose Q projects the vision tokens that attend to them.
+    "wan": {
+        "vision": (r"blocks\.\d+", "attn1", VISION_PROJECTIONS),
+        "text": (r"blocks\.\d+", "attn2", VISION_PROJECTIONS),
+    },
+    # The token refiner (context_embedder.token_refiner) is a text pre-processor, not MM-DiT
+    # attention; the anchored block regexes leave it out. Single-stream blocks project the
+    # concatenated text+vision tokens with one set of weights; their output projection is fused
+    # with the MLP (proj_out), so the joint stream has no "out" role.
+    "hunyuan": {
+        "vision": (r"transformer_blocks\.\d+", "attn", VISION_PROJECTIONS),
+        "text": (r"transformer_blocks\.\d+", "attn", TEXT_PROJECTIONS),
+        "joint": (r"single_transformer_blocks\.\d+", "attn", {"q": "to_q", "k": "to_k", "v": "to_v"}),
+    },
+    # Analysis only (no backbone here): one attention over the concatenated text+vision tokens.
+    "cogvideox": {
+        "joint": (r"transformer_blocks\.\d+", "attn1", VISION_PROJECTIONS),
+    },
+}
+
+#: diffusers transformer class -> family (what a checkpoint's config.json ``_class_name`` says)
+TRANSFORMER_CLASSES: dict[str, str] = {
+    "MochiTransformer3DModel": "mochi",
+    "WanTransformer3DModel": "wan",
+    "HunyuanVideoTransformer3DModel": "hunyuan",
+    "CogVideoXTransformer3DModel": "cogvideox",
+}
+
+
+def streams(family: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """``Backbone.streams``: stream -> (regex matching the whole attention module name, roles)."""
+    return {
+        stream: (rf"{block}\.{attention}", dict(roles))
+        for stream, (block, attention, roles) in ATTENTION_LAYOUTS[family].items()
+    }
+
+
+def layer_streams(family: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """As :func:`streams`, with the layer (the block) as the regex's first group."""
+    return {
+        stream: (rf"({block})\.{attention}", dict(roles))
+        for stream, (block, attention, roles) in ATTENTION_LAYOUTS[family].items()
+    }
