@@ -14,7 +14,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
 from dreamrelation.backbones.base import Backbone, TransformerOnly
-from dreamrelation.backbones.tiny_text import word_tokenizer
+from dreamrelation.testing.text import word_tokenizer
 
 
 class HunyuanVideoBackbone(Backbone):

@@ -15,7 +15,7 @@ from diffusers.models.attention_processor import MochiAttnProcessor2_0
 from transformers import T5EncoderModel
 
 from dreamrelation.backbones.base import Backbone, TransformerOnly
-from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
+from dreamrelation.testing.text import tiny_t5_config, word_tokenizer
 
 
 class MochiBackbone(Backbone):

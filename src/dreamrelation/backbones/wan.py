@@ -9,7 +9,7 @@ from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipe
 from transformers import UMT5EncoderModel
 
 from dreamrelation.backbones.base import Backbone, TransformerOnly
-from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
+from dreamrelation.testing.text import tiny_t5_config, word_tokenizer
 
 
 class WanBackbone(Backbone):
