@@ -251,7 +251,7 @@ def make_optimizer(
     weight_decay: float,
     betas: tuple[float, float],
 ) -> torch.optim.Optimizer:
-    """AdamW, or bitsandbytes' 8-bit AdamW (on CUDA, and on the CPU with bitsandbytes >= 0.48,
+    """AdamW, or bitsandbytes' 8-bit AdamW (on CUDA, and on the CPU with bitsandbytes >= 0.50,
     whose CPU backend has the 8-bit blockwise AdamW kernel; refused elsewhere rather than approximated).
 
     bitsandbytes keeps float32 state for tensors under 4096 elements (its ``min_8bit_size``): the
@@ -275,7 +275,7 @@ def make_optimizer(
         ) from exc
     if torch.device(device).type == "cpu" and not _has_cpu_8bit_kernel():
         raise ConfigError(
-            f"optimizer: adamw8bit on the CPU needs bitsandbytes >= 0.48 (installed: {bnb.__version__}, "
+            f"optimizer: adamw8bit on the CPU needs bitsandbytes >= 0.50 (installed: {bnb.__version__}, "
             "without the CPU 8-bit AdamW kernel): pip install -U bitsandbytes, or use optimizer: adamw"
         )
     return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay, betas=betas)
