@@ -149,7 +149,7 @@ class TrainConfig(_Strict):
     fp8_base: bool = False
     #: keep each block's frozen weights on the CPU, copy them to the GPU for its forward only
     block_offload: bool = False
-    #: "adamw8bit": bitsandbytes 8-bit AdamW (CUDA only)
+    #: "adamw8bit": bitsandbytes 8-bit AdamW (CUDA; CPU with bitsandbytes >= 0.50)
     optimizer: Literal["adamw", "adamw8bit"] = "adamw"
     #: micro-batches per optimizer step (effective batch = batch_size x this x processes)
     gradient_accumulation_steps: int = Field(1, gt=0)
