@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dreamrelation.adapters import TripletConfig
 from dreamrelation.errors import ConfigError
@@ -200,6 +200,17 @@ class TrainConfig(_Strict):
         if self.fsdp and self.validation_every:
             raise ValueError("fsdp: validation sampling runs on one process; set validation_every: null")
         return self
+
+    @field_validator("checkpoint_blocks", mode="before")
+    @classmethod
+    def _checkpoint_blocks_text(cls, value: object) -> object:
+        # from the command line every value is text: "1.0" is the fraction 1 (all), "1" one block
+        if isinstance(value, str) and value != "all":
+            try:
+                return float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                return value  # pydantic names the setting and the choices
+        return value
 
     @model_validator(mode="after")
     def _checkpoint_blocks_range(self) -> TrainConfig:

@@ -205,6 +205,7 @@ def test_checkpointed_blocks_are_spread_evenly_and_counted() -> None:
     with pytest.raises(ConfigError, match="at least 1 block"):
         _config(Path("c"), Path("o"), checkpoint_blocks=0)
     assert _config(Path("c"), Path("o"), checkpoint_blocks="0.25").checkpoint_blocks == 0.25
+    assert _config(Path("c"), Path("o"), checkpoint_blocks="1.0").checkpoint_blocks == 1.0  # all, not one
     assert _config(Path("c"), Path("o"), checkpoint_blocks=3).checkpoint_blocks == 3
 
 
