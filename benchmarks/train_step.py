@@ -47,10 +47,8 @@ def _mid_backbone():
 
 
 def make_cache(root: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import write_tiny_mochi_cache
-
     from dreamrelation.backbones.mochi import MochiBackbone
+    from dreamrelation.testing import write_tiny_mochi_cache
 
     return write_tiny_mochi_cache(
         root, n_videos=4, num_frames=25, size=128, backbone=MochiBackbone.tiny(seed=0)

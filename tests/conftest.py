@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from dreamrelation.testing import write_two_subject_dataset  # noqa: E402 - after the offline switch
+from dreamrelation.testing import write_tiny_mochi_cache, write_two_subject_dataset  # noqa: E402
 
 
 @pytest.fixture
@@ -21,34 +21,6 @@ def make_dataset(tmp_path: Path):
         return write_two_subject_dataset(tmp_path / name, **kwargs)
 
     return make
-
-
-def write_tiny_mochi_cache(
-    root: Path, *, n_videos: int = 3, num_frames: int = 13, size: int = 32, backbone: object = None
-) -> Path:
-    """A two-subject dataset under ``root`` cached by the tiny random Mochi (``backbone``: one already
-    built, else the registry's tiny one); returns the cache folder. Also used by benchmarks/."""
-    from dreamrelation.cache import build_cache
-    from dreamrelation.config import CacheConfig, load_config
-
-    data = write_two_subject_dataset(
-        root / "shaking_hands", n_videos=n_videos, num_frames=num_frames, size=size
-    )
-    cfg = load_config(
-        CacheConfig,
-        **{
-            "model.backbone": "mochi",
-            "model.model": "tiny",
-            "model.dtype": "float32",
-            "data": [{"path": str(data)}],
-            "output": str(root / "cache"),
-            "video.num_frames": num_frames,
-            "video.height": size,
-            "video.width": size,
-        },
-    )
-    build_cache(cfg, backbone=backbone, show_progress=False)
-    return root / "cache"
 
 
 @pytest.fixture(scope="session")

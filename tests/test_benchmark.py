@@ -67,7 +67,7 @@ def counting_stages(calls: Counter) -> Stages:
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dreamrelation.evaluation.testing import write_tiny_clip
+    from dreamrelation.testing.evaluation import write_tiny_clip
 
     return write_tiny_clip(tmp_path_factory.mktemp("clip"))
 

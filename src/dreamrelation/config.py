@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dreamrelation.adapters import TripletConfig
 from dreamrelation.errors import ConfigError
@@ -140,14 +140,17 @@ class TrainConfig(_Strict):
     caption_dropout: float = Field(0.1, ge=0, lt=1)
     #: "auto": on when the cached geometry is large (>= 4096 tokens per batch; the paper's 61x480x848)
     gradient_checkpointing: bool | Literal["auto"] = "auto"
-    #: "no" on CPU; "bf16" autocast on GPU (the paper's setting). fp16 is refused (see docs/memory.md).
+    #: with gradient checkpointing, which blocks recompute: "all", N blocks, or a fraction such as 0.5
+    #: (spread evenly over the depth; fewer is faster and keeps more activations in memory)
+    checkpoint_blocks: Literal["all"] | int | float = "all"
+    #: "auto": "bf16" autocast on GPU (the paper's), "no" on CPU; "fp16": autocast with a dynamic loss scale
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     # ----- memory savers (docs/memory.md); none changes which adapters train
     #: store the frozen base in float8_e4m3fn, upcast per layer (diffusers layerwise casting)
     fp8_base: bool = False
     #: keep each block's frozen weights on the CPU, copy them to the GPU for its forward only
     block_offload: bool = False
-    #: "adamw8bit": bitsandbytes 8-bit AdamW (CUDA only)
+    #: "adamw8bit": bitsandbytes 8-bit AdamW (CUDA; CPU with bitsandbytes >= 0.50)
     optimizer: Literal["adamw", "adamw8bit"] = "adamw"
     #: micro-batches per optimizer step (effective batch = batch_size x this x processes)
     gradient_accumulation_steps: int = Field(1, gt=0)
@@ -199,14 +202,25 @@ class TrainConfig(_Strict):
             raise ValueError("fsdp: validation sampling runs on one process; set validation_every: null")
         return self
 
+    @field_validator("checkpoint_blocks", mode="before")
+    @classmethod
+    def _checkpoint_blocks_text(cls, value: object) -> object:
+        # from the command line every value is text: "1.0" is the fraction 1 (all), "1" one block
+        if isinstance(value, str) and value != "all":
+            try:
+                return float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                return value  # pydantic names the setting and the choices
+        return value
+
     @model_validator(mode="after")
-    def _no_fp16(self) -> TrainConfig:
-        # fp16 autocast needs a dynamic loss scale (unscale before clipping, skip inf steps, update);
-        # the paper trains in bf16, whose range needs none.
-        if self.mixed_precision == "fp16":
+    def _checkpoint_blocks_range(self) -> TrainConfig:
+        value = self.checkpoint_blocks
+        if isinstance(value, float) and not 0 < value <= 1:
+            raise ValueError(f"checkpoint_blocks: a fraction must be in (0, 1], got {value}")
+        if isinstance(value, int) and value < 1:
             raise ValueError(
-                "mixed_precision: fp16 is not supported (it needs loss scaling); use bf16 (the paper's "
-                "setting, any Ampere or newer GPU) or no"
+                f"checkpoint_blocks: give at least 1 block (or gradient_checkpointing: false), got {value}"
             )
         return self
 

@@ -11,7 +11,10 @@
   gradients and optimizer state (group offloading moves every parameter of a group, and with CUDA
   streams restores the pinned copy taken when offloading was enabled, which would undo the
   adapters' updates).
-* 8-bit AdamW (bitsandbytes, CUDA only) and gradient accumulation live in the trainer.
+* selective checkpointing (:func:`enable_checkpointing`): only some blocks recompute their
+  activations (``checkpoint_blocks``), trading memory for speed.
+* 8-bit AdamW (bitsandbytes: CUDA, and its CPU kernels) and gradient accumulation live in the trainer.
+* fp16 mixed precision with a dynamic loss scale (:class:`LossScaling`).
 
 FP8 storage and block offloading free the base weights between layers only if autograd does not
 keep the upcast/onloaded copy for the backward pass, i.e. together with gradient checkpointing; on
@@ -45,6 +48,50 @@ def needs_checkpointing(setting: bool | str, latent_shape: Iterable[int], batch_
     return frames * height * width * batch_size >= CHECKPOINTING_THRESHOLD
 
 
+def checkpointed_indices(n_blocks: int, setting: str | int | float) -> list[int]:
+    """Which of ``n_blocks`` blocks recompute their activations under ``checkpoint_blocks``.
+
+    "all": every block; an int N: N blocks; a float f in (0, 1]: round(f x n_blocks) blocks (at
+    least one). The chosen blocks are spread evenly (block i x n / N), so the saved activations of
+    the others are spread over the depth rather than piled at one end.
+    """
+    if setting == "all":
+        count = n_blocks
+    elif isinstance(setting, float):
+        count = max(1, round(setting * n_blocks))
+    else:
+        count = int(setting)
+    if not 1 <= count <= n_blocks:
+        raise ConfigError(
+            f"checkpoint_blocks: {setting!r} asks for {count} blocks but the transformer has {n_blocks}; "
+            f"give 1..{n_blocks}, a fraction such as 0.5, or all"
+        )
+    return [i * n_blocks // count for i in range(count)]
+
+
+def enable_checkpointing(transformer: torch.nn.Module, checkpoint_blocks: str | int | float = "all") -> int:
+    """diffusers' gradient checkpointing, on all blocks or on the evenly spread subset that
+    :func:`checkpointed_indices` picks; returns how many blocks recompute their activations.
+
+    diffusers routes every block through ``_gradient_checkpointing_func(block, *args)``; for a subset
+    ours checkpoints the chosen blocks exactly as diffusers does (non-reentrant) and calls the
+    others directly, so their activations stay saved for the backward pass (faster, more memory).
+    """
+    if checkpoint_blocks == "all":
+        transformer.enable_gradient_checkpointing()
+        return len(transformer_blocks(transformer))
+    blocks = transformer_blocks(transformer)
+    chosen = {id(blocks[i]) for i in checkpointed_indices(len(blocks), checkpoint_blocks)}
+
+    def checkpoint_chosen(block: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        if id(block) in chosen:
+            return torch.utils.checkpoint.checkpoint(block.__call__, *args, use_reentrant=False, **kwargs)
+        return block(*args, **kwargs)
+
+    transformer.enable_gradient_checkpointing(checkpoint_chosen)
+    return len(chosen)
+
+
 def transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks of a diffusers transformer (the classes named in ``_no_split_modules``)."""
     names = set(getattr(transformer, "_no_split_modules", None) or [])
@@ -57,7 +104,7 @@ def transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     if not blocks:
         raise ConfigError(
             f"{type(transformer).__name__} declares no repeated blocks (_no_split_modules); "
-            "block_offload cannot be used with it"
+            "block_offload, fsdp and checkpoint_blocks cannot be used with it"
         )
     return blocks
 
@@ -138,6 +185,7 @@ def place_transformer(
     block_offload: bool,
     gradient_checkpointing: bool,
     fsdp: bool = False,
+    checkpoint_blocks: str | int | float = "all",
 ) -> FrozenBlockOffload | None:
     """Apply the savers to a transformer that already carries its (float32) adapters, then place it.
 
@@ -145,7 +193,7 @@ def place_transformer(
     transfer); without offloading the whole transformer moves to ``device``.
     """
     if gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
+        enable_checkpointing(transformer, checkpoint_blocks)
     if fp8_base:
         base_dtypes = {p.dtype for n, p in transformer.named_parameters() if not _is_adapter(n)}
         compute = torch.bfloat16 if torch.bfloat16 in base_dtypes else next(iter(base_dtypes))
@@ -203,15 +251,20 @@ def make_optimizer(
     weight_decay: float,
     betas: tuple[float, float],
 ) -> torch.optim.Optimizer:
-    """AdamW, or bitsandbytes' 8-bit AdamW (CUDA only; refused elsewhere rather than approximated)."""
+    """AdamW, or bitsandbytes' 8-bit AdamW (on CUDA, and on the CPU with bitsandbytes >= 0.50,
+    whose CPU backend has the 8-bit blockwise AdamW kernel; refused elsewhere rather than approximated).
+
+    bitsandbytes keeps float32 state for tensors under 4096 elements (its ``min_8bit_size``): the
+    small LoRA vectors and the smallest LoRA matrices stay 32-bit, as in every bitsandbytes trainer.
+    """
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
     if name != "adamw8bit":
         raise ConfigError(f"optimizer {name!r} is unknown; use adamw or adamw8bit")
-    if torch.device(device).type != "cuda":
+    if torch.device(device).type not in ("cuda", "cpu"):
         raise ConfigError(
-            "optimizer: adamw8bit needs a CUDA GPU (bitsandbytes' 8-bit kernels); on this device use "
-            "optimizer: adamw (the adapters' optimizer state is small: 8-bit saves little here)"
+            f"optimizer: adamw8bit needs a CUDA GPU or the CPU (bitsandbytes' 8-bit kernels), not "
+            f"{torch.device(device).type}; use optimizer: adamw"
         )
     try:
         import bitsandbytes as bnb
@@ -220,4 +273,60 @@ def make_optimizer(
             "optimizer: adamw8bit needs bitsandbytes: pip install 'dreamrelation[memory]' "
             "(or pip install bitsandbytes), or use optimizer: adamw"
         ) from exc
+    if torch.device(device).type == "cpu" and not _has_cpu_8bit_kernel():
+        raise ConfigError(
+            f"optimizer: adamw8bit on the CPU needs bitsandbytes >= 0.50 (installed: {bnb.__version__}, "
+            "without the CPU 8-bit AdamW kernel): pip install -U bitsandbytes, or use optimizer: adamw"
+        )
     return bnb.optim.AdamW8bit(params, lr=lr, weight_decay=weight_decay, betas=betas)
+
+
+def _has_cpu_8bit_kernel() -> bool:
+    try:
+        op = torch.ops.bitsandbytes.optimizer_update_8bit_blockwise
+        return op.default.has_kernel_for_dispatch_key(torch._C.DispatchKey.CPU)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class LossScaling:
+    """fp16 mixed precision done completely: autocast to float16 and a dynamic loss scale
+    (``torch.amp.GradScaler``, the same class on CUDA and on the CPU).
+
+    Per optimizer step: the loss is multiplied by the scale before backward; the gradients are
+    unscaled (divided back) before clipping; a step whose gradients hold inf/NaN (an fp16
+    overflow) is skipped — the adapters and the optimizer state stay as they were — and the scale
+    halves; after 2000 clean steps in a row it doubles. The adapters stay float32 (autocast only
+    changes the dtype ops compute in), so their gradients and updates are float32.
+    """
+
+    def __init__(self, device: torch.device, init_scale: float = 2.0**16) -> None:
+        self.device_type = torch.device(device).type
+        self.scaler = torch.amp.GradScaler(self.device_type, init_scale=init_scale)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=torch.float16)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        self.scaler.unscale_(optimizer)
+
+    @property
+    def scale(self) -> float:
+        return float(self.scaler.get_scale())
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Step unless the (unscaled) gradients overflowed; update the scale. True if skipped."""
+        before = self.scale
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        # GradScaler lowers the scale (x backoff 0.5) exactly when it found inf/NaN and skipped
+        return self.scale < before
+
+    def state_dict(self) -> dict[str, float | int]:
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state: dict[str, float | int]) -> None:
+        self.scaler.load_state_dict(state)

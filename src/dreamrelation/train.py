@@ -4,7 +4,10 @@ Per iteration: draw the LoRA to train (HMT selection), activate exactly the adap
 noise the cached latents (flow matching), predict, take the mask-weighted loss on the selected
 mask plus λ_1 × the relational contrastive loss against the memory bank, and step AdamW on the
 active adapters only. Every random draw comes from generators seeded by (seed, step, rank), so a
-run resumed from a checkpoint reproduces the uninterrupted loss sequence exactly.
+run resumed from a checkpoint reproduces the uninterrupted loss sequence exactly. Each sample's
+draws (caption dropout, posterior sample, σ, noise) come from a generator keyed by the sample's
+place in the global sample sequence, so splitting the same global batch over processes or
+micro-batches changes no draw.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dreamrelation.losses import (
     mask_weighted_loss,
     relational_contrastive_loss,
 )
-from dreamrelation.memory import make_optimizer, needs_checkpointing, place_transformer
+from dreamrelation.memory import LossScaling, make_optimizer, needs_checkpointing, place_transformer
 from dreamrelation.methods import method_class
 from dreamrelation.methods.base import TrainingMethod
 from dreamrelation.trackers import log_validation_videos, tracker_config, trackers
@@ -70,7 +73,9 @@ class Trainer:
         self.accelerator = Accelerator(
             # cpu=True also lets torchrun/accelerate start CPU data parallelism (gloo)
             cpu=not torch.cuda.is_available(),
-            mixed_precision=mixed,
+            # fp16: our own autocast + loss scaling (LossScaling), on CUDA and CPU alike; accelerate's
+            # scaler would need its optimizer wrapper and exists on CUDA only
+            mixed_precision="no" if mixed == "fp16" else mixed,
             log_with=trackers(config) or None,
             project_dir=str(config.output),
         )
@@ -113,7 +118,9 @@ class Trainer:
             block_offload=config.block_offload,
             gradient_checkpointing=self.gradient_checkpointing,
             fsdp=config.fsdp,
+            checkpoint_blocks=config.checkpoint_blocks,
         )
+        self.loss_scaling = LossScaling(device) if mixed == "fp16" else None
         for p in self.lora_params:  # trained tensors outside the transformer (motion embeddings) follow it
             if p.device != device:
                 p.data = p.data.to(device)
@@ -139,21 +146,27 @@ class Trainer:
         self._perms: dict[int, torch.Tensor] = {}
 
     # ----- deterministic data order -----------------------------------------------------------
-    def batch_indices(self, step: int) -> list[int]:
-        n = len(self.dataset)
+    def batch_positions(self, step: int) -> list[int]:
+        """This process's places in the global sample sequence at micro-batch ``step``."""
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         start = step * self.config.batch_size * world + rank * self.config.batch_size
+        return list(range(start, start + self.config.batch_size))
+
+    def batch_indices(self, step: int) -> list[int]:
+        n = len(self.dataset)
         indices = []
-        for pos in range(start, start + self.config.batch_size):
+        for pos in self.batch_positions(step):
             epoch, offset = divmod(pos, n)
             if epoch not in self._perms:
                 self._perms = {epoch: torch.randperm(n, generator=_generator(self.config.seed, 7, epoch))}
             indices.append(int(self._perms[epoch][offset]))
         return indices
 
-    def collate(self, indices: list[int], generator: torch.Generator) -> dict:
+    def collate(self, indices: list[int], generator: torch.Generator | list[torch.Generator]) -> dict:
+        """The batch of dataset ``indices``; each sample draws from its own generator (or all from one)."""
         items = [self.dataset.items[i] for i in indices]
-        drop = torch.rand(len(items), generator=generator) < self.config.caption_dropout
+        gens = generator if isinstance(generator, list) else [generator] * len(items)
+        drop = torch.cat([torch.rand(1, generator=g) for g in gens]) < self.config.caption_dropout
         null = self.dataset.null_text or {}
         text = {
             key: torch.stack([null[key] if d else it.text[key] for it, d in zip(items, drop, strict=True)])
@@ -163,7 +176,8 @@ class Trainer:
         latents = torch.stack([it.latents for it in items])
         if self.config.latent_sampling == "sample":  # a fresh draw from the VAE posterior
             std = torch.stack([it.latents_std for it in items])
-            latents = latents + std * torch.randn(latents.shape, generator=generator)
+            eps = [torch.randn(it.latents.shape, generator=g) for it, g in zip(items, gens, strict=True)]
+            latents = latents + std * torch.stack(eps)
         return {
             "latents": latents.to(device),
             "masks": None if items[0].masks is None else torch.stack([it.masks for it in items]).to(device),
@@ -196,15 +210,30 @@ class Trainer:
         accumulate = cfg.gradient_accumulation_steps
         parts = [self.micro_step(step * accumulate + m, step, accumulate) for m in range(accumulate)]
         self._average_gradients()
+        if self.loss_scaling is not None:  # fp16: the true gradients before clipping
+            self.loss_scaling.unscale_(self.optimizer)
         if cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(
                 [p for p in self.lora_params if p.grad is not None], cfg.max_grad_norm
             )
         # Inactive adapters have grad None: AdamW skips them (no update, no weight decay).
-        self.optimizer.step()
-        self.scheduler.step()
+        skipped = False
+        if self.loss_scaling is None:
+            self.optimizer.step()
+        else:  # an fp16 overflow (inf/NaN gradient, finite loss) skips the step and halves the scale
+            skipped = self.loss_scaling.step(self.optimizer)
+        if not skipped:
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         record: dict[str, float | str | int] = {"step": step + 1}
+        if self.loss_scaling is not None:
+            record["loss_scale"] = self.loss_scaling.scale
+            record["skipped"] = int(skipped)
+            if skipped:  # expected now and then under fp16; a non-finite *loss* is an error instead
+                self.accelerator.print(
+                    f"step {step + 1}: fp16 gradient overflow, step skipped; "
+                    f"loss scale now {record['loss_scale']:g}"
+                )
         for key in ("loss", "reconstruction", "contrastive"):
             record[key] = sum(float(p[key]) for p in parts) / accumulate
         record["contrastive_terms"] = sum(int(p["contrastive_terms"]) for p in parts)
@@ -218,19 +247,23 @@ class Trainer:
     def micro_step(self, micro: int, step: int, accumulate: int = 1) -> dict[str, float | str | int]:
         """Forward and backward of one micro-batch (``micro`` seeds its draws); no optimizer step."""
         cfg, loss_cfg = self.config, self.config.loss
-        gen = _generator(cfg.seed, 2, micro, self.accelerator.process_index)
+        # one generator per sample, keyed by its global place (one process at batch 1: the same as
+        # the micro-batch's); the memory bank and the method draw from the first sample's
+        sample_gens = [_generator(cfg.seed, 2, pos, 0) for pos in self.batch_positions(micro)]
+        gen = sample_gens[0]
         # 1. the method readies the model (DreamRelation: HMT picks and activates adapters)
         selected = self.method.begin_step(micro)
 
         # 2. noise the cached latents (flow matching)
-        batch = self.collate(self.batch_indices(micro), gen)
+        batch = self.collate(self.batch_indices(micro), sample_gens)
         latents = batch["latents"]
-        sigma = self.method.sample_sigma(latents.shape[0], gen).to(latents.device)
-        noise = torch.randn(latents.shape, generator=gen).to(latents.device)
+        sigma = torch.cat([self.method.sample_sigma(1, g) for g in sample_gens]).to(latents.device)
+        noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in sample_gens])
+        noise = noise.to(latents.device)
         noisy = self.backbone.add_noise(latents, noise, sigma)
         target = self.backbone.flow_target(latents, noise)
         # 3. predict
-        with self.accelerator.autocast():
+        with self.accelerator.autocast() if self.loss_scaling is None else self.loss_scaling.autocast():
             prediction = self.backbone.predict(noisy, sigma, self.method.conditioning(batch))
         prediction = prediction.float()
 
@@ -271,14 +304,17 @@ class Trainer:
         extra = self.method.extra_losses(batch, gen)
         for term in extra.values():
             loss = loss + term
-        if not torch.isfinite(loss):
+        if not torch.isfinite(loss):  # under fp16 too: only gradient overflows are skipped
             raise TrainingError(
                 f"non-finite loss at step {step} (reconstruction {rec.item()}, contrastive {rcl.item()}, "
                 f"adapter {selected}); the last checkpoint is intact. Lower learning_rate, set max_grad_norm,"
                 " "
                 "or re-run `dreamrelation cache` if the cached latents contain NaN"
             )
-        self.accelerator.backward(loss / accumulate)
+        if self.loss_scaling is None:
+            self.accelerator.backward(loss / accumulate)
+        else:
+            self.loss_scaling.backward(loss / accumulate)
 
         for b, relation in enumerate(batch["relations"]):
             self.memory_bank.push(relation, dynamics[b].detach(), single[b].detach(), source=batch["keys"][b])
@@ -336,6 +372,7 @@ class Trainer:
                     "step": self.step,
                     "history": self.history,
                     "config": json.loads(dump_config(self.config)),
+                    **({"loss_scale": self.loss_scaling.state_dict()} if self.loss_scaling else {}),
                 },
             )
             if acc.num_processes > 1:
@@ -364,6 +401,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.memory_bank.load_state_dict(ckpt["memory_bank"])
         set_rng_state(*ckpt["rng"])
+        if self.loss_scaling is not None and "loss_scale" in ckpt["state"]:
+            self.loss_scaling.load_state_dict(ckpt["state"]["loss_scale"])
         self.step = ckpt["state"]["step"]
         self.history = ckpt["state"]["history"]
         return True

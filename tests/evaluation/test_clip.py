@@ -10,7 +10,7 @@ import torch
 
 from dreamrelation.errors import ConfigError
 from dreamrelation.evaluation.clip import ClipScorer
-from dreamrelation.evaluation.testing import write_tiny_clip
+from dreamrelation.testing.evaluation import write_tiny_clip
 
 
 @pytest.fixture(scope="module")

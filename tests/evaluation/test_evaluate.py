@@ -17,7 +17,7 @@ from dreamrelation.evaluation import frechet_distance
 from dreamrelation.evaluation.clip import ClipScorer
 from dreamrelation.evaluation.evaluate import read_frames
 from dreamrelation.evaluation.fvd import VideoMAEFeatures
-from dreamrelation.evaluation.testing import write_tiny_clip, write_tiny_videomae
+from dreamrelation.testing.evaluation import write_tiny_clip, write_tiny_videomae
 
 TINY = ["--backbone", "mochi", "--model", "tiny", "--dtype", "float32"]
 GEOMETRY = ["--steps", "2", "--num-frames", "7", "--height", "16", "--width", "16"]

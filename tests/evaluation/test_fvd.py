@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from dreamrelation.errors import InputError
 from dreamrelation.evaluation.fvd import I3DFeatures, InceptionI3d, Unit3D, VideoMAEFeatures, read_state_dict
-from dreamrelation.evaluation.testing import write_random_i3d, write_tiny_videomae
+from dreamrelation.testing.evaluation import write_random_i3d, write_tiny_videomae
 
 
 def test_unit3d_pads_like_tensorflow_same() -> None:

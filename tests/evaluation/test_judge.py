@@ -133,7 +133,7 @@ def test_gives_up_naming_the_url_and_the_key_variable(endpoint, monkeypatch: pyt
 
 
 def test_tiny_local_vlm_answers_through_the_same_flow(tmp_path: Path) -> None:
-    from dreamrelation.evaluation.testing import TINY_WORDS, write_tiny_vlm
+    from dreamrelation.testing.evaluation import TINY_WORDS, write_tiny_vlm
 
     folder = write_tiny_vlm(tmp_path / "vlm")
     judge = LocalVLMJudge(str(folder), device="cpu", max_new_tokens=3)

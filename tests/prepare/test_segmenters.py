@@ -16,7 +16,7 @@ from dreamrelation.cli import app
 from dreamrelation.data import load_subject_masks
 from dreamrelation.errors import InputError
 from dreamrelation.prepare.segmenters import GroundingDinoDetector, SamSegmenter, phrase_spans
-from dreamrelation.prepare.tiny import save_tiny_grounding_dino, save_tiny_sam
+from dreamrelation.testing.segmenters import save_tiny_grounding_dino, save_tiny_sam
 from dreamrelation.toyworld.world import Scene, render, write_dataset_folder
 
 

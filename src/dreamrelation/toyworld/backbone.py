@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from dreamrelation.backbones import Backbone, register_backbone
 from dreamrelation.backbones.mochi import MochiBackbone
-from dreamrelation.backbones.tiny_text import word_tokenizer
+from dreamrelation.testing.text import word_tokenizer
 from dreamrelation.toyworld.world import (
     BACKGROUNDS,
     COLORS,

@@ -1,5 +1,4 @@
-"""Helpers shared by the tests, benchmarks and examples (no pytest import): small datasets in the
-project's format, built in-process."""
+"""Small datasets in the project's format, and their cache, built in-process."""
 
 from __future__ import annotations
 
@@ -36,3 +35,31 @@ def write_two_subject_dataset(
             rgb[labels[f] == 2] = (0, 255, 0)
             Image.fromarray(rgb).save(mask_dir / f"{f:05d}.png")
     return root
+
+
+def write_tiny_mochi_cache(
+    root: Path, *, n_videos: int = 3, num_frames: int = 13, size: int = 32, backbone: object = None
+) -> Path:
+    """A two-subject dataset under ``root`` cached by the tiny random Mochi (``backbone``: one already
+    built, else the registry's tiny one); returns the cache folder."""
+    from dreamrelation.cache import build_cache
+    from dreamrelation.config import CacheConfig, load_config
+
+    data = write_two_subject_dataset(
+        root / "shaking_hands", n_videos=n_videos, num_frames=num_frames, size=size
+    )
+    cfg = load_config(
+        CacheConfig,
+        **{
+            "model.backbone": "mochi",
+            "model.model": "tiny",
+            "model.dtype": "float32",
+            "data": [{"path": str(data)}],
+            "output": str(root / "cache"),
+            "video.num_frames": num_frames,
+            "video.height": size,
+            "video.width": size,
+        },
+    )
+    build_cache(cfg, backbone=backbone, show_progress=False)
+    return root / "cache"
