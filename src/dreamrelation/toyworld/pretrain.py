@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import typer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -50,8 +50,10 @@ from dreamrelation.toyworld.backbone import (
     TRANSFORMER_SIZES,
     ToyBackbone,
     build_pipeline,
+    load_codec_folder,
     zero_init_modulation,
 )
+from dreamrelation.toyworld.codec import codec_app
 from dreamrelation.toyworld.oracle import (
     MIN_PRESENT_FRACTION,
     NONE,
@@ -79,6 +81,9 @@ class PretrainConfig(BaseModel):
     #: a saved toy pipeline folder to continue training from (a further stage); None: random weights
     init_from: Path | None = None
     size: str = "base"  # a key of backbone.TRANSFORMER_SIZES
+    #: a trained learned codec folder (`dreamrelation toy codec train`): the transformer then trains in
+    #: its latent space (frozen) and the saved pipeline carries it; None: the exact codec
+    codec: Path | None = None
     steps: int = Field(4500, gt=0)  # with time_budget_s: the most steps (the budget sets the rest)
     #: train for about this many seconds: the schedule's length is set from the throughput of the
     #: first steps, so candidates can be compared at equal wall time on one machine
@@ -114,6 +119,22 @@ class PretrainConfig(BaseModel):
                 f"unknown toy transformer size {size!r}; choose one of {tuple(TRANSFORMER_SIZES)}"
             )
         return size
+
+    @field_validator("codec")
+    @classmethod
+    def _codec_folder(cls, codec: Path | None) -> Path | None:
+        if codec is not None and not (Path(codec) / "config.json").is_file():
+            raise ValueError(
+                f"{codec} holds no codec (no config.json); "
+                "pass a folder written by `dreamrelation toy codec train`"
+            )
+        return codec
+
+    @model_validator(mode="after")
+    def _one_codec(self) -> PretrainConfig:
+        if self.codec is not None and self.init_from is not None:
+            raise ValueError("codec: a stage continued with init_from keeps that folder's codec; drop codec")
+        return self
 
     @field_validator("motions")
     @classmethod
@@ -290,8 +311,9 @@ def pretrain(
     if config.init_from is not None:
         backbone = ToyBackbone.from_pretrained(config.init_from, torch_dtype=torch.float32)
     else:
+        codec = load_codec_folder(config.codec) if config.codec is not None else None
         backbone = ToyBackbone(
-            build_pipeline(config.seed, config.size), ToyBackbone.default_max_sequence_length()
+            build_pipeline(config.seed, config.size, codec), ToyBackbone.default_max_sequence_length()
         )
         zero_init_modulation(backbone.transformer)
     backbone.to(device)
@@ -385,6 +407,10 @@ def pretrain(
     }
     if device.type == "cuda":
         record["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    if config.codec is not None and (Path(config.codec) / "recipe.json").is_file():
+        # The learned codec's own training and acceptance (its loss curve is long: keep the summary).
+        codec_recipe = json.loads((Path(config.codec) / "recipe.json").read_text())
+        record["codec_recipe"] = {k: v for k, v in codec_recipe.items() if k not in ("loss_curve",)}
     if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
         # The stage this one continued from, with its own command and evaluation: the exact lineage.
         record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
@@ -543,6 +569,9 @@ def toy() -> None:
     """The toy world's own backbone: pretrain it on generic motions (relations held out)."""
 
 
+toy_app.add_typer(codec_app, name="codec")
+
+
 @toy_app.command("pretrain")
 def pretrain_command(
     output: Path = typer.Option(
@@ -565,6 +594,9 @@ def pretrain_command(
     ),
     init_from: Path = typer.Option(
         None, "--init-from", help="Continue from this saved toy pipeline folder instead of random weights."
+    ),
+    codec: Path = typer.Option(
+        None, "--codec", help="Train in this learned codec's latent space (`toy codec train` output)."
     ),
     warmup_steps: int = typer.Option(_default("warmup_steps"), "--warmup-steps", help="Linear warmup steps."),
     min_learning_rate: float = typer.Option(
@@ -598,6 +630,7 @@ def pretrain_command(
         "batch_size": batch_size, "learning_rate": learning_rate, "size": size, "threads": threads,
         "init_from": init_from, "warmup_steps": warmup_steps, "min_learning_rate": min_learning_rate,
         "ema_decay": ema_decay, "device": device, "autocast": autocast, "workers": workers,
+        "codec": codec,
     }  # fmt: skip
     _run(preflight_toy_pretrain, settings)
     record = pretrain(
@@ -616,6 +649,7 @@ def pretrain_command(
         device=device,
         autocast=autocast,
         workers=workers,
+        codec=codec,
     )
     arguments = sys.argv[sys.argv.index("pretrain") + 1 :] if "pretrain" in sys.argv else sys.argv[1:]
     record["command"] = shlex.join(["dreamrelation", "toy", "pretrain", *arguments])
