@@ -201,6 +201,11 @@ def test_training_resumes_from_its_checkpoint_to_the_same_weights(tmp_path: Path
     b = LearnedToyCodec.from_pretrained(tmp_path / "staged")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.allclose(x, y, atol=1e-6), name
+    assert [run["from_step"] for run in resumed["runs"]] == [0, 2]  # the lineage of the weights
+    # a resumed run may end sooner (--steps lower): the schedule is re-fitted, the record says so
+    train_codec(tmp_path / "cut", show_progress=False, run_steps=2, **{**common, "steps": 6})
+    cut = train_codec(tmp_path / "cut", show_progress=False, **{**common, "steps": 3})
+    assert cut["finished"] and cut["steps"] == 3 and cut["runs"][1]["planned_steps"] == 3
     # other settings than the checkpoint's are refused, not silently mixed
     from dreamrelation.errors import ConfigError
 

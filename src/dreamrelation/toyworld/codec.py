@@ -374,7 +374,8 @@ def train_codec(
     if (checkpoint / "state.json").is_file():
         previous = json.loads((checkpoint / "state.json").read_text()).get("config", {})
         mine = json.loads(config.model_dump_json())
-        free = ("output", "threads", "device", "run_steps", "checkpoint_every_s")
+        # what does not change the run's batches or model; a lower --steps ends a resumed run sooner
+        free = ("output", "threads", "device", "workers", "run_steps", "checkpoint_every_s", "steps")
         differing = sorted(k for k in mine if k not in free and previous.get(k) != mine[k])
         if differing:
             from dreamrelation.errors import ConfigError
@@ -388,13 +389,25 @@ def train_codec(
     # 2. the loop: render -> weighted L1 -> step -> EMA; the budget fixes the schedule's length
     start = time.perf_counter() - state["elapsed_s"]
     last_checkpoint = time.perf_counter()
-    total_steps = state["total_steps"] or config.steps
+    # A resumed run keeps its schedule's length unless --steps now asks for fewer: then the cosine
+    # decay is re-fitted to end there (the learning rate drops at once to the new curve).
+    total_steps = min(state["total_steps"] or config.steps, config.steps)
     window: list[torch.Tensor] = []  # losses stay on the device until logged (no per-step sync)
     probe = (state["step"] + 10, state["step"] + 60)
     probe_start = 0.0
     step = state["step"]
     stop = total_steps if config.run_steps is None else step + config.run_steps
     cpu_start = time.process_time() - state.get("cpu_time_s", 0.0)
+    # Every invocation (a first run, a resume) is recorded: the lineage of the weights.
+    state.setdefault("runs", []).append(
+        {
+            "from_step": step,
+            "planned_steps": total_steps,
+            "argv": shlex.join(sys.argv),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **machine_record(device),
+        }
+    )
     batches = torch.utils.data.DataLoader(
         CodecBatches(config, step, min(config.steps, stop)),  # the budget may shorten it, never lengthen
         batch_size=None,
@@ -475,6 +488,7 @@ def train_codec(
         "cpu_time_s": round(state["cpu_time_s"], 1),
         "loss_curve": state["losses"],
         "validation": state["validation"],
+        "runs": state["runs"],
         **machine_record(device),
     }
     _write_atomic(out / "recipe.json", json.dumps(record, indent=2) + "\n")
