@@ -83,6 +83,10 @@ TRANSFORMER_SIZES["patch1_4x192"] = {
     "num_layers": 4,
 }
 TRANSFORMER_SIZES["patch1_6x192"] = {**TRANSFORMER_SIZES["patch1_4x192"], "num_layers": 6}
+# For a learned codec's latents (`toy pretrain --codec`, 16 channels): a patch-2 token holds 64 numbers,
+# well under the width, on 4x fewer tokens than patch 1. With the exact codec's 96 channels a patch-2
+# token is 384 numbers, more than the width 192 can carry: use it with a learned codec only.
+TRANSFORMER_SIZES["patch2_6x192"] = {**TRANSFORMER_SIZES["patch1_4x192"], "patch_size": 2, "num_layers": 6}
 TRANSFORMER_SIZES["base"] = dict(TRANSFORMER_SIZES["patch1_4x192"])
 TRANSFORMER_SIZES["tiny"] = {
     **TRANSFORMER_SIZES["patch2_2x384"],
