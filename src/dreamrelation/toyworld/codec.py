@@ -59,6 +59,8 @@ class CodecConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     output: Path
+    #: a trained codec folder to continue from (a further stage, with a fresh schedule); None: random
+    init_from: Path | None = None
     latent_channels: int = Field(16, gt=0)
     hidden_channels: int = Field(128, gt=0)
     encoder_blocks: int = Field(1, ge=0)
@@ -98,6 +100,16 @@ class CodecConfig(BaseModel):
         if unknown or not motions:
             raise ValueError(f"motions must be among {known}; got {list(motions)}")
         return motions
+
+    @field_validator("init_from")
+    @classmethod
+    def _codec_folder(cls, init_from: Path | None) -> Path | None:
+        if init_from is not None and not (Path(init_from) / "config.json").is_file():
+            raise ValueError(
+                f"{init_from} holds no codec (no config.json); "
+                "pass a folder written by `dreamrelation toy codec train`"
+            )
+        return init_from
 
     def model_config_fields(self) -> dict[str, int]:
         return {
@@ -366,6 +378,18 @@ def train_codec(
     # 1. the model, its EMA and the optimizer (or the checkpoint of an interrupted run)
     codec = build_codec(config).to(device).train()
     ema = build_codec(config).to(device).requires_grad_(False) if config.ema_decay > 0 else None
+    if config.init_from is not None:
+        previous = LearnedToyCodec.from_pretrained(str(config.init_from))
+        architecture = config.model_config_fields()
+        differing = sorted(k for k, v in architecture.items() if previous.config[k] != v)
+        if differing:
+            from dreamrelation.errors import ConfigError
+
+            raise ConfigError(
+                f"--init-from {config.init_from} has another architecture ({', '.join(differing)}); "
+                "use its settings"
+            )
+        codec.load_state_dict(previous.state_dict())
     if ema is not None:
         ema.load_state_dict(codec.state_dict())
     optimizer = torch.optim.Adam(codec.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
@@ -491,6 +515,9 @@ def train_codec(
         "runs": state["runs"],
         **machine_record(device),
     }
+    if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
+        # The stage this one continued from, with its own command and acceptance: the exact lineage.
+        record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
     _write_atomic(out / "recipe.json", json.dumps(record, indent=2) + "\n")
     return record
 
@@ -591,6 +618,14 @@ def train_command(
         _default("latent_noise"), "--latent-noise", help="Latent noise while training."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and the clips."),
+    init_from: Path = typer.Option(
+        None, "--init-from", help="Continue from this trained codec folder (a further stage)."
+    ),
+    min_learning_rate: float = typer.Option(
+        _default("min_learning_rate"), "--min-lr", help="Learning rate at the end of the cosine decay."
+    ),
+    warmup_steps: int = typer.Option(_default("warmup_steps"), "--warmup-steps", help="Linear warmup steps."),
+    ema_decay: float = typer.Option(_default("ema_decay"), "--ema-decay", help="EMA decay (0: no EMA)."),
     device: str = typer.Option(_default("device"), "--device", help="auto, cpu, cuda ..."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
     workers: int = typer.Option(_default("workers"), "--workers", help="Processes rendering clips ahead."),
@@ -614,7 +649,8 @@ def train_command(
                 output=output, time_budget_s=time_budget, steps=steps, batch_size=batch_size,
                 learning_rate=learning_rate, latent_channels=latent_channels, seed=seed,
                 hidden_channels=hidden_channels, sprite_weight=sprite_weight, latent_noise=latent_noise,
-                device=device, threads=threads, workers=workers,
+                device=device, threads=threads, workers=workers, init_from=init_from,
+                min_learning_rate=min_learning_rate, warmup_steps=warmup_steps, ema_decay=ema_decay,
             )  # fmt: skip
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(exc)) from None
