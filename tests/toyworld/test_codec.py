@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from dreamrelation.backbones import load_backbone
+from dreamrelation.cli import app
 from dreamrelation.toyworld.backbone import ToyBackbone, ToyVideoCodec, build_pipeline, load_codec_folder
 from dreamrelation.toyworld.codec import (
     CodecBatches,
@@ -125,6 +127,7 @@ def test_training_steps_reduce_the_loss_on_a_few_clips() -> None:
     codec = LearnedToyCodec(latent_channels=8, hidden_channels=32, encoder_blocks=1, decoder_blocks=1)
     videos, masks = codec_clips(0, CodecConfig(output=Path("unused"), batch_size=2))
     pixels, weights = to_pixels(torch.from_numpy(videos)), sprite_weights(torch.from_numpy(masks), 10.0)
+    pixels, weights = pixels[:, :, :4], weights[:, :, :4]  # 4 frames keep the test fast
     optimizer = torch.optim.Adam(codec.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
@@ -133,7 +136,7 @@ def test_training_steps_reduce_the_loss_on_a_few_clips() -> None:
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0]  # measured: 0.72 -> 0.38 (seed 0)
+    assert losses[-1] < 0.7 * losses[0]  # measured: 0.72 -> 0.35 (seed 0)
 
 
 def test_codec_clips_are_deterministic_and_masks_cover_the_sprites() -> None:
@@ -237,3 +240,12 @@ def test_pretrain_in_a_learned_latent_space_saves_a_folder_that_loads(tmp_path: 
         PretrainConfig(output=tmp_path / "x", codec=tmp_path / "missing")
     with pytest.raises(ValueError, match="keeps that folder's codec"):
         PretrainConfig(output=tmp_path / "x", codec=tmp_path / "codec", init_from=tmp_path / "base")
+
+
+def test_codec_commands_refuse_a_missing_folder_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["toy", "codec", "evaluate", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "holds no codec" in result.output
+    result = CliRunner().invoke(
+        app, ["toy", "pretrain", "--output", str(tmp_path / "o"), "--codec", str(tmp_path / "missing")]
+    )
+    assert result.exit_code == 2 and "holds no codec" in result.output
