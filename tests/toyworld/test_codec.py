@@ -249,3 +249,27 @@ def test_codec_commands_refuse_a_missing_folder_in_one_line(tmp_path: Path) -> N
         app, ["toy", "pretrain", "--output", str(tmp_path / "o"), "--codec", str(tmp_path / "missing")]
     )
     assert result.exit_code == 2 and "holds no codec" in result.output
+
+
+def test_a_further_stage_starts_from_a_trained_codec_and_records_it(tmp_path: Path) -> None:
+    common = {**TINY, "steps": 2, "batch_size": 1, "warmup_steps": 1, "threads": 1, "device": "cpu"}
+    train_codec(tmp_path / "one", show_progress=False, **common)
+    first = LearnedToyCodec.from_pretrained(tmp_path / "one")
+    # zero steps of training would keep the weights: one step at a tiny rate stays close to them
+    record = train_codec(
+        tmp_path / "two", show_progress=False, init_from=tmp_path / "one", **{**common, "steps": 1},
+        learning_rate=1e-9, min_learning_rate=0.0,
+    )  # fmt: skip
+    second = LearnedToyCodec.from_pretrained(tmp_path / "two")
+    assert record["init_recipe"]["steps"] == 2 and record["config"]["init_from"] == str(tmp_path / "one")
+    for name, weight in first.named_parameters():
+        assert torch.allclose(weight, dict(second.named_parameters())[name], atol=1e-6), name
+    from dreamrelation.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hidden_channels"):
+        train_codec(
+            tmp_path / "three",
+            show_progress=False,
+            init_from=tmp_path / "one",
+            **{**common, "hidden_channels": 6},
+        )
