@@ -38,7 +38,7 @@ def _toy_app() -> typer.Typer:
 #: name -> (loader of the Typer app, one-line help shown in the main --help)
 LAZY_GROUPS = {
     "analyze": (_analyze_app, "Interpretability: Q/K/V subspaces, feature and attention maps."),
-    "toy": (_toy_app, "The toy world's base model: `dreamrelation toy pretrain`."),
+    "toy": (_toy_app, "The toy world's base model and codec: `toy pretrain`, `toy codec`."),
 }
 
 

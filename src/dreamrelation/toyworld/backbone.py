@@ -30,6 +30,7 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from dreamrelation.backbones import Backbone, register_backbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.testing.text import word_tokenizer
+from dreamrelation.toyworld.learned_codec import LearnedToyCodec, codec_class_name
 from dreamrelation.toyworld.world import (
     BACKGROUNDS,
     COLORS,
@@ -82,6 +83,10 @@ TRANSFORMER_SIZES["patch1_4x192"] = {
     "num_layers": 4,
 }
 TRANSFORMER_SIZES["patch1_6x192"] = {**TRANSFORMER_SIZES["patch1_4x192"], "num_layers": 6}
+# For a learned codec's latents (`toy pretrain --codec`, 16 channels): a patch-2 token holds 64 numbers,
+# well under the width, on 4x fewer tokens than patch 1. With the exact codec's 96 channels a patch-2
+# token is 384 numbers, more than the width 192 can carry: use it with a learned codec only.
+TRANSFORMER_SIZES["patch2_6x192"] = {**TRANSFORMER_SIZES["patch1_4x192"], "patch_size": 2, "num_layers": 6}
 TRANSFORMER_SIZES["base"] = dict(TRANSFORMER_SIZES["patch1_4x192"])
 TRANSFORMER_SIZES["tiny"] = {
     **TRANSFORMER_SIZES["patch2_2x384"],
@@ -171,6 +176,31 @@ class ToyVideoCodec(ModelMixin, ConfigMixin):
         return DecoderOutput(sample=x)
 
 
+#: the codec classes a toy pipeline folder's vae/ may hold (by config.json's _class_name)
+CODEC_CLASSES: dict[str, type[ModelMixin]] = {
+    "ToyVideoCodec": ToyVideoCodec,
+    "LearnedToyCodec": LearnedToyCodec,
+}
+
+
+def load_codec_folder(folder: str | Path) -> ToyVideoCodec | LearnedToyCodec:
+    """The codec saved in ``folder`` (a pipeline's ``vae/`` or a `toy codec train` output), exact or
+    learned; it must keep the toy backbone's geometry (time ÷2, space ÷4)."""
+    name = codec_class_name(folder)
+    if name not in CODEC_CLASSES:
+        raise ValueError(
+            f"{folder}/config.json names codec class {name!r}; expected one of {tuple(CODEC_CLASSES)}"
+        )
+    codec = CODEC_CLASSES[name].from_pretrained(str(folder))
+    geometry = (codec.config.temporal_factor, codec.config.spatial_factor)
+    if geometry != (ToyBackbone.temporal_factor, ToyBackbone.spatial_factor):
+        raise ValueError(
+            f"{folder}: codec factors (time, space) = {geometry}, but the toy backbone needs "
+            f"({ToyBackbone.temporal_factor}, {ToyBackbone.spatial_factor}); retrain it with those"
+        )
+    return codec.eval().requires_grad_(False)
+
+
 # ----------------------------------------------------------------------------- pipeline
 
 
@@ -180,7 +210,7 @@ class ToyPipeline(MochiPipeline):
     def __init__(
         self,
         scheduler: FlowMatchEulerDiscreteScheduler,
-        vae: ToyVideoCodec,
+        vae: ToyVideoCodec | LearnedToyCodec,
         text_encoder: T5EncoderModel,
         tokenizer: PreTrainedTokenizerFast,
         transformer: MochiTransformer3DModel,
@@ -287,20 +317,31 @@ def build_text_encoder(vocab_size: int) -> T5EncoderModel:
     return encoder.eval()
 
 
-def build_pipeline(seed: int = 0, size: str = "base") -> ToyPipeline:
-    """A toy pipeline with random weights (deterministic by ``seed``); ``size`` in TRANSFORMER_SIZES."""
+def build_pipeline(
+    seed: int = 0, size: str = "base", codec: ToyVideoCodec | LearnedToyCodec | None = None
+) -> ToyPipeline:
+    """A toy pipeline with random weights (deterministic by ``seed``); ``size`` in TRANSFORMER_SIZES.
+
+    ``codec``: the (frozen) codec to use instead of the exact one, e.g. a trained
+    :class:`LearnedToyCodec`; the transformer's input channels follow its latent channels."""
     if size not in TRANSFORMER_SIZES:
         raise ValueError(f"unknown toy transformer size {size!r}; choose one of {tuple(TRANSFORMER_SIZES)}")
     torch.manual_seed(seed)
     tokenizer = toy_tokenizer()
     vocab_size = 64 * math.ceil(len(tokenizer) / 64)
     text_encoder = build_text_encoder(vocab_size)
-    config = {**TRANSFORMER_SIZES[size], "text_embed_dim": text_encoder.config.d_model}
+    if codec is None:
+        codec = ToyVideoCodec(scaling_factor=LATENT_SCALING_FACTOR)
+    config = {
+        **TRANSFORMER_SIZES[size],
+        "text_embed_dim": text_encoder.config.d_model,
+        "in_channels": codec.latent_channels,
+    }
     transformer = MochiTransformer3DModel(**config)
     init_rope_frequencies(transformer)
     return ToyPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(invert_sigmas=True),
-        vae=ToyVideoCodec(scaling_factor=LATENT_SCALING_FACTOR),
+        vae=codec,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         transformer=transformer,
@@ -357,8 +398,9 @@ class ToyBackbone(MochiBackbone):
                 f"{folder} is not a saved toy pipeline (no model_index.json); pass a folder written by "
                 "`dreamrelation toy pretrain` or 'shipped'"
             )
-        # The codec is our own class, which diffusers cannot import by library name: pass it in.
-        vae = ToyVideoCodec.from_pretrained(folder / "vae").to(torch_dtype)
+        # The codec is our own class (exact or learned), which diffusers cannot import by library
+        # name: pass it in.
+        vae = load_codec_folder(folder / "vae").to(torch_dtype)
         pipeline = ToyPipeline.from_pretrained(folder, vae=vae, torch_dtype=torch_dtype)
         pipeline.text_encoder.requires_grad_(False)
         return cls(pipeline, max_sequence_length or MAX_SEQUENCE_LENGTH)
@@ -388,6 +430,7 @@ __all__ = [
     "ToyVideoCodec",
     "TRANSFORMER_SIZES",
     "build_pipeline",
+    "load_codec_folder",
     "toy_tokenizer",
     "toy_vocabulary",
     "zero_init_modulation",

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import typer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -58,8 +58,10 @@ from dreamrelation.toyworld.backbone import (
     TRANSFORMER_SIZES,
     ToyBackbone,
     build_pipeline,
+    load_codec_folder,
     zero_init_modulation,
 )
+from dreamrelation.toyworld.codec import codec_app
 from dreamrelation.toyworld.oracle import (
     MIN_PRESENT_FRACTION,
     NONE,
@@ -89,6 +91,9 @@ class PretrainConfig(BaseModel):
     init_from: Path | None = None
     #: transformer size: a key of backbone.TRANSFORMER_SIZES
     size: str = "base"
+    #: a trained learned codec folder (`dreamrelation toy codec train`): the transformer then trains in
+    #: its latent space (frozen) and the saved pipeline carries it; None: the exact codec
+    codec: Path | None = None
     #: optimizer steps (with time_budget_s: the most; the budget sets the rest)
     steps: int = Field(4500, gt=0)
     #: train for about this many seconds: the schedule's length is set from the throughput of the
@@ -138,6 +143,22 @@ class PretrainConfig(BaseModel):
                 f"unknown toy transformer size {size!r}; choose one of {tuple(TRANSFORMER_SIZES)}"
             )
         return size
+
+    @field_validator("codec")
+    @classmethod
+    def _codec_folder(cls, codec: Path | None) -> Path | None:
+        if codec is not None and not (Path(codec) / "config.json").is_file():
+            raise ValueError(
+                f"{codec} holds no codec (no config.json); "
+                "pass a folder written by `dreamrelation toy codec train`"
+            )
+        return codec
+
+    @model_validator(mode="after")
+    def _one_codec(self) -> PretrainConfig:
+        if self.codec is not None and self.init_from is not None:
+            raise ValueError("codec: a stage continued with init_from keeps that folder's codec; drop codec")
+        return self
 
     @field_validator("motions")
     @classmethod
@@ -314,8 +335,9 @@ def pretrain(
     if config.init_from is not None:
         backbone = ToyBackbone.from_pretrained(config.init_from, torch_dtype=torch.float32)
     else:
+        codec = load_codec_folder(config.codec) if config.codec is not None else None
         backbone = ToyBackbone(
-            build_pipeline(config.seed, config.size), ToyBackbone.default_max_sequence_length()
+            build_pipeline(config.seed, config.size, codec), ToyBackbone.default_max_sequence_length()
         )
         zero_init_modulation(backbone.transformer)
     backbone.to(device)
@@ -409,6 +431,10 @@ def pretrain(
     }
     if device.type == "cuda":
         record["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    if config.codec is not None and (Path(config.codec) / "recipe.json").is_file():
+        # The learned codec's own training and acceptance (its loss curve is long: keep the summary).
+        codec_recipe = json.loads((Path(config.codec) / "recipe.json").read_text())
+        record["codec_recipe"] = {k: v for k, v in codec_recipe.items() if k not in ("loss_curve",)}
     if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
         # The stage this one continued from, with its own command and evaluation: the exact lineage.
         record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
@@ -563,6 +589,9 @@ def toy() -> None:
     """The toy world's own backbone: pretrain it on generic motions (relations held out)."""
 
 
+toy_app.add_typer(codec_app, name="codec")
+
+
 @toy_app.command("pretrain", epilog=EPILOG)
 def pretrain_command(
     ctx: typer.Context,
@@ -582,6 +611,7 @@ def pretrain_command(
     seed: int = setting("seed", "--seed"),
     size: str = setting("size", "--size"),
     init_from: Path = setting("init_from", "--init-from"),
+    codec: Path = setting("codec", "--codec"),
     warmup_steps: int = setting("warmup_steps", "--warmup-steps"),
     min_learning_rate: float = setting("min_learning_rate", "--min-lr"),
     ema_decay: float = setting("ema_decay", "--ema-decay"),

@@ -1,0 +1,732 @@
+"""`dreamrelation toy codec train|evaluate`: train the learned toy codec and check it with the oracle.
+
+The codec (:class:`~dreamrelation.toyworld.learned_codec.LearnedToyCodec`) is trained as an
+autoencoder on clips rendered on the fly by the world — every motion, relations included (the codec is
+the world's camera: it must draw touching and overlapping sprites, which only the relations show; it
+never sees a caption, and the transformer trained on its latents still never sees a relation). The loss
+is an L1 pixel error weighted ``1 + sprite_weight`` on the sprites and a 1-px ring around them (the
+renderer gives the masks for free): backgrounds are most of the pixels and none of the method.
+
+Its acceptance (issue 8) is the frozen oracle on **round-tripped ground truth**: render relation clips,
+encode, decode, and ask the oracle for subject fidelity and relation accuracy, both ≥ 0.98, so the
+world keeps measuring the method and not the codec's blur (:func:`evaluate_codec`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import typer
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from rich.console import Console
+from rich.table import Table
+from safetensors.torch import load_file, save_file
+
+from dreamrelation.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from dreamrelation.devices import machine_description, resolve_device
+from dreamrelation.toyworld.learned_codec import LearnedToyCodec
+from dreamrelation.toyworld.oracle import NONE, classify_relation, detect_background, subject_fidelity
+from dreamrelation.toyworld.world import (
+    GENERIC_MOTIONS,
+    RELATIONS,
+    render,
+    sample_scenes,
+)
+
+#: the fidelity and relation accuracy the oracle must keep on round-tripped ground truth (issue 8)
+ACCEPTANCE_THRESHOLD = 0.98
+#: scene seed of the acceptance evaluation (never a training batch: those are seeded by (seed, step))
+ACCEPTANCE_SEED = 60606
+#: scene seed of the progress check during training (not the acceptance seed)
+VALIDATION_SEED = 5151
+CHECKPOINT_DIR = "checkpoint"
+
+
+class CodecConfig(BaseModel):
+    """Every knob of a codec training run (defaults: the recipe probed on CPU, docs/toy_backbone.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: Path
+    #: a trained codec folder to continue from (a further stage, with a fresh schedule); None: random
+    init_from: Path | None = None
+    latent_channels: int = Field(16, gt=0)
+    hidden_channels: int = Field(128, gt=0)
+    encoder_blocks: int = Field(1, ge=0)
+    decoder_blocks: int = Field(3, ge=0)
+    refine_channels: int = Field(0, ge=0)
+    steps: int = Field(100_000, gt=0)  # with time_budget_s: the most steps (the budget sets the rest)
+    time_budget_s: float | None = Field(None, gt=0)
+    batch_size: int = Field(8, gt=0)
+    learning_rate: float = Field(2e-3, gt=0)
+    min_learning_rate: float = Field(5e-5, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)  # 0: no EMA
+    #: extra loss weight on sprite pixels and a 1-px ring around them (1 everywhere else)
+    sprite_weight: float = Field(10.0, ge=0)
+    #: Gaussian noise added to the latents while training, in units of each channel's batch std
+    #: (a scale-free "tiny KL": a decoder that tolerates slightly wrong latents); 0: deterministic
+    latent_noise: float = Field(0.0, ge=0)
+    motions: tuple[str, ...] = (*RELATIONS, *GENERIC_MOTIONS)
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    #: processes rendering the training clips ahead of the model (0: render in the training loop);
+    #: on a GPU rendering (~1 ms per clip) is the bottleneck without them
+    workers: int = Field(0, ge=0)
+    #: seconds between checkpoints (the run resumes from OUTPUT/checkpoint when started again)
+    checkpoint_every_s: float = Field(300.0, gt=0)
+    #: stop after this many steps in this invocation, checkpoint, and return unfinished (a rerun with
+    #: the same settings continues); None: run to the end
+    run_steps: int | None = Field(None, gt=0)
+
+    @field_validator("motions")
+    @classmethod
+    def _known_motions(cls, motions: tuple[str, ...]) -> tuple[str, ...]:
+        known = (*RELATIONS, *GENERIC_MOTIONS)
+        unknown = [m for m in motions if m not in known]
+        if unknown or not motions:
+            raise ValueError(f"motions must be among {known}; got {list(motions)}")
+        return motions
+
+    @field_validator("init_from")
+    @classmethod
+    def _codec_folder(cls, init_from: Path | None) -> Path | None:
+        if init_from is not None and not (Path(init_from) / "config.json").is_file():
+            raise ValueError(
+                f"{init_from} holds no codec (no config.json); "
+                "pass a folder written by `dreamrelation toy codec train`"
+            )
+        return init_from
+
+    def model_config_fields(self) -> dict[str, int]:
+        return {
+            "latent_channels": self.latent_channels,
+            "hidden_channels": self.hidden_channels,
+            "encoder_blocks": self.encoder_blocks,
+            "decoder_blocks": self.decoder_blocks,
+            "refine_channels": self.refine_channels,
+        }
+
+
+# ----------------------------------------------------------------------------- data and loss
+
+
+def codec_clips(step: int, config: CodecConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The batch of step ``step``: (B, F, H, W, 3) uint8 clips and their (B, F, H, W) sprite masks
+    (either subject), every motion, shape, colour and background; a pure function of (seed, step)."""
+    rng = np.random.default_rng([config.seed, step, 7])
+    videos, masks = [], []
+    for _ in range(config.batch_size):
+        motion = config.motions[int(rng.integers(len(config.motions)))]
+        clip = render(sample_scenes(motion, 1, rng)[0])
+        videos.append(clip.frames)
+        masks.append(clip.masks.any(axis=0))
+    return np.stack(videos), np.stack(masks)
+
+
+def to_pixels(videos: torch.Tensor) -> torch.Tensor:
+    """(B, F, H, W, 3) uint8 -> (B, 3, F, H, W) float in [-1, 1] (the backbone's encode_video scaling)."""
+    return videos.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def to_uint8_video(pixels: torch.Tensor) -> np.ndarray:
+    """(B, 3, F, H, W) float in [-1, 1] -> (B, F, H, W, 3) uint8, rounded (the pipeline's output)."""
+    frames = ((pixels.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+    return frames.permute(0, 2, 3, 4, 1).to(torch.uint8).cpu().numpy()
+
+
+class CodecBatches(torch.utils.data.Dataset):
+    """Item i is the batch of step ``first_step + i`` (:func:`codec_clips`), so DataLoader workers
+    render ahead and the batches do not depend on how many workers there are, nor on resuming."""
+
+    def __init__(self, config: CodecConfig, first_step: int, last_step: int) -> None:
+        self.config, self.first_step, self.last_step = config, first_step, last_step
+
+    def __len__(self) -> int:
+        return max(self.last_step - self.first_step, 0)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        videos, masks = codec_clips(self.first_step + index, self.config)
+        return torch.from_numpy(videos), torch.from_numpy(masks)
+
+
+def _single_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def sprite_weights(masks: torch.Tensor, sprite_weight: float) -> torch.Tensor:
+    """(B, F, H, W) bool sprite masks -> (B, 1, F, H, W) loss weights: 1 + ``sprite_weight`` on the
+    sprites dilated by one pixel (3×3 per frame, so both sides of every edge count), 1 elsewhere."""
+    b, f, h, w = masks.shape
+    frames = masks.float().reshape(b * f, 1, h, w)
+    ring = torch.nn.functional.max_pool2d(frames, 3, stride=1, padding=1)
+    return (1 + sprite_weight * ring).reshape(b, f, 1, h, w).transpose(1, 2)
+
+
+def codec_loss(reconstruction: torch.Tensor, pixels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean absolute error: sum(w·|x̂ − x|) / sum(w) over all pixels and colour channels."""
+    error = (reconstruction.float() - pixels).abs() * weights
+    return error.sum() / (weights.sum() * pixels.shape[1])
+
+
+def codec_step_loss(
+    codec: LearnedToyCodec, pixels: torch.Tensor, weights: torch.Tensor, latent_noise: float = 0.0
+) -> torch.Tensor:
+    """One training forward: encode (raw latents), optionally perturb them, decode, weighted L1."""
+    latents = codec.encode_raw(pixels)
+    if latent_noise > 0:
+        scale = latents.detach().std(dim=(0, 2, 3, 4), keepdim=True)
+        latents = latents + latent_noise * scale * torch.randn_like(latents)
+    return codec_loss(codec.decode_raw(latents), pixels, weights)
+
+
+def learning_rate_at(step: int, config: CodecConfig, total_steps: int) -> float:
+    """Linear warmup, then cosine decay to ``min_learning_rate`` at ``total_steps``."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = min((step - config.warmup_steps) / max(total_steps - config.warmup_steps, 1), 1.0)
+    return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * 0.5 * (
+        1 + math.cos(math.pi * progress)
+    )
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    folder: Path,
+    codec: LearnedToyCodec,
+    ema: LearnedToyCodec | None,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+) -> None:
+    """Model, EMA and optimizer as safetensors + the loop state as JSON, swapped in atomically."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    tensors.update({f"optimizer.{k}": v for k, v in opt_tensors.items()})
+    save_file(tensors, str(tmp / "state.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_meta}))
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(
+    folder: Path,
+    codec: LearnedToyCodec,
+    ema: LearnedToyCodec | None,
+    optimizer: torch.optim.Optimizer,
+) -> dict[str, Any]:
+    tensors = load_file(str(folder / "state.safetensors"))
+    state = json.loads((folder / "state.json").read_text())
+    codec.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    opt = {k[10:]: v for k, v in tensors.items() if k.startswith("optimizer.")}
+    optimizer.load_state_dict(optimizer_from_tensors(opt, state.pop("optimizer")))
+    return state
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def round_trip(codec: LearnedToyCodec, videos: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """(N, F, H, W, 3) uint8 -> encode -> decode -> (N, F, H, W, 3) uint8, on the codec's device."""
+    out = []
+    with torch.no_grad():
+        for begin in range(0, len(videos), batch_size):
+            chunk = torch.from_numpy(videos[begin : begin + batch_size])
+            pixels = to_pixels(chunk).to(device=codec.device, dtype=codec.dtype)
+            latents = codec.encode(pixels).latent_dist.mode()
+            out.append(to_uint8_video(codec.decode(latents, return_dict=False)[0]))
+    return np.concatenate(out)
+
+
+def evaluation_scenes(n_per_motion: int, seed: int, motions: tuple[str, ...]) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    return [scene for motion in motions for scene in sample_scenes(motion, n_per_motion, rng)]
+
+
+def oracle_scores(originals: np.ndarray, reconstructions: np.ndarray, scenes: list[Any]) -> dict[str, Any]:
+    """The oracle on round-tripped clips (and, as the reference, on the originals themselves):
+    subject fidelity and relation accuracy over the relation clips, ``none`` over the generic ones,
+    background recognition over all, and the mean absolute pixel error (0–255)."""
+    subjects = [(s.subject1, s.subject2) for s in scenes]
+    is_relation = np.array([s.relation in RELATIONS for s in scenes])
+    scores: dict[str, Any] = {
+        "n_relation_clips": int(is_relation.sum()),
+        "n_generic_clips": int((~is_relation).sum()),
+    }
+    for name, videos in (("round_trip", reconstructions), ("ground_truth", originals)):
+        predicted = [classify_relation(v, sub) for v, sub in zip(videos, subjects, strict=True)]
+        hits = [p == s.relation for p, s in zip(predicted, scenes, strict=True)]
+        nones = [p == NONE for p in predicted]
+        rel = [i for i in range(len(scenes)) if is_relation[i]]
+        gen = [i for i in range(len(scenes)) if not is_relation[i]]
+        part: dict[str, Any] = {}
+        if rel:
+            part["subject_fidelity"] = subject_fidelity([videos[i] for i in rel], [subjects[i] for i in rel])
+            part["relation_accuracy"] = float(np.mean([hits[i] for i in rel]))
+        if gen:
+            part["generic_subject_fidelity"] = subject_fidelity(
+                [videos[i] for i in gen], [subjects[i] for i in gen]
+            )
+            part["generic_none_accuracy"] = float(np.mean([nones[i] for i in gen]))
+        part["background_accuracy"] = float(
+            np.mean([detect_background(v) == s.background for v, s in zip(videos, scenes, strict=True)])
+        )
+        scores[name] = part
+    error = np.abs(reconstructions.astype(np.float64) - originals.astype(np.float64))
+    scores["mean_abs_error"] = float(error.mean())
+    scores["max_abs_error"] = float(error.max())
+    trip = scores["round_trip"]
+    scores["passed"] = bool(
+        trip.get("subject_fidelity", 0.0) >= ACCEPTANCE_THRESHOLD
+        and trip.get("relation_accuracy", 0.0) >= ACCEPTANCE_THRESHOLD
+    )
+    return scores
+
+
+def evaluate_codec(
+    codec: LearnedToyCodec,
+    n_per_relation: int = 25,
+    seed: int = ACCEPTANCE_SEED,
+    include_generic: bool = True,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """The acceptance check: ``n_per_relation`` fresh clips of each relation (and of each generic
+    motion) from scene seed ``seed``, round-tripped through the codec and judged by the frozen oracle.
+    ``passed``: subject fidelity and relation accuracy both ≥ :data:`ACCEPTANCE_THRESHOLD`."""
+    motions = (*RELATIONS, *GENERIC_MOTIONS) if include_generic else tuple(RELATIONS)
+    scenes = evaluation_scenes(n_per_relation, seed, motions)
+    originals = np.stack([render(scene).frames for scene in scenes])
+    start = time.perf_counter()
+    reconstructions = round_trip(codec, originals, batch_size)
+    scores = oracle_scores(originals, reconstructions, scenes)
+    scores.update(
+        {
+            "n_per_relation": n_per_relation,
+            "scene_seed": seed,
+            "threshold": ACCEPTANCE_THRESHOLD,
+            "round_trip_s": round(time.perf_counter() - start, 2),
+        }
+    )
+    return scores
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def build_codec(config: CodecConfig) -> LearnedToyCodec:
+    torch.manual_seed(config.seed)
+    return LearnedToyCodec(**config.model_config_fields())
+
+
+def machine_record(device: torch.device) -> dict[str, Any]:
+    return {
+        "device": str(device),
+        "machine": machine_description(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def train_codec(
+    output: str | Path | None = None,
+    config: CodecConfig | None = None,
+    show_progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train a codec into ``output`` (resuming from ``output/checkpoint`` when one is there) and save
+    the EMA weights as a diffusers model folder; returns the training record (also ``recipe.json``)."""
+    values = config.model_dump() if config is not None else {}
+    values.update({k: v for k, v in dict(overrides, output=output).items() if v is not None})
+    config = CodecConfig(**values)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 1. the model, its EMA and the optimizer (or the checkpoint of an interrupted run)
+    codec = build_codec(config).to(device).train()
+    ema = build_codec(config).to(device).requires_grad_(False) if config.ema_decay > 0 else None
+    if config.init_from is not None:
+        previous = LearnedToyCodec.from_pretrained(str(config.init_from))
+        architecture = config.model_config_fields()
+        differing = sorted(k for k, v in architecture.items() if previous.config[k] != v)
+        if differing:
+            from dreamrelation.errors import ConfigError
+
+            raise ConfigError(
+                f"--init-from {config.init_from} has another architecture ({', '.join(differing)}); "
+                "use its settings"
+            )
+        codec.load_state_dict(previous.state_dict())
+    if ema is not None:
+        ema.load_state_dict(codec.state_dict())
+    optimizer = torch.optim.Adam(codec.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
+    state: dict[str, Any] = {"step": 0, "total_steps": None, "elapsed_s": 0.0, "losses": [], "validation": []}
+    checkpoint = out / CHECKPOINT_DIR
+    if (checkpoint / "state.json").is_file():
+        previous = json.loads((checkpoint / "state.json").read_text()).get("config", {})
+        mine = json.loads(config.model_dump_json())
+        # what does not change the run's batches or model; a lower --steps ends a resumed run sooner
+        free = ("output", "threads", "device", "workers", "run_steps", "checkpoint_every_s", "steps")
+        differing = sorted(k for k in mine if k not in free and previous.get(k) != mine[k])
+        if differing:
+            from dreamrelation.errors import ConfigError
+
+            raise ConfigError(
+                f"{checkpoint} was written with other settings ({', '.join(differing)}); "
+                "resume with the same settings or choose a new --output"
+            )
+        state = load_checkpoint(checkpoint, codec, ema, optimizer)
+
+    # 2. the loop: render -> weighted L1 -> step -> EMA; the budget fixes the schedule's length
+    start = time.perf_counter() - state["elapsed_s"]
+    last_checkpoint = time.perf_counter()
+    # A resumed run keeps its schedule's length unless --steps now asks for fewer: then the cosine
+    # decay is re-fitted to end there (the learning rate drops at once to the new curve).
+    total_steps = min(state["total_steps"] or config.steps, config.steps)
+    window: list[torch.Tensor] = []  # losses stay on the device until logged (no per-step sync)
+    probe = (state["step"] + 10, state["step"] + 60)
+    probe_start = 0.0
+    step = state["step"]
+    stop = total_steps if config.run_steps is None else step + config.run_steps
+    cpu_start = time.process_time() - state.get("cpu_time_s", 0.0)
+    # Every invocation (a first run, a resume) is recorded: the lineage of the weights.
+    state.setdefault("runs", []).append(
+        {
+            "from_step": step,
+            "planned_steps": total_steps,
+            "argv": shlex.join(sys.argv),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **machine_record(device),
+        }
+    )
+    batches = torch.utils.data.DataLoader(
+        CodecBatches(config, step, min(config.steps, stop)),  # the budget may shorten it, never lengthen
+        batch_size=None,
+        num_workers=config.workers,
+        prefetch_factor=4 if config.workers else None,
+        worker_init_fn=_single_thread if config.workers else None,
+        pin_memory=device.type == "cuda",
+    )
+    for videos, masks in batches:
+        if step >= min(total_steps, stop):
+            break
+        if config.time_budget_s is not None and state["total_steps"] is None and step in probe:
+            now = time.perf_counter()
+            if step == probe[0]:
+                probe_start = now
+            else:
+                per_step = (now - probe_start) / (probe[1] - probe[0])
+                left = config.time_budget_s - (now - start)
+                total_steps = max(step + 1, min(config.steps, step + int(left / per_step)))
+                state["total_steps"] = total_steps
+        pixels = to_pixels(videos.to(device, non_blocking=True))
+        weights = sprite_weights(masks.to(device, non_blocking=True), config.sprite_weight)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, config, total_steps)
+        loss = codec_step_loss(codec, pixels, weights, config.latent_noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(codec.parameters(), config.max_grad_norm)
+        optimizer.step()
+        if ema is not None:
+            decay = min(config.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.parameters()), list(codec.parameters()), 1 - decay)
+        window.append(loss.detach())
+        step += 1
+        if len(window) == 50 or step == total_steps:
+            state["losses"].append([step, round(float(torch.stack(window).mean()), 5)])
+            window = []
+            if show_progress:
+                elapsed = time.perf_counter() - start
+                print(
+                    f"step {step}/{total_steps}  loss {state['losses'][-1][1]:.4f}  {elapsed:.0f}s",
+                    flush=True,
+                )
+        if time.perf_counter() - last_checkpoint > config.checkpoint_every_s and step < total_steps:
+            state["cpu_time_s"] = time.process_time() - cpu_start
+            _validate_and_checkpoint(
+                step, total_steps, start, state, config, codec, ema, optimizer, show_progress
+            )
+            last_checkpoint = time.perf_counter()
+    wall = time.perf_counter() - start
+    state["cpu_time_s"] = time.process_time() - cpu_start
+    if step < total_steps:  # stopped by run_steps: checkpoint and hand back an unfinished record
+        state.update(step=step, total_steps=total_steps, elapsed_s=wall)
+        save_checkpoint(
+            checkpoint, codec, ema, optimizer, {**state, "config": json.loads(config.model_dump_json())}
+        )
+        return {"finished": False, "steps": step, "total_steps": total_steps, "wall_time_s": round(wall, 1)}
+
+    # 3. the EMA weights, standardised on fresh clips, saved as a diffusers folder + the record
+    final = ema if ema is not None else codec
+    final.eval()
+    stats_videos, _ = codec_clips(10**9, config.model_copy(update={"batch_size": 64}))
+    final.set_latent_statistics(to_pixels(torch.from_numpy(stats_videos)).to(device))
+    final.to("cpu").save_pretrained(str(out), safe_serialization=True)
+    state.update(step=step, total_steps=total_steps, elapsed_s=wall)
+    save_checkpoint(
+        checkpoint, codec.cpu(), ema, optimizer, {**state, "config": json.loads(config.model_dump_json())}
+    )
+    record = {
+        "finished": True,
+        "config": json.loads(config.model_dump_json()),
+        "steps": step,
+        "clips_seen": step * config.batch_size,
+        "parameters": sum(p.numel() for p in final.parameters()),
+        "wall_time_s": round(wall, 1),
+        # on a shared machine the process gets less than a core: its own CPU time says how much
+        "cpu_time_s": round(state["cpu_time_s"], 1),
+        "loss_curve": state["losses"],
+        "validation": state["validation"],
+        "runs": state["runs"],
+        **machine_record(device),
+    }
+    if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
+        # The stage this one continued from, with its own command and acceptance: the exact lineage.
+        record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
+    _write_atomic(out / "recipe.json", json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _validate_and_checkpoint(
+    step: int,
+    total_steps: int,
+    start: float,
+    state: dict[str, Any],
+    config: CodecConfig,
+    codec: LearnedToyCodec,
+    ema: LearnedToyCodec | None,
+    optimizer: torch.optim.Optimizer,
+    show_progress: bool,
+) -> None:
+    """The progress check (oracle on 16 round-tripped validation clips, not the acceptance seed),
+    then a checkpoint of the whole loop state."""
+    model = ema if ema is not None else codec
+    val_scenes = evaluation_scenes(2, VALIDATION_SEED, tuple(RELATIONS))
+    val_videos = np.stack([render(scene).frames for scene in val_scenes])
+    trip = round_trip(model, val_videos)
+    scores = oracle_scores(val_videos, trip, val_scenes)
+    state["validation"].append(
+        {
+            "step": step,
+            "subject_fidelity": scores["round_trip"]["subject_fidelity"],
+            "relation_accuracy": scores["round_trip"]["relation_accuracy"],
+            "mean_abs_error": round(scores["mean_abs_error"], 2),
+        }
+    )
+    if show_progress:
+        print(f"  validation {state['validation'][-1]}", flush=True)
+    state.update(step=step, total_steps=total_steps, elapsed_s=time.perf_counter() - start)
+    folder = Path(config.output) / CHECKPOINT_DIR
+    save_checkpoint(folder, codec, ema, optimizer, {**state, "config": json.loads(config.model_dump_json())})
+
+
+def load_codec(folder: str | Path, device: str | torch.device = "cpu") -> LearnedToyCodec:
+    """A trained codec folder (config.json + safetensors) on ``device``, in eval mode."""
+    return LearnedToyCodec.from_pretrained(str(folder)).to(device).eval()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+codec_app = typer.Typer(no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def _default(field: str) -> Any:
+    return CodecConfig.model_fields[field].default
+
+
+@codec_app.callback()
+def codec() -> None:
+    """A compressing learned codec for the toy backbone: train it, check it with the oracle."""
+
+
+def _acceptance_table(scores: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("round trip", justify="right")
+    table.add_column("ground truth", justify="right")
+    for key in (
+        "subject_fidelity",
+        "relation_accuracy",
+        "generic_subject_fidelity",
+        "generic_none_accuracy",
+        "background_accuracy",
+    ):
+        if key in scores["round_trip"]:
+            table.add_row(key, f"{scores['round_trip'][key]:.3f}", f"{scores['ground_truth'][key]:.3f}")
+    table.add_row("mean abs error (0-255)", f"{scores['mean_abs_error']:.2f}", "0")
+    table.add_row("acceptance (>= 0.98 both)", "passed" if scores["passed"] else "FAILED", "")
+    return table
+
+
+@codec_app.command("train")
+def train_command(
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Codec folder to write (resumes its checkpoint/)."
+    ),
+    time_budget: float = typer.Option(None, "--time-budget", help="Train for about this many seconds."),
+    steps: int = typer.Option(
+        _default("steps"), "--steps", help="Optimizer steps (with --time-budget: the most)."
+    ),
+    batch_size: int = typer.Option(_default("batch_size"), "--batch-size", help="Clips per step."),
+    learning_rate: float = typer.Option(_default("learning_rate"), "--lr", help="Peak Adam learning rate."),
+    latent_channels: int = typer.Option(
+        _default("latent_channels"), "--latent-channels", help="Numbers per latent cell."
+    ),
+    hidden_channels: int = typer.Option(
+        _default("hidden_channels"), "--hidden-channels", help="Convolution width."
+    ),
+    sprite_weight: float = typer.Option(
+        _default("sprite_weight"), "--sprite-weight", help="Extra loss weight on sprites."
+    ),
+    latent_noise: float = typer.Option(
+        _default("latent_noise"), "--latent-noise", help="Latent noise while training."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the weights and the clips."),
+    init_from: Path = typer.Option(
+        None, "--init-from", help="Continue from this trained codec folder (a further stage)."
+    ),
+    min_learning_rate: float = typer.Option(
+        _default("min_learning_rate"), "--min-lr", help="Learning rate at the end of the cosine decay."
+    ),
+    warmup_steps: int = typer.Option(_default("warmup_steps"), "--warmup-steps", help="Linear warmup steps."),
+    ema_decay: float = typer.Option(_default("ema_decay"), "--ema-decay", help="EMA decay (0: no EMA)."),
+    device: str = typer.Option(_default("device"), "--device", help="auto, cpu, cuda ..."),
+    threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
+    workers: int = typer.Option(_default("workers"), "--workers", help="Processes rendering clips ahead."),
+    eval_per_relation: int = typer.Option(
+        25,
+        "--eval-per-relation",
+        help="Acceptance check after training: clips per relation/motion (0: skip).",
+    ),
+) -> None:
+    """Train the learned toy codec on clips rendered on the fly, then check its round trip with the
+    oracle (acceptance: subject fidelity and relation accuracy >= 0.98) and write recipe.json."""
+    from pydantic import ValidationError
+
+    from dreamrelation.cli import _run
+    from dreamrelation.config import describe_validation_error
+    from dreamrelation.errors import ConfigError
+
+    def build() -> CodecConfig:
+        try:
+            return CodecConfig(
+                output=output, time_budget_s=time_budget, steps=steps, batch_size=batch_size,
+                learning_rate=learning_rate, latent_channels=latent_channels, seed=seed,
+                hidden_channels=hidden_channels, sprite_weight=sprite_weight, latent_noise=latent_noise,
+                device=device, threads=threads, workers=workers, init_from=init_from,
+                min_learning_rate=min_learning_rate, warmup_steps=warmup_steps, ema_decay=ema_decay,
+            )  # fmt: skip
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc)) from None
+
+    config = _run(build)
+    resolved = _run(_check_device, config.device)
+    record = train_codec(config=config)
+    arguments = sys.argv[sys.argv.index("train") + 1 :] if "train" in sys.argv else sys.argv[1:]
+    record["command"] = shlex.join(["dreamrelation", "toy", "codec", "train", *arguments])
+    if eval_per_relation > 0:
+        scores = evaluate_codec(load_codec(output, resolved), eval_per_relation)
+        record["acceptance"] = scores
+        console.print(_acceptance_table(scores, f"codec round trip -> {output}"))
+    _write_atomic(Path(output) / "recipe.json", json.dumps(record, indent=2) + "\n")
+    console.print(
+        f"{record['steps']} steps, {record['wall_time_s']:.0f} s, last loss {record['loss_curve'][-1][1]:.4f}"
+    )
+
+
+def _check_device(device: str) -> torch.device:
+    from dreamrelation.errors import ConfigError
+
+    try:
+        resolved = resolve_device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device: {exc}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    return resolved
+
+
+@codec_app.command("evaluate")
+def evaluate_command(
+    folder: Path = typer.Argument(..., help="A codec folder written by `dreamrelation toy codec train`."),
+    per_relation: int = typer.Option(25, "--per-relation", help="Clips per relation and generic motion."),
+    seed: int = typer.Option(ACCEPTANCE_SEED, "--seed", help="Scene seed of the clips."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda ..."),
+    write: bool = typer.Option(False, "--write", help="Store the result in FOLDER/recipe.json (acceptance)."),
+) -> None:
+    """The codec's acceptance check: render fresh clips of every relation, round-trip them through the
+    codec and let the frozen oracle judge (subject fidelity and relation accuracy >= 0.98)."""
+    from dreamrelation.cli import _run
+    from dreamrelation.errors import InputError
+
+    def load() -> LearnedToyCodec:
+        if not (folder / "config.json").is_file():
+            raise InputError(
+                folder,
+                "holds no codec (no config.json)",
+                "pass a folder written by `dreamrelation toy codec train`",
+            )
+        return load_codec(folder, _check_device(device))
+
+    codec_model = _run(load)
+    scores = evaluate_codec(codec_model, per_relation, seed)
+    console.print(_acceptance_table(scores, f"codec round trip: {folder}"))
+    if write:
+        recipe = folder / "recipe.json"
+        record = json.loads(recipe.read_text()) if recipe.is_file() else {}
+        record["acceptance"] = scores
+        _write_atomic(recipe, json.dumps(record, indent=2) + "\n")
+    if not scores["passed"]:
+        raise typer.Exit(1)
+
+
+__all__ = [
+    "ACCEPTANCE_SEED",
+    "ACCEPTANCE_THRESHOLD",
+    "CodecConfig",
+    "codec_app",
+    "codec_clips",
+    "codec_loss",
+    "evaluate_codec",
+    "load_codec",
+    "oracle_scores",
+    "round_trip",
+    "sprite_weights",
+    "train_codec",
+]
