@@ -34,6 +34,14 @@ from rich.table import Table
 from safetensors.torch import load_file, save_file
 
 from dreamrelation.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+from dreamrelation.cli_config import (
+    EPILOG,
+    config_from_cli,
+    config_option,
+    help_config_option,
+    set_option,
+    setting,
+)
 from dreamrelation.devices import machine_description, resolve_device
 from dreamrelation.toyworld.learned_codec import LearnedToyCodec
 from dreamrelation.toyworld.oracle import NONE, classify_relation, detect_background, subject_fidelity
@@ -58,30 +66,48 @@ class CodecConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: the codec folder to write (a rerun with the same settings resumes its checkpoint/)
     output: Path
     #: a trained codec folder to continue from (a further stage, with a fresh schedule); None: random
     init_from: Path | None = None
+    #: numbers per latent cell (the exact codec has 96)
     latent_channels: int = Field(16, gt=0)
+    #: width of the residual convolutions on the latent grid
     hidden_channels: int = Field(128, gt=0)
+    #: residual blocks in the encoder
     encoder_blocks: int = Field(1, ge=0)
+    #: residual blocks in the decoder
     decoder_blocks: int = Field(3, ge=0)
+    #: width of an optional pixel-space refinement after the decoder (0: none)
     refine_channels: int = Field(0, ge=0)
-    steps: int = Field(100_000, gt=0)  # with time_budget_s: the most steps (the budget sets the rest)
+    #: optimizer steps (with time_budget_s: the most; the budget sets the rest)
+    steps: int = Field(100_000, gt=0)
+    #: train for about this many seconds (the schedule's length is set from the first steps' throughput)
     time_budget_s: float | None = Field(None, gt=0)
+    #: clips per step
     batch_size: int = Field(8, gt=0)
+    #: peak Adam learning rate (after warmup, cosine decay to min_learning_rate)
     learning_rate: float = Field(2e-3, gt=0)
+    #: learning rate at the end of the cosine decay
     min_learning_rate: float = Field(5e-5, ge=0)
+    #: linear warmup steps
     warmup_steps: int = Field(100, ge=0)
+    #: gradient-norm clip
     max_grad_norm: float = Field(1.0, gt=0)
-    ema_decay: float = Field(0.999, ge=0, lt=1)  # 0: no EMA
+    #: EMA decay of the saved weights (0: no EMA)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
     #: extra loss weight on sprite pixels and a 1-px ring around them (1 everywhere else)
     sprite_weight: float = Field(10.0, ge=0)
     #: Gaussian noise added to the latents while training, in units of each channel's batch std
     #: (a scale-free "tiny KL": a decoder that tolerates slightly wrong latents); 0: deterministic
     latent_noise: float = Field(0.0, ge=0)
+    #: motions the training clips are drawn from (relations included: touching sprites occur only there)
     motions: tuple[str, ...] = (*RELATIONS, *GENERIC_MOTIONS)
+    #: seed of the weights and the clips
     seed: int = 0
+    #: auto, cpu, cuda, cuda:N
     device: str = "auto"
+    #: torch CPU threads (None: torch's default)
     threads: int | None = None
     #: processes rendering the training clips ahead of the model (0: render in the training loop);
     #: on a GPU rendering (~1 ms per clip) is the bottleneck without them
@@ -566,10 +592,6 @@ codec_app = typer.Typer(no_args_is_help=True, add_completion=False)
 console = Console()
 
 
-def _default(field: str) -> Any:
-    return CodecConfig.model_fields[field].default
-
-
 @codec_app.callback()
 def codec() -> None:
     """A compressing learned codec for the toy backbone: train it, check it with the oracle."""
@@ -594,68 +616,44 @@ def _acceptance_table(scores: dict[str, Any], title: str) -> Table:
     return table
 
 
-@codec_app.command("train")
+@codec_app.command("train", epilog=EPILOG)
 def train_command(
-    output: Path = typer.Option(
-        ..., "--output", "-o", help="Codec folder to write (resumes its checkpoint/)."
+    ctx: typer.Context,
+    output: Path = setting(
+        "output", "--output", "-o", help="Codec folder to write (resumes its checkpoint/)."
     ),
-    time_budget: float = typer.Option(None, "--time-budget", help="Train for about this many seconds."),
-    steps: int = typer.Option(
-        _default("steps"), "--steps", help="Optimizer steps (with --time-budget: the most)."
-    ),
-    batch_size: int = typer.Option(_default("batch_size"), "--batch-size", help="Clips per step."),
-    learning_rate: float = typer.Option(_default("learning_rate"), "--lr", help="Peak Adam learning rate."),
-    latent_channels: int = typer.Option(
-        _default("latent_channels"), "--latent-channels", help="Numbers per latent cell."
-    ),
-    hidden_channels: int = typer.Option(
-        _default("hidden_channels"), "--hidden-channels", help="Convolution width."
-    ),
-    sprite_weight: float = typer.Option(
-        _default("sprite_weight"), "--sprite-weight", help="Extra loss weight on sprites."
-    ),
-    latent_noise: float = typer.Option(
-        _default("latent_noise"), "--latent-noise", help="Latent noise while training."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the weights and the clips."),
-    init_from: Path = typer.Option(
-        None, "--init-from", help="Continue from this trained codec folder (a further stage)."
-    ),
-    min_learning_rate: float = typer.Option(
-        _default("min_learning_rate"), "--min-lr", help="Learning rate at the end of the cosine decay."
-    ),
-    warmup_steps: int = typer.Option(_default("warmup_steps"), "--warmup-steps", help="Linear warmup steps."),
-    ema_decay: float = typer.Option(_default("ema_decay"), "--ema-decay", help="EMA decay (0: no EMA)."),
-    device: str = typer.Option(_default("device"), "--device", help="auto, cpu, cuda ..."),
-    threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
-    workers: int = typer.Option(_default("workers"), "--workers", help="Processes rendering clips ahead."),
+    config: Path = config_option(),
+    sets: list[str] = set_option(),
+    # shorthands; each is exactly --set KEY=VALUE
+    time_budget: float = setting("time_budget_s", "--time-budget"),
+    steps: int = setting("steps", "--steps"),
+    batch_size: int = setting("batch_size", "--batch-size"),
+    learning_rate: float = setting("learning_rate", "--lr"),
+    latent_channels: int = setting("latent_channels", "--latent-channels"),
+    hidden_channels: int = setting("hidden_channels", "--hidden-channels"),
+    sprite_weight: float = setting("sprite_weight", "--sprite-weight"),
+    latent_noise: float = setting("latent_noise", "--latent-noise"),
+    seed: int = setting("seed", "--seed"),
+    init_from: Path = setting("init_from", "--init-from"),
+    min_learning_rate: float = setting("min_learning_rate", "--min-lr"),
+    warmup_steps: int = setting("warmup_steps", "--warmup-steps"),
+    ema_decay: float = setting("ema_decay", "--ema-decay"),
+    device: str = setting("device", "--device"),
+    threads: int = setting("threads", "--threads"),
+    workers: int = setting("workers", "--workers"),
     eval_per_relation: int = typer.Option(
         25,
         "--eval-per-relation",
         help="Acceptance check after training: clips per relation/motion (0: skip).",
     ),
+    help_config: bool = help_config_option("dreamrelation.toyworld.codec:CodecConfig"),
 ) -> None:
     """Train the learned toy codec on clips rendered on the fly, then check its round trip with the
     oracle (acceptance: subject fidelity and relation accuracy >= 0.98) and write recipe.json."""
-    from pydantic import ValidationError
-
     from dreamrelation.cli import _run
-    from dreamrelation.config import describe_validation_error
-    from dreamrelation.errors import ConfigError
 
-    def build() -> CodecConfig:
-        try:
-            return CodecConfig(
-                output=output, time_budget_s=time_budget, steps=steps, batch_size=batch_size,
-                learning_rate=learning_rate, latent_channels=latent_channels, seed=seed,
-                hidden_channels=hidden_channels, sprite_weight=sprite_weight, latent_noise=latent_noise,
-                device=device, threads=threads, workers=workers, init_from=init_from,
-                min_learning_rate=min_learning_rate, warmup_steps=warmup_steps, ema_decay=ema_decay,
-            )  # fmt: skip
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc)) from None
-
-    config = _run(build)
+    config = _run(config_from_cli, ctx, CodecConfig, config, sets)
+    output = config.output
     resolved = _run(_check_device, config.device)
     record = train_codec(config=config)
     arguments = sys.argv[sys.argv.index("train") + 1 :] if "train" in sys.argv else sys.argv[1:]
