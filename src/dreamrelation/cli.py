@@ -489,46 +489,46 @@ def benchmark_toy(
     report_only: bool = typer.Option(
         False, "--report-only", help="Write the tables of the results already in --output; run nothing."
     ),
+    print_config: bool = typer.Option(
+        False,
+        "--print-config",
+        help="Write the exemplar folders into --output and print the same benchmark as a `benchmark run` "
+        "YAML; run nothing else.",
+    ),
 ) -> None:
     """Base model, direct LoRA, DreamRelation, ablations and LoRA placements in the toy world, per
-    relation and averaged over relations."""
+    relation and averaged over relations: a preset of `benchmark run` (docs/toyworld.md)."""
     import sys
 
-    from dreamrelation.toyworld.benchmark import METHODS, run_benchmark
+    from dreamrelation.toyworld import benchmark as toy
     from dreamrelation.toyworld.experiment import ExperimentConfig
     from dreamrelation.toyworld.world import RELATIONS
 
-    chosen = methods.split(",") if methods else list(METHODS)
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        console.print(f"[bold red]error:[/] unknown methods {unknown}; choose from {', '.join(METHODS)}")
-        raise typer.Exit(2)
+    chosen = methods.split(",") if methods else list(toy.METHODS)
     relations = list(RELATIONS) if relation == "all" else relation.split(",")
-    for name in relations:  # each one checked before any work starts
-        _run(_experiment_config, ExperimentConfig, relation=name)
     cfg = _run(
-        _experiment_config,
-        ExperimentConfig,
-        relation=relations[0],
-        train_steps=steps,
-        eval_prompts=eval_prompts,
-        model=model,
+        _experiment_config, ExperimentConfig, train_steps=steps, eval_prompts=eval_prompts, model=model
     )
+    seed_list = _run(_int_list, seeds, "--seeds")
+    if print_config:
+        typer.echo(_run(toy.preset_yaml, cfg, relations, seed_list, chosen, output), nl=False)
+        return
     command = "dreamrelation " + " ".join(sys.argv[1:])
     # beside the results by default: a run never overwrites a committed report unless asked to
-    docs = docs if docs is not None else output / "toy_benchmark.md"
-    _run(
-        run_benchmark,
-        cfg,
-        [int(s) for s in seeds.split(",")],
-        chosen,
-        output,
-        command,
-        docs,
-        True,
-        relations,
-        report_only,
-    )
+    report = _run(
+        toy.run_toy_benchmark, cfg, relations, seed_list, chosen, output,
+        command=command, docs=docs, report_only=report_only,
+    )  # fmt: skip
+    console.print(report, markup=False, highlight=False)
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    from dreamrelation.errors import ConfigError
+
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
 
 
 export_app = typer.Typer(no_args_is_help=True, add_completion=False)
