@@ -220,7 +220,9 @@ def _frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
-        return (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        # rounded half to even, as generate.to_uint8: a video written from float frames holds the
+        # pixels that in-memory evaluations (the toy world's) score
+        return np.round(np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
     raise ValueError(f"frames must be uint8 or float in [0, 1], got dtype {array.dtype}")
 
 
