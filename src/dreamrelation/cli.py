@@ -457,6 +457,9 @@ def benchmark_run(
     output: Path = typer.Option(
         None, "--output", "-o", help="Results folder, resumable (default: runs/benchmark/<config name>)."
     ),
+    report_only: bool = typer.Option(
+        False, "--report-only", help="Write the tables of the results already in --output; run nothing."
+    ),
 ) -> None:
     """Cache, train every method x seed, render the evaluation prompts, evaluate and write the table
     (Markdown, CSV, PNG); a rerun skips whatever is done."""
@@ -467,7 +470,7 @@ def benchmark_run(
     cfg = _run(load_benchmark_config, config)
     output = output or Path("runs/benchmark") / config.stem
     command = "dreamrelation " + " ".join(sys.argv[1:])
-    _run(run_benchmark, cfg, output, command=command)
+    _run(run_benchmark, cfg, output, command=command, report_only=report_only)
     console.print((output / "benchmark.md").read_text(), markup=False, highlight=False)
     console.print(f"table: {output / 'benchmark.md'}, {output / 'benchmark.csv'}, {output / 'benchmark.png'}")
 
