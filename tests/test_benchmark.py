@@ -337,7 +337,8 @@ def test_per_seed_dataset_folders_are_cached_and_trained_per_seed(tmp_path: Path
         # the toy set: this seed's held-out prompts with their own noise seeds
         videos = read_manifest(output / f"runs/hugging/wo_rcl/seed{seed}/videos").videos
         scenes = evaluation_prompts(ExperimentConfig(relation="hugging", eval_prompts=2, seed=seed))
-        assert [(v.entry.prompt, v.entry.seed) for v in videos] == [(p.prompt, p.seed % 2**31) for p in scenes]
+        expected = [(p.prompt, p.seed % 2**31) for p in scenes]
+        assert [(v.entry.prompt, v.entry.seed) for v in videos] == expected
     assert set(averaged) == {"wo_rcl"}
     assert "oracle_toy_fvd" in averaged["wo_rcl"] and "clip_t" not in averaged["wo_rcl"]
 
