@@ -138,6 +138,20 @@ def test_print_config_writes_a_yaml_that_benchmark_run_reads(tmp_path: Path) -> 
     assert not (output / "runs").exists()  # nothing run
 
 
+def test_the_preset_yaml_in_the_docs_is_the_presets() -> None:
+    import re
+
+    import yaml
+
+    from dreamrelation.toyworld.benchmark import toy_benchmark_config
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "benchmark.md").read_text(), flags=re.S)
+    documented = next(yaml.safe_load(b) for b in blocks if "backbone: toy" in b)
+    rows = ["base", "direct_lora", "dreamrelation", "wo_hmt"]
+    output = Path("runs/toy-benchmark")
+    assert documented == toy_benchmark_config(ExperimentConfig(), ["hugging"], [0, 1, 2], rows, output)
+
+
 def test_bad_flags_fail_in_one_line(tmp_path: Path) -> None:
     for flags, words in (
         (["--methods", "base,wo_nothing"], ["wo_nothing", "wo_hmt"]),

@@ -169,7 +169,7 @@ def preset_yaml(
         f"# `dreamrelation benchmark toy` as a `benchmark run` config; exemplar folders written under "
         f"{Path(output) / 'data'}\n# run: dreamrelation benchmark run THIS.yaml --output {output}\n"
     )
-    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None)
 
 
 def write_exemplar_folders(
