@@ -953,9 +953,13 @@ def plot(
 __all__ = [
     "METHOD_NAMES",
     "BenchmarkConfig",
+    "RelationData",
+    "Variant",
     "average_over_relations",
     "load_benchmark_config",
+    "markdown_table",
     "plan",
+    "read_results",
     "run_benchmark",
     "summarize",
 ]
