@@ -163,6 +163,17 @@ def test_average_over_relations_is_the_seed_spread_of_the_relation_mean() -> Non
         ({"train": {"max_steps": 2, "output": "elsewhere"}}, "set by the benchmark runner"),
         ({"train": {"max_steps": -1}}, "max_steps"),
         ({"cache": {"video": {"num_frame": 13}}}, "num_frame"),
+        ({"methods": ["direct_lora", "wo_hmt"]}, "unknown.*wo_hmt.*define it in variants"),
+        ({"variants": {"direct_lora": {"method": "dreamrelation"}}}, "name of a method"),
+        ({"variants": {"base": {"method": "dreamrelation"}}}, "name of a method"),
+        ({"variants": {"a/b": {"method": "dreamrelation"}}}, "not a folder name"),
+        ({"variants": {"mine": {"method": "lora_plus"}}}, "lora_plus"),
+        (
+            {"methods": ["mine"], "variants": {"mine": {"method": "direct_lora", "train": {"lora.rnak": 2}}}},
+            r"(?s)train \(variant mine of direct_lora\).*rnak",
+        ),
+        ({"relations": [{"name": "shaking_hands", "data": "data/{relation}"}]}, "placeholder.*seed"),
+        ({"evaluation": {"metrics": []}}, "metrics is empty"),
     ],
 )
 def test_a_bad_config_fails_before_any_work(
@@ -260,3 +271,82 @@ def test_training_settings_merge_per_method_over_the_shared_ones(tmp_path: Path,
     assert (runs["motion_inversion"].learning_rate, runs["motion_inversion"].max_steps) == (0.5, 2)
     assert runs["motion_inversion"].loss.hybrid_masks is False  # MotionInversion's own default
     assert runs["base"] is None
+
+
+def test_variants_are_rows_with_their_own_training_settings(tmp_path: Path, tiny_clip: Path) -> None:
+    from dreamrelation.benchmark import plan
+
+    config = tiny_config(
+        tmp_path,
+        tiny_clip,
+        methods=["dreamrelation", "wo_hmt", "qk_only"],
+        train={"max_steps": 2, "lora": {"rank": 4}},
+        method_train={"dreamrelation": {"learning_rate": 0.01}},
+        variants={
+            "wo_hmt": {"method": "dreamrelation", "train": {"loss.hybrid_masks": False}},
+            "qk_only": {"method": "direct_lora", "train": {"lora": {"rank": 2}, "max_steps": 3}},
+        },
+    )
+    runs = {(r.method, r.seed): r for r in plan(BenchmarkConfig.model_validate(config), tmp_path / "o").runs}
+    full, ablation, direct = (runs[(m, 1)].train for m in ("dreamrelation", "wo_hmt", "qk_only"))
+    assert (full.method, ablation.method, direct.method) == ("dreamrelation", "dreamrelation", "direct_lora")
+    assert full.loss.hybrid_masks is True and ablation.loss.hybrid_masks is False
+    # a variant takes train, then its method's method_train, then its own settings
+    assert ablation.learning_rate == 0.01 and ablation.lora.rank == 4 and ablation.seed == 1
+    assert (direct.lora.rank, direct.max_steps, direct.learning_rate) == (2, 3, 2e-4)
+    assert runs[("wo_hmt", 1)].folder == tmp_path / "o/runs/shaking_hands/wo_hmt/seed1"
+    assert ablation.output == tmp_path / "o/runs/shaking_hands/wo_hmt/seed1/train"
+
+
+def test_per_seed_dataset_folders_are_cached_and_trained_per_seed(tmp_path: Path) -> None:
+    """``{seed}`` in a relation's data: one cache per (relation, seed), each seed trained on its own
+    exemplars; a variant (alone in ``methods``) trains as its own row; the toy set draws its prompts
+    per seed; a rerun does no work and a changed variant is refused."""
+    from dreamrelation.evaluation.manifest import read_manifest
+    from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts, exemplar_clips
+    from dreamrelation.toyworld.world import write_dataset_folder
+
+    for seed in (0, 1):
+        clips = exemplar_clips(ExperimentConfig(relation="hugging", exemplars=2, seed=seed))
+        write_dataset_folder(clips, tmp_path / f"hugging-{seed}")
+    config = {
+        "model": {"backbone": "toy", "model": "tiny", "dtype": "float32"},
+        "relations": [{"name": "hugging", "data": str(tmp_path / "hugging-{seed}")}],
+        "methods": ["wo_rcl"],
+        "variants": {"wo_rcl": {"method": "dreamrelation", "train": {"loss": {"contrastive_weight": 0.0}}}},
+        "seeds": [0, 1],
+        "base": False,
+        "cache": {"video": {"num_frames": 16, "height": 32, "width": 32}},
+        "train": {"max_steps": 1, "warmup_steps": 0, "checkpoint_every": 1},
+        "prompts": {"set": "toy", "per_relation": 2},
+        "generation": {"num_inference_steps": 2, "num_frames": 16, "height": 32, "width": 32, "fps": 8},
+        "evaluation": {"metrics": []},  # the oracle alone
+        "device": "cpu",
+    }
+    output = tmp_path / "out"
+    calls: Counter = Counter()
+    averaged = run_benchmark(
+        BenchmarkConfig.model_validate(config), output, show_progress=False, stages=counting_stages(calls)
+    )
+    assert calls == Counter(cache=2, train=2, render=2 * 2)
+    for seed in (0, 1):
+        cache = json.loads((output / f"cache/hugging/seed{seed}/DONE.json").read_text())
+        assert cache["settings"]["data"][0]["path"] == str(tmp_path / f"hugging-{seed}")
+        train = json.loads((output / f"runs/hugging/wo_rcl/seed{seed}/train/DONE.json").read_text())
+        assert train["settings"]["loss"]["contrastive_weight"] == 0.0 and train["settings"]["seed"] == seed
+        # the toy set: this seed's held-out prompts with their own noise seeds
+        videos = read_manifest(output / f"runs/hugging/wo_rcl/seed{seed}/videos").videos
+        scenes = evaluation_prompts(ExperimentConfig(relation="hugging", eval_prompts=2, seed=seed))
+        expected = [(p.prompt, p.seed % 2**31) for p in scenes]
+        assert [(v.entry.prompt, v.entry.seed) for v in videos] == expected
+    assert set(averaged) == {"wo_rcl"}
+    assert "oracle_toy_fvd" in averaged["wo_rcl"] and "clip_t" not in averaged["wo_rcl"]
+
+    calls.clear()
+    again = run_benchmark(
+        BenchmarkConfig.model_validate(config), output, show_progress=False, stages=counting_stages(calls)
+    )
+    assert calls == Counter() and again == averaged
+    config["variants"]["wo_rcl"]["train"] = {"loss": {"contrastive_weight": 0.5}}
+    with pytest.raises(InputError, match="wo_rcl.*other training settings"):
+        run_benchmark(BenchmarkConfig.model_validate(config), output, show_progress=False)

@@ -8,14 +8,20 @@ backbone and the ``toy`` prompt set, the toy world's oracle scores every run as 
 
 Output layout (every stage leaves a marker written atomically, so a rerun skips it)::
 
-    OUT/cache/<relation>/              the cache (+ DONE.json)
+    OUT/cache/<relation>/              the cache (+ DONE.json); OUT/cache/<relation>/seed<k>/ when the
+                                       relation's dataset folder depends on the seed ({seed} in data)
     OUT/runs/<relation>/<method>/seed<k>/train/        training output (+ DONE.json)
     OUT/runs/<relation>/<method>/seed<k>/videos/       rendered prompts (+ manifest.json, DONE.json)
     OUT/runs/<relation>/<method>/seed<k>/evaluation/   results.json, per_video.csv, summary.csv
     OUT/results.json, OUT/benchmark.md, OUT/benchmark.csv, OUT/benchmark.png
 
 Benchmark seed ``k`` seeds training and shifts every prompt's noise seed by ``k * SEED_STRIDE``, so
-seed 0 renders the shipped set's own seeds and the base row has a seed spread too.
+seed 0 renders the shipped set's own seeds and the base row has a seed spread too. The ``toy`` set
+instead draws its prompts per seed, as the toy world's experiments always have (new subjects,
+backgrounds and noise seeds for each seed; no shift).
+
+A row of the table is a training method or a named variant of one (``variants``: the method plus
+its own training settings, e.g. an ablation).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import csv
 import io
 import json
 import os
+import re
+import string
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +69,10 @@ TOY_PROMPTS = "toy"
 #: keys of ``ModelSpec``/cache/training settings the runner sets itself
 RUNNER_CACHE_KEYS = ("model", "data", "output", "device")
 RUNNER_TRAIN_KEYS = ("model", "cache", "output", "method", "seed")
+#: the placeholder of a per-seed dataset folder in ``relations[].data``
+SEED_FIELD = "seed"
+#: a variant's name is a folder name under runs/<relation>/
+_ROW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class _Strict(BaseModel):
@@ -70,10 +82,41 @@ class _Strict(BaseModel):
 class RelationData(_Strict):
     #: the relation (name, NTU code or id of the shared table, e.g. shaking_hands or A058)
     name: str
-    #: its dataset folder (videos, captions, masks; docs/data.md)
+    #: its dataset folder (videos, captions, masks; docs/data.md); with ``{seed}`` in the path
+    #: (data/hugging/seed{seed}) each benchmark seed trains on its own folder, cached separately
     data: Path
     #: real videos for FVD (default: evaluation.reference)
     reference: Path | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _only_the_seed_placeholder(cls, data: Path) -> Path:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(str(data)) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"{data}: {exc} (the only placeholder is {{{SEED_FIELD}}})") from None
+        unknown = sorted({f for f in fields if f != SEED_FIELD})
+        if unknown:
+            raise ValueError(f"{data}: unknown placeholder {unknown}; the only one is {{{SEED_FIELD}}}")
+        return data
+
+    @property
+    def per_seed(self) -> bool:
+        return f"{{{SEED_FIELD}}}" in str(self.data)
+
+    def data_for(self, seed: int) -> Path:
+        """The dataset folder that benchmark seed ``seed`` trains on."""
+        return Path(str(self.data).format(seed=seed)) if self.per_seed else self.data
+
+
+class Variant(_Strict):
+    """A named row of the table: a training method with its own training settings (an ablation, a
+    LoRA placement), e.g. ``wo_hmt: {method: dreamrelation, train: {loss.hybrid_masks: false}}``."""
+
+    #: the training method it runs
+    method: MethodName
+    #: TrainConfig settings over ``train`` and ``method_train[method]`` (dotted or nested keys)
+    train: dict[str, Any] = Field(default_factory=dict)
 
 
 class PromptSettings(_Strict):
@@ -92,6 +135,9 @@ class GenerationSettings(_Strict):
     width: int = Field(848, gt=0)
     fps: int = Field(30, gt=0)
     lora_scale: float = 1.0
+    #: write the videos losslessly (H.264 RGB, qp 0) so the metrics read back the exact rendered
+    #: pixels (lossy yuv420p smears the toy world's 32x32 sprites); files are larger
+    lossless: bool = False
 
 
 class BenchmarkConfig(_Strict):
@@ -99,7 +145,11 @@ class BenchmarkConfig(_Strict):
 
     model: ModelSpec = ModelSpec()
     relations: list[RelationData] = Field(min_length=1)
-    methods: list[MethodName] = Field(min_length=1)
+    #: the rows: training methods (dreamrelation, direct_lora, reversion, motion_inversion,
+    #: motion_inversion_rcl) and names from ``variants``, each once
+    methods: list[str] = Field(min_length=1)
+    #: named variants of a method usable in ``methods``: {name: {method, train}}
+    variants: dict[str, Variant] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     #: add the untrained base model as the ``base`` row
     base: bool = True
@@ -120,6 +170,25 @@ class BenchmarkConfig(_Strict):
         if len(set(values)) != len(values):
             raise ValueError(f"{values} repeats an entry")
         return values
+
+    @model_validator(mode="after")
+    def _rows_known(self) -> BenchmarkConfig:
+        for name in self.variants:
+            if name in METHOD_NAMES or name == BASE:
+                raise ValueError(f"variants: {name!r} is the name of a method; give the variant its own name")
+            if not _ROW_NAME.fullmatch(name):
+                raise ValueError(f"variants: {name!r} is not a folder name (letters, digits, _ . -)")
+        unknown = [m for m in self.methods if m not in METHOD_NAMES and m not in self.variants]
+        if unknown:
+            variants = (
+                f"; variants: {', '.join(self.variants)}" if self.variants else " (or define it in variants)"
+            )
+            raise ValueError(f"methods: unknown {unknown}; methods: {', '.join(METHOD_NAMES)}{variants}")
+        return self
+
+    def training_method(self, row: str) -> str:
+        """The training method behind a row of ``methods``."""
+        return self.variants[row].method if row in self.variants else row
 
     @model_validator(mode="after")
     def _relations_known(self) -> BenchmarkConfig:
@@ -161,10 +230,13 @@ def load_benchmark_config(path: str | Path) -> BenchmarkConfig:
 @dataclass
 class Run:
     relation: str
-    method: str  # a training method, or BASE
+    method: str  # a row: a training method, a variant's name, or BASE
     seed: int
     folder: Path
     train: TrainConfig | None
+    data: Path  # the dataset folder this seed trains on (the toy oracle reads its captions)
+    prompts: list  # PromptEntry list rendered by this run
+    noise_offset: int  # added to every prompt's noise seed
 
     @property
     def label(self) -> str:
@@ -175,8 +247,8 @@ class Run:
 class Plan:
     config: BenchmarkConfig
     output: Path
-    caches: dict[str, CacheConfig]
-    prompts: dict[str, list]  # relation -> PromptEntry list
+    relations: list[str]
+    caches: dict[str, CacheConfig]  # "<relation>" or "<relation>/seed<k>" -> its cache
     evaluation: dict[str, EvaluateConfig]
     runs: list[Run]
 
@@ -223,57 +295,75 @@ def _build(cls: type, user: dict, fixed: dict[str, object], where: str, owned: S
         raise ConfigError(f"{where}: invalid {cls.__name__}:\n{exc}") from None
 
 
-def plan(config: BenchmarkConfig, output: str | Path) -> Plan:
-    """Every cache, training and evaluation config and every prompt, checked; raises before work."""
+def _prompts(config: BenchmarkConfig) -> dict[tuple[str, int], list]:
+    """(relation, seed) -> its PromptEntry list, checked."""
     from dreamrelation.evaluation.prompts import load_prompt_file
 
-    output = Path(output)
-    spec = config.model.model_dump()
-    model_keys = {f"model.{k}": v for k, v in spec.items()}
-    for item in config.relations:
-        if not item.data.is_dir():
-            raise InputError(
-                item.data, f"dataset folder of relation {item.name} not found", "fix relations[].data"
-            )
+    count = config.prompts.per_relation
+    if config.prompts.set == TOY_PROMPTS:  # drawn per seed, as the toy world's experiments are
+        return {
+            (item.name, seed): toy_prompts(item.name, count, seed)[0]
+            for item in config.relations
+            for seed in config.seeds
+        }
     names = ",".join(item.name for item in config.relations)
-    if config.prompts.set == TOY_PROMPTS:
-        entries = [
-            e for item in config.relations for e in toy_prompts(item.name, config.prompts.per_relation)[0]
-        ]
-    else:
-        try:
-            entries = load_prompt_file(config.prompts.set, names)
-        except KeyError as exc:
-            raise ConfigError(f"prompts.set: {exc}") from None
-    prompts: dict[str, list] = {}
+    try:
+        entries = load_prompt_file(config.prompts.set, names)
+    except KeyError as exc:
+        raise ConfigError(f"prompts.set: {exc}") from None
+    prompts = {}
     for item in config.relations:
-        chosen = [e for e in entries if e.relation == item.name][: config.prompts.per_relation]
+        chosen = [e for e in entries if e.relation == item.name][:count]
         if not chosen:
             raise InputError(
                 Path(config.prompts.set), f"has no prompt for relation {item.name}", "add prompts for it"
             )
-        if "reversion" in config.methods and any(e.subject1 is None or e.subject2 is None for e in chosen):
+        reversion = any(config.training_method(m) == "reversion" for m in config.methods)
+        if reversion and any(e.subject1 is None or e.subject2 is None for e in chosen):
             raise InputError(
                 Path(config.prompts.set),
                 "reversion prompts are '<subject1> <token> <subject2>'; some entries lack subject1/2",
                 "add subject1 and subject2 to every entry, or drop reversion",
             )
-        prompts[item.name] = chosen
+        prompts.update({(item.name, seed): chosen for seed in config.seeds})
+    return prompts
+
+
+def plan(config: BenchmarkConfig, output: str | Path, *, check_data: bool = True) -> Plan:
+    """Every cache, training and evaluation config and every prompt, checked; raises before work
+    (``check_data=False``: the dataset folders need not exist, for writing tables only)."""
+    output = Path(output)
+    spec = config.model.model_dump()
+    model_keys = {f"model.{k}": v for k, v in spec.items()}
+    for item in config.relations if check_data else []:
+        for data in dict.fromkeys(item.data_for(seed) for seed in config.seeds):
+            if not data.is_dir():
+                raise InputError(
+                    data, f"dataset folder of relation {item.name} not found", "fix relations[].data"
+                )
+    if not config.evaluation.chosen_metrics() and config.prompts.set != TOY_PROMPTS:
+        raise ConfigError(
+            "evaluation.metrics is empty: nothing would score the runs; pick relation_accuracy, clip, fvd"
+        )
+    prompts = _prompts(config)
     caches, evaluation, runs = {}, {}, []
     for item in config.relations:
-        cache_dir = output / "cache" / item.name
-        caches[item.name] = _build(
-            CacheConfig,
-            config.cache,
-            {
-                **model_keys,
-                "data": [{"path": str(item.data), "relation": item.name}],
-                "output": str(cache_dir),
-                "device": config.device,
-            },
-            "cache",
-            RUNNER_CACHE_KEYS,
-        )
+        for seed in config.seeds:
+            key = f"{item.name}/seed{seed}" if item.per_seed else item.name
+            if key in caches:
+                continue
+            caches[key] = _build(
+                CacheConfig,
+                config.cache,
+                {
+                    **model_keys,
+                    "data": [{"path": str(item.data_for(seed)), "relation": item.name}],
+                    "output": str(output / "cache" / key),
+                    "device": config.device,
+                },
+                "cache",
+                RUNNER_CACHE_KEYS,
+            )
         reference = item.reference or config.evaluation.reference
         try:
             evaluation[item.name] = EvaluateConfig.model_validate(
@@ -285,13 +375,17 @@ def plan(config: BenchmarkConfig, output: str | Path) -> Plan:
             )
         except ValidationError as exc:
             raise ConfigError(f"evaluation ({item.name}):\n{exc}") from None
-        methods = ([BASE] if config.base else []) + list(config.methods)
+        rows = ([BASE] if config.base else []) + list(config.methods)
         for seed in config.seeds:
-            for method in methods:
-                folder = output / "runs" / item.name / method / f"seed{seed}"
+            cache_dir = caches[f"{item.name}/seed{seed}" if item.per_seed else item.name].output
+            for row in rows:
+                folder = output / "runs" / item.name / row / f"seed{seed}"
                 train = None
-                if method != BASE:
+                if row != BASE:
+                    method = config.training_method(row)
                     user = _merge(_nested(config.train), _nested(config.method_train.get(method, {})))
+                    if row in config.variants:
+                        user = _merge(user, _nested(config.variants[row].train))
                     fixed = {
                         **model_keys,
                         "cache": [str(cache_dir)],
@@ -306,9 +400,23 @@ def plan(config: BenchmarkConfig, output: str | Path) -> Plan:
                         user.setdefault("reversion", {}).setdefault(
                             "relation_template", TOY_RELATIONS.get(item.name)
                         )
-                    train = _build(TrainConfig, user, fixed, f"train ({method})", RUNNER_TRAIN_KEYS)
-                runs.append(Run(item.name, method, seed, folder, train))
-    return Plan(config, output, caches, prompts, evaluation, runs)
+                    where = f"train ({row})" if row == method else f"train (variant {row} of {method})"
+                    train = _build(TrainConfig, user, fixed, where, RUNNER_TRAIN_KEYS)
+                offset = 0 if config.prompts.set == TOY_PROMPTS else SEED_STRIDE * seed
+                runs.append(
+                    Run(
+                        item.name,
+                        row,
+                        seed,
+                        folder,
+                        train,
+                        item.data_for(seed),
+                        prompts[(item.name, seed)],
+                        offset,
+                    )
+                )
+    relations = [item.name for item in config.relations]
+    return Plan(config, output, relations, caches, evaluation, runs)
 
 
 # ----- markers and files ----------------------------------------------------------------------
@@ -336,12 +444,21 @@ def _settings(config: BaseModel) -> dict:
     return {k: v for k, v in json.loads(config.model_dump_json()).items() if k not in ("output", "cache")}
 
 
+def _generation_settings(generation: GenerationSettings, **exclude: bool) -> dict:
+    # ``lossless`` only when set: folders rendered before the setting existed still resume
+    left_out = {k for k, v in exclude.items() if v} | ({"lossless"} if not generation.lossless else set())
+    return generation.model_dump(exclude=left_out)
+
+
 def _video_settings(config: BenchmarkConfig, run: Run) -> dict:
-    return {
+    settings = {
         "model": config.model.model_dump(),
-        "generation": config.generation.model_dump(),
+        "generation": _generation_settings(config.generation),
         "seed": run.seed,
     }
+    if config.prompts.set == TOY_PROMPTS:
+        settings["prompts"] = "toy, drawn per seed"  # before: seed 0's prompts for every seed
+    return settings
 
 
 def check_finished_stages(plan_: Plan) -> None:
@@ -430,7 +547,7 @@ def _render_run(plan_: Plan, run: Run, stages: Stages) -> Path:
         "method": run.method,
         "lora_sha256": lora_hash,
         "benchmark_seed": run.seed,
-        **gen.model_dump(exclude={"fps"}),
+        **_generation_settings(gen, fps=True),
     }
 
     def render_one(entry) -> np.ndarray:  # noqa: ANN001 - a PromptEntry
@@ -445,25 +562,26 @@ def _render_run(plan_: Plan, run: Run, stages: Stages) -> Path:
             width=gen.width,
             num_inference_steps=gen.num_inference_steps,
             guidance_scale=gen.guidance_scale,
-            seed=entry.seed + SEED_STRIDE * run.seed,
+            seed=entry.seed + run.noise_offset,
             show_progress=False,
         )
 
     render_prompt_set(
-        render_one, plan_.prompts[run.relation], videos, settings, fps=gen.fps, show_progress=False
+        render_one, run.prompts, videos, settings, fps=gen.fps, lossless=gen.lossless, show_progress=False
     )
-    _mark_done(videos, {"videos": len(plan_.prompts[run.relation]), "settings": _video_settings(cfg, run)})
+    _mark_done(videos, {"videos": len(run.prompts), "settings": _video_settings(cfg, run)})
     return videos
 
 
-def toy_prompts(relation: str, count: int | None) -> tuple[list, list]:
-    """The toy world's evaluation prompts of ``relation`` (as ``benchmark toy`` draws them for seed 0:
-    subjects and backgrounds no default exemplar has) as prompt entries, and their scenes."""
+def toy_prompts(relation: str, count: int | None, seed: int = 0) -> tuple[list, list]:
+    """The toy world's evaluation prompts of ``relation`` for benchmark seed ``seed`` (as the toy
+    experiment draws them: subjects and backgrounds no default exemplar has, their own noise seeds)
+    as prompt entries, and their scenes."""
     from dreamrelation.evaluation.prompts import PromptEntry
     from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts
     from dreamrelation.toyworld.world import subject_phrase
 
-    scenes = evaluation_prompts(ExperimentConfig(relation=relation, eval_prompts=count or 16))
+    scenes = evaluation_prompts(ExperimentConfig(relation=relation, eval_prompts=count or 16, seed=seed))
     entries = [
         PromptEntry(
             id=f"{relation}-{k:02d}",
@@ -500,15 +618,17 @@ def toy_exemplars(data: Path) -> tuple[list[tuple[str, str]], str | None]:
     return subjects, (sorted(backgrounds)[0] if len(backgrounds) == 1 else None)
 
 
-def toy_oracle_metrics(videos: Path, relation: str, data: Path, count: int | None) -> dict[str, float]:
-    """The toy oracle's scores of a rendered ``toy`` prompt set (frames read back from the MP4s),
-    against the ground-truth renders of the same prompts for the toy FVD."""
+def toy_oracle_metrics(
+    videos: Path, relation: str, data: Path, count: int | None, seed: int = 0
+) -> dict[str, float]:
+    """The toy oracle's scores of a rendered ``toy`` prompt set of benchmark seed ``seed`` (frames
+    read back from the MP4s), against the ground-truth renders of the same prompts for the toy FVD."""
     from dreamrelation.evaluation.evaluate import read_frames
     from dreamrelation.evaluation.manifest import read_manifest
     from dreamrelation.toyworld import oracle
     from dreamrelation.toyworld.experiment import ExperimentConfig, reference_videos
 
-    entries, scenes = toy_prompts(relation, count)
+    entries, scenes = toy_prompts(relation, count, seed)
     by_id = {e.id: scene for e, scene in zip(entries, scenes, strict=True)}
     records = read_manifest(videos).videos
     chosen = [by_id[r.entry.id] for r in records]
@@ -566,69 +686,115 @@ def run_benchmark(
     command: str = "",
     show_progress: bool = True,
     stages: Stages | None = None,
+    report_only: bool = False,
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """Run every stage not yet done, then write the tables; returns the relation-averaged summary."""
+    """Run every stage not yet done, then write the tables; returns the relation-averaged summary
+    (``report_only``: the tables of the results already in ``output``, running nothing)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dreamrelation.evaluation.evaluate import write_results
-
-    plan_ = plan(config, output)  # every check before any work
+    plan_ = plan(config, output, check_data=not report_only)  # every check before any work
     check_finished_stages(plan_)
     stages = stages or default_stages()
     out = plan_.output
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.json", config.model_dump_json(indent=1) + "\n")
-    evaluators = _Evaluators()
-    console = Console(stderr=True, quiet=not show_progress)
     started = time.perf_counter()
-    results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    with Progress(
-        TextColumn("[bold]{task.description:<48}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_progress,
-    ) as progress:
-        task = progress.add_task("benchmark", total=2 * len(plan_.runs))
-        for name, cache in plan_.caches.items():
-            if _done(Path(cache.output)) is None:
-                progress.update(task, description=f"{name}: cache")
-                stages.build_cache(cache, show_progress=False)
-                _mark_done(Path(cache.output), {"relation": name, "settings": _settings(cache)})
-                _release_memory()
-        # 1. every training and rendering (the backbone alone on the GPU) ...
-        for run in plan_.runs:
-            progress.update(task, description=f"{run.label}: train, render")
-            if not (run.folder / "evaluation" / "results.json").is_file():
-                if run.train is not None and _done(run.folder / "train") is None:
-                    result = stages.train(run.train, show_progress=False)
-                    lora = Path(result.lora_path).relative_to(Path(run.train.output))
-                    _mark_done(run.folder / "train", {"lora": str(lora), "settings": _settings(run.train)})
-                    _release_memory()
-                _render_run(plan_, run, stages)
-                _release_memory()
-            progress.advance(task)
-        # 2. ... then every evaluation (judge, CLIP and FVD models loaded once)
-        for run in plan_.runs:
-            progress.update(task, description=f"{run.label}: evaluate")
-            evaluation_dir, videos = run.folder / "evaluation", run.folder / "videos"
-            if not (evaluation_dir / "results.json").is_file():
-                scores = evaluators.evaluate(videos, plan_.evaluation[run.relation])
-                if config.prompts.set == TOY_PROMPTS:
-                    data = next(r.data for r in config.relations if r.name == run.relation)
-                    scores.overall.update(
-                        toy_oracle_metrics(videos, run.relation, data, config.prompts.per_relation)
-                    )
-                write_results(scores, evaluation_dir)
-            overall = json.loads((evaluation_dir / "results.json").read_text("utf-8"))["overall"]
+    if not report_only:
+        write_atomic(out / "config.json", config.model_dump_json(indent=1) + "\n")
+        console = Console(stderr=True, quiet=not show_progress)
+        with Progress(
+            TextColumn("[bold]{task.description:<48}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not show_progress,
+        ) as progress:
+            _run_stages(plan_, stages, progress)
+    # runs without an evaluation of their own keep the numbers of an earlier results.json (a results
+    # file copied alone, or one of the old `benchmark toy`)
+    results = read_results(out / "results.json")
+    for run in plan_.runs:
+        path = run.folder / "evaluation" / "results.json"
+        if path.is_file():
+            overall = json.loads(path.read_text("utf-8"))["overall"]
             metrics = {k: float(v) for k, v in overall.items() if k in METRIC_LABELS and v is not None}
             results.setdefault(run.relation, {}).setdefault(run.method, {})[str(run.seed)] = metrics
-            progress.advance(task)
-    write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
+    if not report_only:
+        write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
     minutes = (time.perf_counter() - started) / 60
     return write_tables(plan_, results, command, minutes)
+
+
+def _run_stages(plan_: Plan, stages: Stages, progress) -> None:  # noqa: ANN001 - a rich Progress
+    from dreamrelation.evaluation.evaluate import EvaluationResults, write_results
+    from dreamrelation.evaluation.manifest import read_manifest
+
+    config, evaluators = plan_.config, _Evaluators()
+    task = progress.add_task("benchmark", total=2 * len(plan_.runs))
+    for name, cache in plan_.caches.items():
+        if _done(Path(cache.output)) is None:
+            progress.update(task, description=f"{name}: cache")
+            stages.build_cache(cache, show_progress=False)
+            _mark_done(Path(cache.output), {"relation": name.split("/")[0], "settings": _settings(cache)})
+            _release_memory()
+    # 1. every training and rendering (the backbone alone on the GPU) ...
+    for run in plan_.runs:
+        progress.update(task, description=f"{run.label}: train, render")
+        if not (run.folder / "evaluation" / "results.json").is_file():
+            if run.train is not None and _done(run.folder / "train") is None:
+                result = stages.train(run.train, show_progress=False)
+                lora = Path(result.lora_path).relative_to(Path(run.train.output))
+                _mark_done(run.folder / "train", {"lora": str(lora), "settings": _settings(run.train)})
+                _release_memory()
+            _render_run(plan_, run, stages)
+            _release_memory()
+        progress.advance(task)
+    # 2. ... then every evaluation (judge, CLIP and FVD models loaded once)
+    for run in plan_.runs:
+        progress.update(task, description=f"{run.label}: evaluate")
+        evaluation_dir, videos = run.folder / "evaluation", run.folder / "videos"
+        if not (evaluation_dir / "results.json").is_file():
+            evaluation = plan_.evaluation[run.relation]
+            if evaluation.chosen_metrics():
+                scores = evaluators.evaluate(videos, evaluation)
+            else:  # the toy set with no other metric (plan() checked): the oracle alone scores
+                settings = {
+                    "config": json.loads(evaluation.model_dump_json()),
+                    "generation": read_manifest(videos).settings,
+                }
+                scores = EvaluationResults(videos, [], [], {}, {}, settings)
+            if config.prompts.set == TOY_PROMPTS:
+                scores.overall.update(
+                    toy_oracle_metrics(videos, run.relation, run.data, config.prompts.per_relation, run.seed)
+                )
+            write_results(scores, evaluation_dir)
+        progress.advance(task)
+
+
+#: the old `benchmark toy` named the oracle's metrics without the ``oracle_`` prefix (the committed
+#: docs/toy_benchmark*_results.json); read as the oracle's
+_OLD_TOY_METRICS = (
+    "relation_accuracy",
+    "subject_fidelity",
+    "appearance_leakage",
+    "temporal_consistency",
+    "toy_fvd",
+)
+
+
+def read_results(path: Path) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``results[relation][method][seed][metric]`` of a benchmark's results.json ({} when absent);
+    the old `benchmark toy` layout is read too (its oracle metrics get the ``oracle_`` prefix)."""
+    if not path.is_file():
+        return {}
+    results = json.loads(path.read_text("utf-8"))
+    for methods in results.values():
+        for seeds in methods.values():
+            for seed, metrics in seeds.items():
+                if "toy_fvd" in metrics:  # the old layout: only the oracle's metrics, unprefixed
+                    seeds[seed] = {f"oracle_{k}": float(metrics[k]) for k in _OLD_TOY_METRICS if k in metrics}
+    return results
 
 
 # ----- the table ------------------------------------------------------------------------------
@@ -696,7 +862,7 @@ def write_tables(
     from dreamrelation.devices import machine_description
 
     cfg, out = plan_.config, plan_.output
-    relations = list(plan_.caches)
+    relations = plan_.relations
     methods = ([BASE] if cfg.base else []) + list(cfg.methods)
     present = [
         m
@@ -787,9 +953,13 @@ def plot(
 __all__ = [
     "METHOD_NAMES",
     "BenchmarkConfig",
+    "RelationData",
+    "Variant",
     "average_over_relations",
     "load_benchmark_config",
+    "markdown_table",
     "plan",
+    "read_results",
     "run_benchmark",
     "summarize",
 ]

@@ -375,6 +375,9 @@ def benchmark_run(
         None, "--output", "-o", help="Results folder, resumable (default: runs/benchmark/<config name>)."
     ),
     sets: list[str] = SET_OPT,
+    report_only: bool = typer.Option(
+        False, "--report-only", help="Write the tables of the results already in --output; run nothing."
+    ),
     help_config: bool = help_config_option("dreamrelation.benchmark:BenchmarkConfig"),
 ) -> None:
     """Cache, train every method x seed, render the evaluation prompts, evaluate and write the table
@@ -386,21 +389,19 @@ def benchmark_run(
     cfg = _run(config_from_cli, ctx, BenchmarkConfig, config, sets)
     output = output or Path("runs/benchmark") / config.stem
     command = "dreamrelation " + " ".join(sys.argv[1:])
-    _run(run_benchmark, cfg, output, command=command)
+    _run(run_benchmark, cfg, output, command=command, report_only=report_only)
     console.print((output / "benchmark.md").read_text(), markup=False, highlight=False)
     console.print(f"table: {output / 'benchmark.md'}, {output / 'benchmark.csv'}, {output / 'benchmark.png'}")
 
 
 @benchmark_app.command("toy")
 def benchmark_toy(
+    ctx: typer.Context,
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds (>= 3 for mean ± std)."),
     methods: str = typer.Option(None, "--methods", help="Comma-separated subset (default: all)."),
     relation: str = typer.Option(
         "shaking_hands", "--relation", "-r", help="A relation, a comma-separated list, or 'all' (all eight)."
     ),
-    steps: int = typer.Option(None, "--steps", help="Training steps per method."),
-    eval_prompts: int = typer.Option(None, "--eval-prompts"),
-    model: str = typer.Option(None, "--model", help="Toy base model: 'shipped' or a pretrained folder."),
     output: Path = typer.Option(Path("runs/toy-benchmark"), "--output", "-o", help="Results (resumable)."),
     docs: Path = typer.Option(
         None, "--docs", help="Markdown table to write (default: OUTPUT/toy_benchmark.md).", show_default=False
@@ -408,46 +409,52 @@ def benchmark_toy(
     report_only: bool = typer.Option(
         False, "--report-only", help="Write the tables of the results already in --output; run nothing."
     ),
+    print_config: bool = typer.Option(
+        False,
+        "--print-config",
+        help="Write the exemplar folders into --output and print the same benchmark as a `benchmark run` "
+        "YAML; run nothing else.",
+    ),
+    config: Path = CONFIG_OPT,
+    sets: list[str] = SET_OPT,
+    # shorthands of the toy experiment's settings; each is exactly --set KEY=VALUE
+    steps: int = setting("train_steps", "--steps"),
+    eval_prompts: int = setting("eval_prompts", "--eval-prompts"),
+    model: str = setting("model", "--model"),
+    help_config: bool = help_config_option("dreamrelation.toyworld.experiment:ExperimentConfig"),
 ) -> None:
     """Base model, direct LoRA, DreamRelation, ablations and LoRA placements in the toy world, per
-    relation and averaged over relations."""
+    relation and averaged over relations: a preset of `benchmark run` (docs/toyworld.md). --config and
+    --set reach the toy experiment's settings (every key: --help-config)."""
     import sys
 
-    from dreamrelation.toyworld.benchmark import METHODS, run_benchmark
+    from dreamrelation.toyworld import benchmark as toy
     from dreamrelation.toyworld.experiment import ExperimentConfig
     from dreamrelation.toyworld.world import RELATIONS
 
-    chosen = methods.split(",") if methods else list(METHODS)
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        console.print(f"[bold red]error:[/] unknown methods {unknown}; choose from {', '.join(METHODS)}")
-        raise typer.Exit(2)
+    chosen = methods.split(",") if methods else list(toy.METHODS)
     relations = list(RELATIONS) if relation == "all" else relation.split(",")
-    for name in relations:  # each one checked before any work starts
-        _run(_experiment_config, ExperimentConfig, relation=name)
-    cfg = _run(
-        _experiment_config,
-        ExperimentConfig,
-        relation=relations[0],
-        train_steps=steps,
-        eval_prompts=eval_prompts,
-        model=model,
-    )
+    cfg = _run(config_from_cli, ctx, ExperimentConfig, config, sets)
+    seed_list = _run(_int_list, seeds, "--seeds")
+    if print_config:
+        typer.echo(_run(toy.preset_yaml, cfg, relations, seed_list, chosen, output), nl=False)
+        return
     command = "dreamrelation " + " ".join(sys.argv[1:])
     # beside the results by default: a run never overwrites a committed report unless asked to
-    docs = docs if docs is not None else output / "toy_benchmark.md"
-    _run(
-        run_benchmark,
-        cfg,
-        [int(s) for s in seeds.split(",")],
-        chosen,
-        output,
-        command,
-        docs,
-        True,
-        relations,
-        report_only,
-    )
+    report = _run(
+        toy.run_toy_benchmark, cfg, relations, seed_list, chosen, output,
+        command=command, docs=docs, report_only=report_only,
+    )  # fmt: skip
+    console.print(report, markup=False, highlight=False)
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    from dreamrelation.errors import ConfigError
+
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag}: {text!r} is not a comma-separated list of integers") from None
 
 
 export_app = typer.Typer(no_args_is_help=True, add_completion=False)

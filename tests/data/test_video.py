@@ -53,6 +53,17 @@ def test_write_video_accepts_float_frames_in_unit_range(tmp_path):
     assert abs(int(video[1, 8, 8, 0]) - 128) <= CODEC_TOLERANCE
 
 
+def test_lossless_video_reads_back_the_exact_pixels_rounded_half_to_even(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.random((4, 18, 22, 3), dtype=np.float32)  # sprites' worst case: noise, every colour
+    frames[0, 0, 0] = [182.5 / 255, 0.5 / 255, 1.5 / 255]  # ties: 182.5 -> 182 (even), 0.5 -> 0, 1.5 -> 2
+    path = write_video(frames, tmp_path / "lossless.mp4", lossless=True)
+    video = read_video(path, num_frames=4, height=18, width=22).numpy()
+    expected = np.clip(np.round(frames * 255), 0, 255).astype(np.uint8)  # generate.to_uint8
+    assert np.array_equal(video, expected)
+    assert video[0, 0, 0].tolist() == [182, 0, 2]
+
+
 def test_stride_and_start_pick_the_right_frames(tmp_path):
     path = write_video(brightness_ramp(12), tmp_path / "ramp.mp4")
     video = read_video(path, num_frames=3, height=16, width=16, frame_stride=3, start_frame=2)

@@ -220,7 +220,9 @@ def _frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
-        return (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        # rounded half to even, as generate.to_uint8: a video written from float frames holds the
+        # pixels that in-memory evaluations (the toy world's) score
+        return np.round(np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
     raise ValueError(f"frames must be uint8 or float in [0, 1], got dtype {array.dtype}")
 
 
@@ -237,22 +239,29 @@ def _atomic_target(path: Path, suffix: str) -> Iterator[Path]:
         temp_path.unlink(missing_ok=True)
 
 
-def write_video(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 8, crf: int = 18) -> Path:
-    """Write an H.264 MP4 (libx264, yuv420p) atomically; odd sizes are padded to even by edge copies."""
+def write_video(
+    frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 8, crf: int = 18, lossless: bool = False
+) -> Path:
+    """Write an H.264 MP4 (libx264, yuv420p) atomically; odd sizes are padded to even by edge copies.
+
+    ``lossless``: RGB H.264 at qp 0 (libx264rgb), decoded back bit-exact (``crf`` is ignored); where
+    that encoder is missing, yuv444p at qp 0 (only the RGB<->YUV rounding is lost).
+    """
     array = _frames_to_uint8(frames)
     _, height, width, _ = array.shape
     # yuv420p needs even sizes; repeating the last row/column keeps the padding invisible.
     pad_h, pad_w = height % 2, width % 2
     if pad_h or pad_w:
         array = np.pad(array, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    rgb = lossless and "libx264rgb" in av.codecs_available
     path = Path(path)
     with _atomic_target(path, ".mp4") as temp_path:
         with av.open(str(temp_path), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
+            stream = container.add_stream("libx264rgb" if rgb else "libx264", rate=fps)
             stream.width = width + pad_w
             stream.height = height + pad_h
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf)}
+            stream.pix_fmt = "rgb24" if rgb else ("yuv444p" if lossless else "yuv420p")
+            stream.options = {"qp": "0"} if lossless else {"crf": str(crf)}
             for image in array:
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
                 container.mux(stream.encode(frame))

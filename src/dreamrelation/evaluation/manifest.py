@@ -117,11 +117,12 @@ def render_prompt_set(
     settings: dict,
     *,
     fps: int = 30,
+    lossless: bool = False,
     show_progress: bool = True,
 ) -> RenderSummary:
     """Render every entry with its own seed into ``output/<id>.mp4`` and write the manifest first,
     so an interrupted run resumes: videos already there (written atomically) are skipped. A folder
-    rendered with other settings is refused rather than mixed."""
+    rendered with other settings is refused rather than mixed. ``lossless``: see ``write_video``."""
     from dreamrelation.data import write_video
 
     output = Path(output)
@@ -153,7 +154,7 @@ def render_prompt_set(
         task = progress.add_task("rendering", total=len(todo))
         for record in todo:
             frames = render_one(record.entry)
-            write_video(frames, record.video, fps=fps)
+            write_video(frames, record.video, fps=fps, lossless=lossless)
             rendered.append(record.video)
             progress.advance(task)
     return RenderSummary(rendered, skipped, manifest_path)

@@ -1,133 +1,225 @@
-"""`dreamrelation benchmark toy`: the paper's comparison and ablations in the toy world.
+"""`dreamrelation benchmark toy`: the paper's comparison and ablations in the toy world, as a preset
+of `dreamrelation benchmark run`.
 
-Every method is trained on the same exemplars per seed and scored by the (fixed) oracle on new
-subjects and backgrounds; the table reports mean ± std over seeds. Results are saved after each
-run, so an interrupted benchmark resumes where it stopped.
+The preset turns the toy experiment's settings (:class:`~dreamrelation.toyworld.experiment.
+ExperimentConfig`: exemplars, training steps, learning rate, rank, sampling) into a
+:class:`~dreamrelation.benchmark.BenchmarkConfig`: the toy backbone, one exemplar dataset folder per
+(relation, seed) (``{seed}`` in ``relations[].data``), the ablations and LoRA placements as named
+``variants``, the ``toy`` prompt set scored by the oracle. It writes the exemplar folders, runs the
+runner (resumable) and adds the toy report: the runner's tables with the paper's claim judged on
+them (:func:`claim_verdict`, only with :data:`MIN_SEEDS_FOR_VERDICT` complete seeds).
+``--print-config`` prints the same benchmark as YAML for `benchmark run`.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import Any
 
 from dreamrelation import benchmark as runner
-from dreamrelation.devices import machine_description
-from dreamrelation.toyworld.experiment import (
-    VARIANTS,
-    ExperimentConfig,
-    backbone_with_lora,
-    base_backbone,
-    evaluate_videos,
-    evaluation_prompts,
-    generate_videos,
-    prepare_cache,
-    reference_videos,
-    save_json,
-    train_config,
-)
-from dreamrelation.toyworld.report import METRIC_LABELS
-from dreamrelation.train import Trainer
+from dreamrelation.errors import ConfigError
+from dreamrelation.toyworld.experiment import ExperimentConfig, exemplar_clips
+from dreamrelation.toyworld.world import DEFAULT_FRAMES, DEFAULT_SIZE, RELATIONS, write_dataset_folder
 
-METHODS = ("base", *VARIANTS)
+#: the toy world's ablations and LoRA placements: named variants of a training method
+TOY_VARIANTS: dict[str, dict[str, Any]] = {
+    "wo_hmt": {"method": "dreamrelation", "train": {"loss.hybrid_masks": False}},
+    "wo_rcl": {"method": "dreamrelation", "train": {"loss.contrastive_weight": 0.0}},
+    "wo_relation_lora": {
+        "method": "dreamrelation",
+        "train": {"lora.placement": {"subject1": ["v"], "subject2": ["v"], "ffn": ["out"]}},
+    },
+    "wo_subject_lora": {
+        "method": "dreamrelation",
+        "train": {"lora.placement": {"relation": ["q", "k"], "ffn": ["out"]}},
+    },
+    "wo_ffn_lora": {
+        "method": "dreamrelation",
+        "train": {"lora.placement": {"relation": ["q", "k"], "subject1": ["v"], "subject2": ["v"]}},
+    },
+    "relation_v_subject_qk": {
+        "method": "dreamrelation",
+        "train": {
+            "lora.placement": {
+                "relation": ["v"],
+                "subject1": ["q", "k"],
+                "subject2": ["q", "k"],
+                "ffn": ["out"],
+            }
+        },
+    },
+    "relation_q_subject_kv": {
+        "method": "dreamrelation",
+        "train": {
+            "lora.placement": {
+                "relation": ["q"],
+                "subject1": ["k", "v"],
+                "subject2": ["k", "v"],
+                "ffn": ["out"],
+            }
+        },
+    },
+    "relation_kv_subject_q": {
+        "method": "dreamrelation",
+        "train": {
+            "lora.placement": {"relation": ["k", "v"], "subject1": ["q"], "subject2": ["q"], "ffn": ["out"]}
+        },
+    },
+}
+#: every row `benchmark toy` can run, in its default order
+METHODS = (runner.BASE, "direct_lora", "dreamrelation", *TOY_VARIANTS)
+#: the fewest seeds with which the claim is judged
+MIN_SEEDS_FOR_VERDICT = 3
+#: the oracle's metrics, the toy report's columns
+ORACLE_METRICS = tuple(m for m in runner.METRIC_LABELS if m.startswith("oracle_"))
+FPS = 8
 
 
-def run_one(cfg: ExperimentConfig, method: str, workdir: Path, cache: Path) -> dict[str, float]:
-    prompts = evaluation_prompts(cfg)
-    reference = reference_videos(cfg, prompts)
-    if method == "base":
-        backbone = base_backbone(cfg)
-    else:
-        result = Trainer(train_config(cfg, method, cache, workdir / method)).run(show_progress=False)
-        backbone = backbone_with_lora(cfg, result.lora_path)
-    videos = generate_videos(backbone, cfg, prompts)
-    return evaluate_videos(cfg, videos, prompts, reference)
+def data_template(output: Path, relation: str) -> Path:
+    """The per-seed exemplar folder of ``relation`` in ``output`` (``{seed}`` filled by the runner)."""
+    return Path(output) / "data" / relation / "seed{seed}"
 
 
-def run_benchmark(
-    base: ExperimentConfig,
+def toy_benchmark_config(
+    experiment: ExperimentConfig,
+    relations: Sequence[str],
     seeds: Sequence[int],
     methods: Sequence[str],
     output: Path,
-    command: str,
-    docs: Path | None,
-    show_progress: bool = True,
-    relations: Sequence[str] | None = None,
-    report_only: bool = False,
-) -> dict[str, dict[str, tuple[float, float]]]:
-    """Every (relation, seed, method) run not yet in ``output/results.json``; then the tables
-    (``report_only``: the tables of what is there, running nothing).
+) -> dict[str, Any]:
+    """The `benchmark run` config (as YAML data) of a toy benchmark: ``experiment``'s settings for
+    every relation, seed and row of ``methods`` (``base``, methods and :data:`TOY_VARIANTS` names)."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    unknown = [r for r in relations if r not in RELATIONS]
+    if unknown:
+        raise ConfigError(f"--relation: unknown {unknown}; the toy world has: {', '.join(RELATIONS)}")
+    rows = [m for m in methods if m != runner.BASE]
+    if not rows:
+        raise ConfigError("--methods: name at least one trained method besides base")
+    steps = experiment.train_steps
+    return {
+        "model": {"backbone": "toy", "model": experiment.model, "dtype": "float32"},
+        "relations": [{"name": r, "data": str(data_template(output, r))} for r in relations],
+        "methods": rows,
+        "variants": {name: TOY_VARIANTS[name] for name in rows if name in TOY_VARIANTS},
+        "seeds": list(seeds),
+        "base": runner.BASE in methods,
+        "cache": {"video": {"num_frames": DEFAULT_FRAMES, "height": DEFAULT_SIZE, "width": DEFAULT_SIZE}},
+        "train": {
+            "max_steps": steps,
+            "learning_rate": experiment.learning_rate,
+            "warmup_steps": min(50, steps // 10),
+            "checkpoint_every": steps,
+            "lora": {"rank": experiment.rank, "alpha": float(experiment.rank)},
+        },
+        "prompts": {"set": runner.TOY_PROMPTS, "per_relation": experiment.eval_prompts},
+        "generation": {
+            "num_inference_steps": experiment.sampling_steps,
+            "guidance_scale": experiment.guidance_scale,
+            "num_frames": DEFAULT_FRAMES,
+            "height": DEFAULT_SIZE,
+            "width": DEFAULT_SIZE,
+            "fps": FPS,
+            "lossless": True,  # the oracle reads back exactly the rendered pixels
+        },
+        "evaluation": {"metrics": []},  # the oracle alone
+    }
 
-    Returns the summary averaged over ``relations`` (default: ``base.relation`` alone), as the paper's
-    Table 1 averages over its relations; the Markdown also has one table per relation.
-    """
-    relations = list(relations or [base.relation])
-    output = Path(output)
-    results_path = output / "results.json"
-    # results[relation][method][seed] -> oracle metrics
-    results: dict[str, dict[str, dict[str, dict[str, float]]]] = (
-        json.loads(results_path.read_text()) if results_path.exists() else {}
+
+def preset_config(
+    experiment: ExperimentConfig,
+    relations: Sequence[str],
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    output: Path,
+) -> runner.BenchmarkConfig:
+    """:func:`toy_benchmark_config`, validated."""
+    from pydantic import ValidationError
+
+    from dreamrelation.config import describe_validation_error
+
+    try:
+        return runner.BenchmarkConfig.model_validate(
+            toy_benchmark_config(experiment, relations, seeds, methods, output)
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"benchmark toy: {describe_validation_error(exc)}") from None
+
+
+def preset_yaml(
+    experiment: ExperimentConfig,
+    relations: Sequence[str],
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    output: Path,
+) -> str:
+    """The preset as a `benchmark run` YAML (``--print-config``); writes the exemplar folders it names,
+    so ``dreamrelation benchmark run THAT.yaml --output OUTPUT`` runs (and resumes) the same benchmark."""
+    import yaml
+
+    preset_config(experiment, relations, seeds, methods, output)  # checked before anything is written
+    write_exemplar_folders(experiment, relations, seeds, output)
+    data = toy_benchmark_config(experiment, relations, seeds, methods, output)
+    header = (
+        f"# `dreamrelation benchmark toy` as a `benchmark run` config; exemplar folders written under "
+        f"{Path(output) / 'data'}\n# run: dreamrelation benchmark run THIS.yaml --output {output}\n"
     )
-    todo = [
-        (r, s, m)
-        for r in relations
-        for s in seeds
-        for m in methods
-        if str(s) not in results.get(r, {}).get(m, {}) and not report_only
-    ]
-    console = Console(stderr=True, quiet=not show_progress)
-    started = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]{task.description:<40}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_progress,
-    ) as progress:
-        task = progress.add_task("benchmark", total=len(todo))
-        for relation in relations if todo else []:
-            for seed in seeds:
-                cfg = base.model_copy(update={"seed": seed, "relation": relation})
-                cfg.check()
-                workdir = output / "work" / f"{relation}_seed{seed}"
-                cache = None
-                for method in methods:
-                    done = results.setdefault(relation, {}).setdefault(method, {})
-                    if str(seed) in done:
-                        continue
-                    progress.update(task, description=f"{relation} seed {seed}: {method}")
-                    if cache is None:
-                        cache = prepare_cache(cfg, workdir)
-                    done[str(seed)] = run_one(cfg, method, workdir, cache)
-                    save_json(results, results_path)
-                    progress.advance(task)
-                shutil.rmtree(workdir, ignore_errors=True)
-    per_relation = {r: summarize(results.get(r, {}), methods, seeds) for r in relations}
-    averaged = average_over_relations(results, relations, methods, seeds)
-    complete = {r: len(complete_seeds(results, [r], seeds)) for r in relations}
-    complete["averaged"] = len(complete_seeds(results, relations, seeds))
-    minutes = (time.perf_counter() - started) / 60
-    table = markdown_report(averaged, per_relation, base, seeds, command, minutes, complete)
-    (output / "benchmark.md").write_text(table)
-    if docs is not None:
-        docs.parent.mkdir(parents=True, exist_ok=True)
-        docs.write_text(table)
-    console.print(table)
-    return averaged
+    return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None)
 
 
-def summarize(
-    results: dict[str, dict[str, dict[str, float]]], methods: Sequence[str], seeds: Sequence[int]
-) -> dict[str, dict[str, tuple[float, float]]]:
-    """One relation's results[method][seed] -> {method: {metric: (mean, std over seeds)}}."""
-    return runner.summarize(results, methods, seeds, tuple(METRIC_LABELS))
+def write_exemplar_folders(
+    experiment: ExperimentConfig, relations: Sequence[str], seeds: Sequence[int], output: Path
+) -> None:
+    """The exemplars of every (relation, seed) as dataset folders (as the toy experiment draws them),
+    each written once and atomically (a folder already there is kept)."""
+    for relation in relations:
+        for seed in seeds:
+            folder = Path(str(data_template(output, relation)).format(seed=seed))
+            if folder.is_dir():
+                continue
+            cfg = experiment.model_copy(update={"relation": relation, "seed": seed})
+            clips = exemplar_clips(cfg)
+            tmp = folder.with_name(f".{folder.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            write_dataset_folder(clips, tmp, [f"{relation}_{i:03d}" for i in range(len(clips))], fps=FPS)
+            tmp.rename(folder)
+
+
+def run_toy_benchmark(
+    experiment: ExperimentConfig,
+    relations: Sequence[str],
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    output: Path,
+    *,
+    command: str = "",
+    docs: Path | None = None,
+    report_only: bool = False,
+    show_progress: bool = True,
+    stages: runner.Stages | None = None,
+) -> str:
+    """Write the exemplar folders, run the runner on the preset's config (``report_only``: the
+    tables of what is there) and write the toy report to ``docs`` (default ``output/toy_benchmark.md``);
+    returns the report."""
+    output = Path(output)
+    config = preset_config(experiment, relations, seeds, methods, output)
+    wall, cpu = time.perf_counter(), time.process_time()
+    if not report_only:
+        write_exemplar_folders(experiment, relations, seeds, output)
+    runner.run_benchmark(
+        config, output, command=command, show_progress=show_progress, stages=stages, report_only=report_only
+    )
+    results = runner.read_results(output / "results.json")
+    minutes = ((time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60)
+    report = toy_report(results, experiment, list(relations), list(seeds), list(methods), command, minutes)
+    docs = docs if docs is not None else output / "toy_benchmark.md"
+    runner.write_atomic(docs, report)
+    return report
 
 
 def complete_seeds(
@@ -142,32 +234,23 @@ def complete_seeds(
     ]
 
 
-def average_over_relations(
-    results: dict[str, dict[str, dict[str, dict[str, float]]]],
-    relations: Sequence[str],
-    methods: Sequence[str],
-    seeds: Sequence[int],
-) -> dict[str, dict[str, tuple[float, float]]]:
-    """The runner's relation average (mean over relations per seed, then mean ± std over seeds)."""
-    return runner.average_over_relations(results, relations, methods, seeds, tuple(METRIC_LABELS))
-
-
 def claim_verdict(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
     """The paper's claim, tested on the summary: DreamRelation beats direct LoRA on relation accuracy
-    AND has lower appearance leakage, each gap larger than the larger of the two methods' seed std."""
+    AND has lower appearance leakage (the oracle's), each gap larger than the larger of the two
+    methods' seed std."""
     if "dreamrelation" not in summary or "direct_lora" not in summary:
         return "Claim not tested: the run lacks `dreamrelation` or `direct_lora`."
     ours, direct = summary["dreamrelation"], summary["direct_lora"]
     parts, shown = [], True
-    for metric, better in (("relation_accuracy", 1), ("appearance_leakage", -1)):
+    for metric, better in (("oracle_relation_accuracy", 1), ("oracle_appearance_leakage", -1)):
         gap = better * (ours[metric][0] - direct[metric][0])
         spread = max(ours[metric][1], direct[metric][1])
         holds = gap > spread
         shown &= holds
         word = "higher" if better > 0 else "lower"
         parts.append(
-            f"{METRIC_LABELS[metric].rstrip(' ↑↓')}: DreamRelation {ours[metric][0]:.3f} vs direct LoRA "
-            f"{direct[metric][0]:.3f} ({word} by {gap:+.3f}; seed std up to {spread:.3f}) → "
+            f"{runner.METRIC_LABELS[metric].rstrip(' ↑↓')}: DreamRelation {ours[metric][0]:.3f} vs direct "
+            f"LoRA {direct[metric][0]:.3f} ({word} by {gap:+.3f}; seed std up to {spread:.3f}) → "
             + ("holds" if holds else "not shown")
         )
     verdict = "**shown**" if shown else "**not shown**"
@@ -175,60 +258,9 @@ def claim_verdict(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
     return heading + "\n\n" + "\n".join(f"- {part}" for part in parts)
 
 
-def markdown_report(
-    averaged: dict[str, dict[str, tuple[float, float]]],
-    per_relation: dict[str, dict[str, dict[str, tuple[float, float]]]],
-    cfg: ExperimentConfig,
-    seeds: Sequence[int],
-    command: str,
-    minutes: float,
-    complete: dict[str, int] | None = None,
-) -> str:
-    """``complete``: per relation (and ``"averaged"``) how many seeds have both compared methods; the
-    claim is judged only with at least :data:`MIN_SEEDS_FOR_VERDICT` of them (a seed spread needs them)."""
-    relations = list(per_relation)
-    complete = complete or {}
-    title = relations[0] if len(relations) == 1 else f"{len(relations)} relations"
-    lines = [
-        f"# Toy-world benchmark: {title}",
-        "",
-        f"Command: `{command}`  ",
-        f"Seeds: {list(seeds)} (mean ± std over seeds); {cfg.exemplars} exemplars, "
-        f"{cfg.train_steps} training steps, {cfg.eval_prompts} evaluation prompts with held-out subjects and "
-        f"backgrounds per relation and seed; base model `{cfg.model}`, sampling {cfg.sampling_steps} steps, "
-        f"CFG {cfg.guidance_scale:g}.  ",
-        f"Machine: {machine_description(torch.device('cpu'))}; this invocation ran {minutes:.1f} min.",
-        "",
-    ]
-    if len(relations) > 1:
-        n = complete.get("averaged", len(seeds))
-        lines += [
-            f"## Averaged over {', '.join(relations)} ({n} complete seed{'s' if n != 1 else ''})",
-            "",
-            *_table(averaged),
-            "",
-            _verdict(averaged, n),
-            "",
-        ]
-    for relation, summary in per_relation.items():
-        n = complete.get(relation)
-        heading = relation if n is None else f"{relation} ({n} complete seed{'s' if n != 1 else ''})"
-        lines += [
-            f"## {heading}",
-            "",
-            *_table(summary),
-            "",
-            _verdict(summary, n if n is not None else len(seeds)),
-            "",
-        ]
-    return "\n".join(lines)
-
-
-#: the fewest seeds with which the claim is judged
-MIN_SEEDS_FOR_VERDICT = 3
-
-
-def _verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+def verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+    """:func:`claim_verdict`, or why the claim is not judged yet (fewer than
+    :data:`MIN_SEEDS_FOR_VERDICT` complete seeds)."""
     if "dreamrelation" not in summary or "direct_lora" not in summary:
         return claim_verdict(summary)  # says which method is missing
     if seeds < MIN_SEEDS_FOR_VERDICT:
@@ -239,5 +271,49 @@ def _verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> 
     return claim_verdict(summary)
 
 
-def _table(summary: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
-    return runner.markdown_table(summary, METRIC_LABELS)
+def toy_report(
+    results: dict[str, dict[str, dict[str, dict[str, float]]]],
+    experiment: ExperimentConfig,
+    relations: list[str],
+    seeds: list[int],
+    methods: list[str],
+    command: str,
+    minutes: tuple[float, float],
+) -> str:
+    """The toy report (Markdown): per scope (relation-averaged when several, then each relation) the
+    runner's mean ± std table over seeds and the claim's verdict; ``minutes``: (wall, CPU)."""
+    import torch
+
+    from dreamrelation.devices import machine_description
+
+    present = {m for r in results.values() for s in r.values() for run in s.values() for m in run}
+    labels = {m: runner.METRIC_LABELS[m] for m in runner.METRIC_LABELS if m in ORACLE_METRICS or m in present}
+    title = relations[0] if len(relations) == 1 else f"{len(relations)} relations"
+    lines = [
+        f"# Toy-world benchmark: {title}",
+        "",
+        *([f"Command: `{command}`  "] if command else []),
+        f"Seeds: {seeds} (mean ± std over seeds); {experiment.exemplars} exemplars, "
+        f"{experiment.train_steps} training steps, {experiment.eval_prompts} evaluation prompts with "
+        f"held-out subjects and backgrounds per relation and seed; base model `{experiment.model}`, sampling "
+        f"{experiment.sampling_steps} steps, CFG {experiment.guidance_scale:g}. Scored by the toy oracle "
+        "(docs/toyworld.md); the runner's tables and raw results are beside this report (benchmark.md, "
+        "results.json).  ",
+        f"Machine: {machine_description(torch.device('cpu'))}; this invocation ran {minutes[0]:.1f} min "
+        f"(wall), {minutes[1]:.1f} min of CPU.",
+        "",
+    ]
+    scopes = ([("averaged", relations)] if len(relations) > 1 else []) + [(r, [r]) for r in relations]
+    for scope, names in scopes:
+        n = len(complete_seeds(results, names, seeds))
+        summary = runner.average_over_relations(results, names, methods, seeds, tuple(labels))
+        heading = f"Averaged over {', '.join(names)}" if scope == "averaged" else scope
+        lines += [
+            f"## {heading} ({n} complete seed{'s' if n != 1 else ''})",
+            "",
+            *runner.markdown_table(summary, labels),
+            "",
+            verdict(summary, n),
+            "",
+        ]
+    return "\n".join(lines)

@@ -1,8 +1,11 @@
 """One DreamRelation experiment in the toy world: exemplars -> cache -> train -> generate -> oracle.
 
-Shared by ``dreamrelation demo`` (one run, a report) and ``dreamrelation benchmark toy`` (every
-method and ablation, several seeds). The real data path is exercised: exemplars are written as a
-dataset folder (MP4 + caption + mask PNGs), cached by ``dreamrelation.cache``, trained by
+:class:`ExperimentConfig` holds the toy experiment's settings; :func:`exemplar_clips` and
+:func:`evaluation_prompts` draw its exemplars and held-out prompts per seed. ``dreamrelation demo``
+runs one experiment with the helpers below (one seed, a report); ``dreamrelation benchmark toy``
+(every method and ablation, several seeds) is a preset of the benchmark runner built from the same
+config (``dreamrelation.toyworld.benchmark``). The real data path is exercised: exemplars are written
+as a dataset folder (MP4 + caption + mask PNGs), cached by ``dreamrelation.cache``, trained by
 ``dreamrelation.train`` and rendered through the backbone's diffusers pipeline with the exported
 inference LoRA loaded by ``load_lora_weights``.
 """
@@ -37,27 +40,6 @@ from dreamrelation.toyworld.world import (
 from dreamrelation.toyworld.world import (
     render as render_scene,
 )
-
-#: TrainConfig overrides per method; DreamRelation is the empty override (the paper's method).
-#: Baselines are training methods (dreamrelation.methods), defined once for every backbone.
-VARIANTS: dict[str, dict[str, object]] = {
-    "direct_lora": {"method": "direct_lora"},
-    "dreamrelation": {},
-    "wo_hmt": {"loss.hybrid_masks": False},
-    "wo_rcl": {"loss.contrastive_weight": 0.0},
-    "wo_relation_lora": {"lora.placement": {"subject1": ["v"], "subject2": ["v"], "ffn": ["out"]}},
-    "wo_subject_lora": {"lora.placement": {"relation": ["q", "k"], "ffn": ["out"]}},
-    "wo_ffn_lora": {"lora.placement": {"relation": ["q", "k"], "subject1": ["v"], "subject2": ["v"]}},
-    "relation_v_subject_qk": {
-        "lora.placement": {"relation": ["v"], "subject1": ["q", "k"], "subject2": ["q", "k"], "ffn": ["out"]}
-    },
-    "relation_q_subject_kv": {
-        "lora.placement": {"relation": ["q"], "subject1": ["k", "v"], "subject2": ["k", "v"], "ffn": ["out"]}
-    },
-    "relation_kv_subject_q": {
-        "lora.placement": {"relation": ["k", "v"], "subject1": ["q"], "subject2": ["q"], "ffn": ["out"]}
-    },
-}
 
 
 class ExperimentConfig(BaseModel):
@@ -153,7 +135,8 @@ def prepare_cache(cfg: ExperimentConfig, workdir: Path, backbone: Backbone | Non
     return workdir / "cache"
 
 
-def train_config(cfg: ExperimentConfig, variant: str, cache: Path, output: Path) -> TrainConfig:
+def train_config(cfg: ExperimentConfig, method: str, cache: Path, output: Path) -> TrainConfig:
+    """The experiment's training settings for ``method`` (a TrainConfig method)."""
     overrides = {
         "model.backbone": "toy",
         "model.model": cfg.model,
@@ -168,7 +151,7 @@ def train_config(cfg: ExperimentConfig, variant: str, cache: Path, output: Path)
         "lora.alpha": float(cfg.rank),
         "seed": cfg.seed,
         "resume": "never",
-        **VARIANTS[variant],
+        "method": method,
     }
     if overrides.get("method") == "reversion":  # toy captions follow the toy world's templates
         overrides["reversion.relation_template"] = RELATIONS[cfg.relation]

@@ -1,0 +1,231 @@
+"""`dreamrelation benchmark toy`, a preset of `benchmark run`: the toy experiment's settings, its
+numbers, resuming, the YAML it prints, and the toy report (verdict, relation average, old results)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dreamrelation.benchmark import load_benchmark_config, plan
+from dreamrelation.cli import app
+from dreamrelation.toyworld.benchmark import (
+    MIN_SEEDS_FOR_VERDICT,
+    claim_verdict,
+    complete_seeds,
+    preset_config,
+    run_toy_benchmark,
+    toy_report,
+)
+from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts, train_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"model": "tiny", "exemplars": 3, "eval_prompts": 2, "train_steps": 2, "sampling_steps": 2}
+
+
+def counting_stages(calls: Counter):  # noqa: ANN201 - a Stages
+    from dreamrelation.benchmark import Stages, default_stages
+
+    real = default_stages()
+
+    def counted(name: str, fn):  # noqa: ANN001, ANN202
+        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return Stages(
+        counted("cache", real.build_cache), counted("train", real.train), counted("render", real.render)
+    )
+
+
+def test_the_preset_has_the_toy_experiments_settings(tmp_path: Path) -> None:
+    experiment = ExperimentConfig(**SMALL)
+    rows = ["base", "direct_lora", "dreamrelation", "wo_rcl", "wo_ffn_lora"]
+    config = preset_config(experiment, ["hugging"], [0, 1], rows, tmp_path)
+    runs = plan(config, tmp_path, check_data=False).runs
+    assert [(r.method, r.seed) for r in runs] == [(m, s) for s in (0, 1) for m in rows]
+    ignored = {"output", "cache", "resume"}  # where files go, and the runner resumes interrupted trainings
+    for run in runs:
+        cfg = experiment.model_copy(update={"relation": "hugging", "seed": run.seed})
+        # the exemplars and held-out prompts of this seed, with the experiment's own noise seeds
+        assert run.data == tmp_path / "data" / "hugging" / f"seed{run.seed}"
+        scenes = evaluation_prompts(cfg)
+        assert [(e.prompt, e.seed) for e in run.prompts] == [(p.prompt, p.seed % 2**31) for p in scenes]
+        assert run.noise_offset == 0
+        if run.train is None:
+            continue
+        method = "direct_lora" if run.method == "direct_lora" else "dreamrelation"
+        expected = train_config(cfg, method, Path("c"), Path("o")).model_dump(exclude=ignored)
+        if run.method == "wo_rcl":
+            expected["loss"]["contrastive_weight"] = 0.0
+        if run.method == "wo_ffn_lora":
+            expected["lora"]["placement"] = {"relation": ["q", "k"], "subject1": ["v"], "subject2": ["v"]}
+        assert run.train.model_dump(exclude=ignored) == expected, run.method
+    gen = config.generation
+    assert gen.num_inference_steps == experiment.sampling_steps
+    assert gen.guidance_scale == experiment.guidance_scale
+    assert (gen.num_frames, gen.height, gen.width, gen.lossless) == (16, 32, 32, True)
+
+
+def test_the_preset_gives_the_toy_experiments_numbers_and_resumes(tmp_path: Path) -> None:
+    """The oracle's numbers of the preset equal those of the toy experiment's own steps (exemplars ->
+    cache -> train -> render -> oracle on the raw frames) on the same seed; a rerun does no work."""
+    from dreamrelation.toyworld.experiment import (
+        backbone_with_lora,
+        evaluate_videos,
+        generate_videos,
+        prepare_cache,
+        reference_videos,
+    )
+    from dreamrelation.train import Trainer
+
+    experiment = ExperimentConfig(**SMALL)
+    calls: Counter = Counter()
+    output = tmp_path / "bench"
+    args = (experiment, ["hugging"], [1], ["base", "dreamrelation", "wo_rcl"], output)
+    report = run_toy_benchmark(*args, command="test", show_progress=False, stages=counting_stages(calls))
+    assert calls == Counter(cache=1, train=2, render=3 * 2)
+    results = json.loads((output / "results.json").read_text())["hugging"]
+
+    cfg = experiment.model_copy(update={"relation": "hugging", "seed": 1})
+    cache = prepare_cache(cfg, tmp_path / "experiment")
+    lora = Trainer(train_config(cfg, "dreamrelation", cache, tmp_path / "experiment" / "run")).run(
+        show_progress=False
+    )
+    prompts = evaluation_prompts(cfg)
+    videos = generate_videos(backbone_with_lora(cfg, lora.lora_path), cfg, prompts)
+    expected = evaluate_videos(cfg, videos, prompts, reference_videos(cfg, prompts))
+    for metric in ("relation_accuracy", "subject_fidelity", "appearance_leakage", "temporal_consistency"):
+        assert results["dreamrelation"]["1"][f"oracle_{metric}"] == pytest.approx(expected[metric], abs=1e-12)
+    assert results["dreamrelation"]["1"]["oracle_toy_fvd"] == pytest.approx(expected["toy_fvd"], abs=1e-9)
+
+    # the toy report: one relation, no direct LoRA, so the claim is not tested; the runner's table too
+    assert report == (output / "toy_benchmark.md").read_text()
+    assert report.startswith("# Toy-world benchmark: hugging")
+    assert "## hugging (0 complete seeds)" in report and "| wo_rcl |" in report and "min of CPU" in report
+    assert "Claim not tested: the run lacks `dreamrelation` or `direct_lora`" in report
+    assert (output / "benchmark.md").is_file()
+
+    # a rerun trains, renders and caches nothing
+    calls.clear()
+    again = run_toy_benchmark(*args, show_progress=False, stages=counting_stages(calls))
+    assert again.count("| wo_rcl |") == 1
+    assert calls == Counter()
+
+
+def test_print_config_writes_a_yaml_that_benchmark_run_reads(tmp_path: Path) -> None:
+    output = tmp_path / "bench"
+    args = ["benchmark", "toy", "--print-config", "--model", "tiny", "--steps", "2", "--eval-prompts", "2",
+            "--seeds", "0", "--methods", "base,direct_lora,wo_hmt", "--output", str(output)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "toy.yaml"
+    path.write_text(result.stdout)
+    config = load_benchmark_config(path)
+    experiment = ExperimentConfig(model="tiny", train_steps=2, eval_prompts=2)
+    rows = ["base", "direct_lora", "wo_hmt"]
+    assert config == preset_config(experiment, ["shaking_hands"], [0], rows, output)
+    assert config.variants["wo_hmt"].train == {"loss.hybrid_masks": False}
+    assert len(list((output / "data/shaking_hands/seed0").glob("*.mp4"))) == experiment.exemplars
+    assert not (output / "runs").exists()  # nothing run
+
+
+def test_the_preset_yaml_in_the_docs_is_the_presets() -> None:
+    import re
+
+    import yaml
+
+    from dreamrelation.toyworld.benchmark import toy_benchmark_config
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "benchmark.md").read_text(), flags=re.S)
+    documented = next(yaml.safe_load(b) for b in blocks if "backbone: toy" in b)
+    rows = ["base", "direct_lora", "dreamrelation", "wo_hmt"]
+    output = Path("runs/toy-benchmark")
+    assert documented == toy_benchmark_config(ExperimentConfig(), ["hugging"], [0, 1, 2], rows, output)
+
+
+def test_bad_flags_fail_in_one_line(tmp_path: Path) -> None:
+    for flags, words in (
+        (["--methods", "base,wo_nothing"], ["wo_nothing", "wo_hmt"]),
+        (["--relation", "juggling"], ["juggling", "shaking_hands"]),
+        (["--seeds", "0,x"], ["--seeds"]),
+    ):
+        result = CliRunner().invoke(app, ["benchmark", "toy", *flags, "--output", str(tmp_path / "o")])
+        assert result.exit_code == 2, result.output
+        assert all(w in result.output for w in words), result.output
+        assert not (tmp_path / "o").exists()
+
+
+def test_report_only_reads_the_old_results_and_goes_beside_them(tmp_path: Path) -> None:
+    """The committed results (the old `benchmark toy` layout) still make their report."""
+    committed = ROOT / "docs" / "toy_benchmark.md"
+    before = committed.read_bytes()
+    output = tmp_path / "bench"
+    output.mkdir()
+    source = ROOT / "docs" / "toy_benchmark_stage3_results.json"
+    shutil.copy(source, output / "results.json")
+    args = ["benchmark", "toy", "--relation", "walking_towards,shaking_hands", "--seeds", "0,1,2",
+            "--methods", "base,direct_lora,dreamrelation", "--output", str(output),
+            "--report-only"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = (output / "toy_benchmark.md").read_text()
+    assert "## Averaged over walking_towards, shaking_hands (3 complete seeds)" in report
+    old = json.loads(source.read_text())["shaking_hands"]["direct_lora"]
+    leakage = [old[s]["appearance_leakage"] for s in ("0", "1", "2")]
+    assert f"{statistics.fmean(leakage):.3f} ± {statistics.pstdev(leakage):.3f}" in report
+    assert (output / "results.json").read_bytes() == source.read_bytes()  # read, not rewritten
+    assert not (output / "runs").exists() and not (output / "data").exists()
+    assert committed.read_bytes() == before  # a run never overwrites the committed report by default
+    elsewhere = tmp_path / "report.md"
+    assert CliRunner().invoke(app, [*args, "--docs", str(elsewhere)]).exit_code == 0
+    assert elsewhere.read_text().startswith("# Toy-world benchmark: 2 relations")
+
+
+def _summary(ours: tuple[float, float], direct: tuple[float, float], std: float) -> dict:
+    def row(values: tuple[float, float]) -> dict:
+        return {"oracle_relation_accuracy": (values[0], std), "oracle_appearance_leakage": (values[1], std)}
+
+    return {"dreamrelation": row(ours), "direct_lora": row(direct)}
+
+
+def test_claim_verdict_needs_both_gaps_beyond_the_seed_spread() -> None:
+    assert "**shown**" in claim_verdict(_summary((0.6, 0.1), (0.3, 0.4), 0.05))
+    # Relation accuracy better, leakage not lower: not shown.
+    assert "**not shown**" in claim_verdict(_summary((0.6, 0.4), (0.3, 0.4), 0.05))
+    # Both better, but by less than the seed spread: not shown.
+    assert "**not shown**" in claim_verdict(_summary((0.6, 0.1), (0.5, 0.2), 0.15))
+    assert "not tested" in claim_verdict({"base": {}})
+
+
+def test_the_report_averages_over_relations_and_judges_only_complete_seeds() -> None:
+    def run(accuracy: float, leakage: float) -> dict[str, float]:
+        return {"oracle_relation_accuracy": accuracy, "oracle_appearance_leakage": leakage}
+
+    ours = {"hugging": [0.2, 0.4, 0.5], "pushing": [0.6, 1.0, 0.9]}
+    results = {r: {"dreamrelation": {str(s): run(a, 0.0) for s, a in enumerate(v)}} for r, v in ours.items()}
+    for r in results:
+        results[r]["direct_lora"] = {str(s): run(0.0, 0.5) for s in range(3)}
+    del results["hugging"]["direct_lora"]["2"]  # seed 2 is complete on pushing only
+    assert complete_seeds(results, ["hugging", "pushing"], [0, 1, 2]) == [0, 1]
+    methods = ["dreamrelation", "direct_lora"]
+    relations = ["hugging", "pushing"]
+    report = toy_report(results, ExperimentConfig(), relations, [0, 1, 2], methods, "t", (1.0, 2.0))
+    averaged = report.split("## hugging")[0]
+    assert "## Averaged over hugging, pushing (2 complete seeds)" in averaged
+    # DreamRelation averaged per seed over both relations, then over seeds: seed 2 (0.5 + 0.9) / 2 = 0.7
+    # counts too, since dreamrelation has it on both relations
+    per_seed = [np.mean([ours["hugging"][s], ours["pushing"][s]]) for s in range(3)]
+    assert f"| dreamrelation | {np.mean(per_seed):.3f} ± {np.std(per_seed):.3f} |" in averaged
+    assert f"Claim not tested yet: 2 complete seeds, and the rule needs {MIN_SEEDS_FOR_VERDICT}" in averaged
+    pushing = report.split("## pushing")[1]
+    assert "(3 complete seeds)" in pushing and "**shown**" in pushing
+    assert "1.0 min (wall), 2.0 min of CPU" in report
