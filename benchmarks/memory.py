@@ -88,7 +88,10 @@ MODELS: dict[str, dict] = {
         # 1 frame x 128 x 128 -> 1 latent frame of 16 x 16 (64 tokens): a small geometry for a CPU
         "latent_shape": (16, 1, 16, 16),
         "text_tokens": 32,
-        "about": "Wan2.1-T2V-1.3B transformer (published config), 1x128x128, 32 UMT5 tokens",
+        "about": "Wan2.1-T2V-1.3B transformer (published config), 1x128x128, 32 UMT5 tokens, no RCL",
+        # RCL contrasts frame-to-frame dynamics, which one latent frame does not have (the trainer
+        # refuses it); its tensors are a few (F-1) x C vectors per sample, nothing next to the activations
+        "train": {"loss.contrastive_weight": 0.0},
     },
     "wan-1.3b-256": {
         "backbone": "wan",
@@ -97,7 +100,10 @@ MODELS: dict[str, dict] = {
         # next to the weights for selective checkpointing to show, still minutes per step on a CPU
         "latent_shape": (16, 1, 32, 32),
         "text_tokens": 32,
-        "about": "Wan2.1-T2V-1.3B transformer (published config), 1x256x256, 32 UMT5 tokens",
+        "about": "Wan2.1-T2V-1.3B transformer (published config), 1x256x256, 32 UMT5 tokens, no RCL",
+        # RCL contrasts frame-to-frame dynamics, which one latent frame does not have (the trainer
+        # refuses it); its tensors are a few (F-1) x C vectors per sample, nothing next to the activations
+        "train": {"loss.contrastive_weight": 0.0},
     },
     "mochi-tiny": {
         "backbone": "mochi",
@@ -300,6 +306,7 @@ def run_row(row: str, model: str, device: str, dtype: str, cache: Path, warmup: 
                     "max_steps": 10**6,
                     "checkpoint_every": 10**6,
                     "mixed_precision": "bf16" if dtype == "bfloat16" else "no",
+                    **MODELS[model].get("train", {}),
                     **ROWS[row],
                 },
             )

@@ -85,6 +85,14 @@ class Trainer:
                 "latent_sampling: sample needs the VAE posterior's std in the cache (caches written "
                 "before it keep only the mean); re-run `dreamrelation cache` or set latent_sampling: mean"
             )
+        single = [i for i in self.dataset.items if i.latents.shape[1] < 2]
+        if config.loss.contrastive_weight > 0 and single:
+            # RCL contrasts frame-to-frame dynamics: one latent frame has none (its loss would be NaN)
+            raise ConfigError(
+                f"loss.contrastive_weight > 0 (RCL) needs at least 2 latent frames, but {len(single)} cached "
+                f"video(s) have 1 (e.g. {single[0].key}); cache more frames (video.num_frames) or set "
+                "loss.contrastive_weight: 0"
+            )
         spec = config.model
         method_cls = method_class(config.method)
         if backbone is None:
