@@ -15,7 +15,6 @@ world keeps measuring the method and not the codec's blur (:func:`evaluate_codec
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shlex
@@ -33,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from safetensors.torch import load_file, save_file
 
+from dreamrelation.cache import atomic_write_text
 from dreamrelation.checkpoint import optimizer_from_tensors, optimizer_to_tensors
 from dreamrelation.cli_config import (
     EPILOG,
@@ -189,10 +189,6 @@ class CodecBatches(torch.utils.data.Dataset):
         return torch.from_numpy(videos), torch.from_numpy(masks)
 
 
-def _single_thread(_: int) -> None:
-    torch.set_num_threads(1)
-
-
 def sprite_weights(masks: torch.Tensor, sprite_weight: float) -> torch.Tensor:
     """(B, F, H, W) bool sprite masks -> (B, 1, F, H, W) loss weights: 1 + ``sprite_weight`` on the
     sprites dilated by one pixel (3×3 per frame, so both sides of every edge count), 1 elsewhere."""
@@ -219,23 +215,7 @@ def codec_step_loss(
     return codec_loss(codec.decode_raw(latents), pixels, weights)
 
 
-def learning_rate_at(step: int, config: CodecConfig, total_steps: int) -> float:
-    """Linear warmup, then cosine decay to ``min_learning_rate`` at ``total_steps``."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = min((step - config.warmup_steps) / max(total_steps - config.warmup_steps, 1), 1.0)
-    return config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * 0.5 * (
-        1 + math.cos(math.pi * progress)
-    )
-
-
 # ----------------------------------------------------------------------------- checkpoints
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -392,6 +372,9 @@ def train_codec(
 ) -> dict[str, Any]:
     """Train a codec into ``output`` (resuming from ``output/checkpoint`` when one is there) and save
     the EMA weights as a diffusers model folder; returns the training record (also ``recipe.json``)."""
+    # the base model's schedule and worker set-up (pretrain imports this module, hence here)
+    from dreamrelation.toyworld.pretrain import _single_thread, learning_rate_at
+
     values = config.model_dump() if config is not None else {}
     values.update({k: v for k, v in dict(overrides, output=output).items() if v is not None})
     config = CodecConfig(**values)
@@ -544,7 +527,7 @@ def train_codec(
     if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
         # The stage this one continued from, with its own command and acceptance: the exact lineage.
         record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
-    _write_atomic(out / "recipe.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(json.dumps(record, indent=2) + "\n", out / "recipe.json")
     return record
 
 
@@ -662,7 +645,7 @@ def train_command(
         scores = evaluate_codec(load_codec(output, resolved), eval_per_relation)
         record["acceptance"] = scores
         console.print(_acceptance_table(scores, f"codec round trip -> {output}"))
-    _write_atomic(Path(output) / "recipe.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(json.dumps(record, indent=2) + "\n", Path(output) / "recipe.json")
     console.print(
         f"{record['steps']} steps, {record['wall_time_s']:.0f} s, last loss {record['loss_curve'][-1][1]:.4f}"
     )
@@ -709,7 +692,7 @@ def evaluate_command(
         recipe = folder / "recipe.json"
         record = json.loads(recipe.read_text()) if recipe.is_file() else {}
         record["acceptance"] = scores
-        _write_atomic(recipe, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(json.dumps(record, indent=2) + "\n", recipe)
     if not scores["passed"]:
         raise typer.Exit(1)
 

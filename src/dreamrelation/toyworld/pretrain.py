@@ -61,7 +61,7 @@ from dreamrelation.toyworld.backbone import (
     load_codec_folder,
     zero_init_modulation,
 )
-from dreamrelation.toyworld.codec import codec_app
+from dreamrelation.toyworld.codec import CodecConfig, codec_app
 from dreamrelation.toyworld.oracle import (
     MIN_PRESENT_FRACTION,
     NONE,
@@ -226,9 +226,11 @@ def _single_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def learning_rate_at(step: int, config: PretrainConfig, total_steps: int | None = None) -> float:
+def learning_rate_at(
+    step: int, config: PretrainConfig | CodecConfig, total_steps: int | None = None
+) -> float:
     """Linear warmup, then cosine decay from ``learning_rate`` to ``min_learning_rate`` over
-    ``total_steps`` (default ``config.steps``)."""
+    ``total_steps`` (default ``config.steps``); the toy base model's and the learned codec's schedule."""
     total_steps = config.steps if total_steps is None else total_steps
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
