@@ -510,9 +510,17 @@ class Trainer:
         if acc.is_main_process:
             lora_path, triplet_path = self.method.save(output, dump_config(self.config))
             (output / "history.json").write_text(json.dumps(self.history, indent=1))
-        if trackers(self.config):
-            acc.end_training()
+        self.close()
         return TrainResult(output, lora_path, triplet_path, self.history)
+
+    def close(self) -> None:
+        """Stop the trackers and, in a multi-process run, tear the process group down on every process.
+
+        Without this a process can exit while the communication threads of its group still run, and it
+        aborts ("terminate called without an active exception") after its work is done.
+        """
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
 
 
 def train(config: TrainConfig, backbone: Backbone | None = None, show_progress: bool = True) -> TrainResult:

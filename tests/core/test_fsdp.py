@@ -35,6 +35,7 @@ adapters = {n: p.detach().contiguous() for n, p in named.items() if "lora_" in n
 save_file(adapters, f"{out}/rank{rank}.safetensors")
 with open(f"{out}/rank{rank}.json", "w") as f:
     json.dump({"losses": losses, "local": local, "total": total}, f)
+trainer.close()
 """
 
 
