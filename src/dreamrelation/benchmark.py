@@ -30,7 +30,6 @@ import copy
 import csv
 import io
 import json
-import os
 import re
 import string
 import time
@@ -45,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dreamrelation.config import CacheConfig, ModelSpec, TrainConfig
 from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.evaluation.evaluate import EvaluateConfig
+from dreamrelation.files import atomic_target, write_text_atomic
 from dreamrelation.methods.settings import METHOD_NAMES, MethodName
 
 BASE = "base"
@@ -422,20 +422,13 @@ def plan(config: BenchmarkConfig, output: str | Path, *, check_data: bool = True
 # ----- markers and files ----------------------------------------------------------------------
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, path)
-
-
 def _done(folder: Path) -> dict | None:
     path = folder / DONE
     return json.loads(path.read_text("utf-8")) if path.is_file() else None
 
 
 def _mark_done(folder: Path, info: dict) -> None:
-    write_atomic(folder / DONE, json.dumps(info, indent=1) + "\n")
+    write_text_atomic(folder / DONE, json.dumps(info, indent=1) + "\n")
 
 
 def _settings(config: BaseModel) -> dict:
@@ -700,7 +693,7 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if not report_only:
-        write_atomic(out / "config.json", config.model_dump_json(indent=1) + "\n")
+        write_text_atomic(out / "config.json", config.model_dump_json(indent=1) + "\n")
         console = Console(stderr=True, quiet=not show_progress)
         with Progress(
             TextColumn("[bold]{task.description:<48}"),
@@ -721,7 +714,7 @@ def run_benchmark(
             metrics = {k: float(v) for k, v in overall.items() if k in METRIC_LABELS and v is not None}
             results.setdefault(run.relation, {}).setdefault(run.method, {})[str(run.seed)] = metrics
     if not report_only:
-        write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
+        write_text_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
     minutes = (time.perf_counter() - started) / 60
     return write_tables(plan_, results, command, minutes)
 
@@ -896,7 +889,7 @@ def write_tables(
     ]
     for relation, summary in per_relation.items():
         lines += [f"## {relation}", "", *markdown_table(summary, labels), ""]
-    write_atomic(out / "benchmark.md", "\n".join(lines))
+    write_text_atomic(out / "benchmark.md", "\n".join(lines))
     rows = [
         {
             "relation": scope,
@@ -913,7 +906,7 @@ def write_tables(
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(out / "benchmark.csv", buffer.getvalue())
+    write_text_atomic(out / "benchmark.csv", buffer.getvalue())
     plot(averaged, labels, out / "benchmark.png", title=f"averaged over {len(relations)} relation(s)")
     return averaged
 
@@ -943,10 +936,11 @@ def plot(
         ax.set_title(labels.get(metric, metric), fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_target(path, ".png") as temp:
+            fig.savefig(temp, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from dreamrelation.checks import subjects_present
 from dreamrelation.config import CacheConfig, dump_config
 from dreamrelation.data import VideoItem, check_item, load_subject_masks, read_video, scan_dataset
 from dreamrelation.errors import InputError
+from dreamrelation.files import atomic_target, write_text_atomic
 from dreamrelation.masks import latent_masks
 
 MASK_ORDER = ("subject1", "subject2", "relation")
@@ -43,25 +43,8 @@ class CacheSummary:
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file so that a crash never leaves a half-written file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:  # disk full, Ctrl-C: no stray temporary file
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as temp:  # disk full, Ctrl-C: no stray temporary file
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temp), metadata=metadata)
 
 
 def _fingerprint(item: VideoItem, config: CacheConfig) -> str:
@@ -200,7 +183,7 @@ def build_cache(
         "config": json.loads(dump_config(config)),
         "items": manifest_items,
     }
-    atomic_write_text(json.dumps(manifest, indent=2), out / MANIFEST)
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2))
     return CacheSummary(encoded=encoded, skipped=skipped, output=out)
 
 

@@ -250,8 +250,10 @@ def subjects_present(frame_masks: Any, where: Path, colors: Sequence[Sequence[in
 def disk_full_message(exc: OSError) -> str | None:
     """One line for the OS errors a user fixes outside the program (space, permissions)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        # name the file being written, not our temporary copy of it (.name.tmp-PID, .step-N.tmp/)
-        target = re.sub(r"(^|/)\.([^/]+?)\.tmp(-\d+)?(?=/|$)", r"\1\2", str(exc.filename or ""))
+        # name the file being written, not our temporary copy of it (files.atomic_target's
+        # .NAME.tmp-PID-RANDOM[.ext], a checkpoint's .step-N.tmp/)
+        temporary = r"(^|/)\.([^/]+?)\.tmp(-\d+(-[0-9a-f]+)?)?(\.\w+)?(?=/|$)"
+        target = re.sub(temporary, r"\1\2", str(exc.filename or ""))
         where = f" while writing {target}" if target else ""
         return f"the disk is full{where}; free some space and run the command again (it resumes)"
     if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):

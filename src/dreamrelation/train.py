@@ -30,6 +30,7 @@ from dreamrelation.cache import MASK_ORDER, CachedDataset
 from dreamrelation.checkpoint import list_checkpoints, load_newest_intact, save_checkpoint, set_rng_state
 from dreamrelation.config import TrainConfig, dump_config
 from dreamrelation.errors import ConfigError, TrainingError
+from dreamrelation.files import write_text_atomic
 from dreamrelation.losses import (
     MemoryBank,
     combined_mask_loss,
@@ -509,7 +510,7 @@ class Trainer:
         lora_path, triplet_path = self.method.output_paths(output)
         if acc.is_main_process:
             lora_path, triplet_path = self.method.save(output, dump_config(self.config))
-            (output / "history.json").write_text(json.dumps(self.history, indent=1))
+            write_text_atomic(output / "history.json", json.dumps(self.history, indent=1))
         self.close()
         return TrainResult(output, lora_path, triplet_path, self.history)
 

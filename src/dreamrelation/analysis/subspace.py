@@ -24,6 +24,7 @@ from safetensors import safe_open
 
 from dreamrelation.backbones import layouts
 from dreamrelation.errors import ConfigError, InputError
+from dreamrelation.files import write_text_atomic
 
 PAIRS: tuple[tuple[str, str], ...] = (("q", "k"), ("q", "v"), ("k", "v"))
 DEFAULT_RANKS: tuple[int, ...] = (4, 8, 16, 32)
@@ -520,7 +521,7 @@ def save_report(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "subspace.json"]
-    written[0].write_text(json.dumps(result, indent=2))
+    write_text_atomic(written[0], json.dumps(result, indent=2))
 
     pairs = result["pairs"]
     for stream in result["average"]:

@@ -6,8 +6,6 @@ centre. ``resize_and_crop`` is shared with the mask loader so a subject mask sta
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ import torch
 from PIL import Image
 
 from dreamrelation.errors import InputError
+from dreamrelation.files import atomic_target
 
 # Decoding failures PyAV reports: its own FFmpeg errors, and OSError for unreadable files.
 _DECODE_ERRORS = (av.error.FFmpegError, OSError)
@@ -226,19 +225,6 @@ def _frames_to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     raise ValueError(f"frames must be uint8 or float in [0, 1], got dtype {array.dtype}")
 
 
-@contextmanager
-def _atomic_target(path: Path, suffix: str) -> Iterator[Path]:
-    """A temporary file beside ``path``, moved onto it only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: the writer creates the file, so it gets the user's usual permissions, not 0600.
-    temp_path = path.parent / f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
-    try:
-        yield temp_path
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
-
-
 def write_video(
     frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 8, crf: int = 18, lossless: bool = False
 ) -> Path:
@@ -255,7 +241,7 @@ def write_video(
         array = np.pad(array, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     rgb = lossless and "libx264rgb" in av.codecs_available
     path = Path(path)
-    with _atomic_target(path, ".mp4") as temp_path:
+    with atomic_target(path, ".mp4") as temp_path:
         with av.open(str(temp_path), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264rgb" if rgb else "libx264", rate=fps)
             stream.width = width + pad_w
@@ -281,7 +267,7 @@ def write_gif(frames: torch.Tensor | np.ndarray, path: str | Path, fps: int = 8,
             for image in images
         ]
     path = Path(path)
-    with _atomic_target(path, ".gif") as temp_path:
+    with atomic_target(path, ".gif") as temp_path:
         images[0].save(
             temp_path,
             format="GIF",

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.evaluation.clip import DEFAULT_CLIP_MODEL
 from dreamrelation.evaluation.fvd import DEFAULT_VIDEOMAE_MODEL
 from dreamrelation.evaluation.metrics import frechet_distance
+from dreamrelation.files import write_text_atomic
 
 Metric = Literal["relation_accuracy", "clip", "fvd"]
 ALL_METRICS: tuple[str, ...] = ("relation_accuracy", "clip", "fvd")
@@ -351,13 +351,6 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, path)
-
-
 def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -370,11 +363,11 @@ def write_results(results: EvaluationResults, output: str | Path) -> list[Path]:
     """``results.json`` (everything), ``per_video.csv`` and ``summary.csv`` (overall + per relation)."""
     output = Path(output)
     paths = [output / "results.json", output / "per_video.csv", output / "summary.csv"]
-    _write_atomic(paths[0], json.dumps(results.to_json(), indent=1, ensure_ascii=False) + "\n")
-    _write_atomic(paths[1], _csv(results.per_video, PER_VIDEO_COLUMNS))
+    write_text_atomic(paths[0], json.dumps(results.to_json(), indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(paths[1], _csv(results.per_video, PER_VIDEO_COLUMNS))
     summary = [{"scope": "all", **results.overall}]
     summary += [{"scope": name, **values} for name, values in results.per_relation.items()]
-    _write_atomic(paths[2], _csv(summary, SUMMARY_COLUMNS))
+    write_text_atomic(paths[2], _csv(summary, SUMMARY_COLUMNS))
     return paths
 
 

@@ -36,6 +36,7 @@ from PIL import Image
 
 from dreamrelation.errors import DreamRelationError
 from dreamrelation.evaluation.prompts import PromptEntry
+from dreamrelation.files import write_text_atomic
 from dreamrelation.relations import get_relation
 
 QUESTION_TEMPLATE = (
@@ -133,11 +134,7 @@ class AnswerCache:
             return None  # a torn or foreign file: ask again and overwrite it
 
     def put(self, key: str, record: dict) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, ensure_ascii=False), "utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(self._path(key), json.dumps(record, ensure_ascii=False))
 
 
 class Judge:

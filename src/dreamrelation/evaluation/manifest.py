@@ -16,7 +16,6 @@ by hand (``settings`` may be empty; ``relation`` is needed for relation accuracy
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 
 from dreamrelation.errors import InputError
 from dreamrelation.evaluation.prompts import PromptEntry, entry_from_json
+from dreamrelation.files import write_text_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dreamrelation.videos/1"
@@ -56,11 +56,7 @@ class Manifest:
             "settings": self.settings,
             "videos": [record.to_json(self.folder) for record in self.videos],
         }
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", "utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
 
 
 def video_filename(entry_id: str) -> str:

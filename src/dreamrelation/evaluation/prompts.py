@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from dreamrelation.errors import InputError
+from dreamrelation.files import write_text_atomic
 from dreamrelation.relations import RELATIONS, Relation, get_relation
 
 EVAL_SET_NAME = "paper"
@@ -191,5 +192,5 @@ def load_prompt_file(spec: str | Path, relations: str | None = None) -> list[Pro
 
 if __name__ == "__main__":
     target = Path(__file__).parent / "data" / EVAL_SET_FILE
-    target.write_text(dump_jsonl(build_eval_set()), encoding="utf-8")
+    write_text_atomic(target, dump_jsonl(build_eval_set()))
     print(f"wrote {target}")

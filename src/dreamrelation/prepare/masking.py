@@ -31,6 +31,7 @@ from dreamrelation.data.dataset import (
 )
 from dreamrelation.data.video import read_video, video_info, write_gif
 from dreamrelation.errors import DreamRelationError, InputError
+from dreamrelation.files import write_text_atomic
 from dreamrelation.prepare.config import MasksConfig
 from dreamrelation.prepare.segmenters import Detector, Segmenter
 from dreamrelation.prepare.tracking import (
@@ -301,6 +302,4 @@ def _write_summary(path: Path, reports: Sequence[ClipReport]) -> None:
         "suspected_identity_swaps": MasksSummary(list(reports)).suspected_swaps,
         "clips": [asdict(r) for r in reports],
     }
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")

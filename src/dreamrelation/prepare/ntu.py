@@ -24,6 +24,7 @@ from pathlib import Path
 
 from dreamrelation.data.dataset import RELATION_FILE
 from dreamrelation.errors import ConfigError, InputError
+from dreamrelation.files import atomic_target, write_text_atomic
 from dreamrelation.relations import Relation, select_relations
 
 NTU_NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})_rgb\.avi$")
@@ -141,19 +142,11 @@ def _place(source: Path, target: Path, link: bool) -> None:
     """Copy (or hard-link) atomically; an existing target of the same size is kept (resumable)."""
     if target.is_file() and target.stat().st_size == source.stat().st_size:
         return
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temp.unlink(missing_ok=True)
-    if link:
-        os.link(source, temp)
-    else:
-        shutil.copyfile(source, temp)
-    os.replace(temp, target)
-
-
-def _write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(text + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    with atomic_target(target) as temp:
+        if link:
+            os.link(source, temp)
+        else:
+            shutil.copyfile(source, temp)
 
 
 def prepare_relation(
@@ -184,11 +177,11 @@ def prepare_relation(
     if not chosen:
         return report
     folder.mkdir(parents=True, exist_ok=True)
-    _write_text(folder / RELATION_FILE, relation.name)
+    write_text_atomic(folder / RELATION_FILE, relation.name + "\n")
     caption = relation.caption()
     for clip in sorted(chosen, key=lambda c: c.name):
         _place(clip.path, folder / f"{clip.name}.avi", link)
-        _write_text(folder / f"{clip.name}.txt", caption)
+        write_text_atomic(folder / f"{clip.name}.txt", caption + "\n")
         report.written.append(clip.name)
     return report
 

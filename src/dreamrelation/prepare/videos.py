@@ -13,7 +13,6 @@ frame is encoded alone): Mochi 6k+1, Wan2.1 and HunyuanVideo 4k+1, the toy backb
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from dreamrelation.data.dataset import (
 )
 from dreamrelation.data.video import read_frames, video_info, write_video
 from dreamrelation.errors import ConfigError, InputError
+from dreamrelation.files import write_text_atomic
 from dreamrelation.prepare.config import VideosConfig
 
 
@@ -155,13 +155,6 @@ def _clip_sources(root: Path, default_caption: str | None) -> list[tuple[Path, s
     return sources
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(text + "\n", encoding="utf-8")
-    os.replace(temp, path)
-
-
 def prepare_videos(config: VideosConfig, on_clip: Callable[[str, str], None] | None = None) -> VideosReport:
     """Write the prepared dataset folder(s); see the module docstring for the steps."""
     from dreamrelation.prepare.masking import write_mask_folder
@@ -209,7 +202,7 @@ def prepare_videos(config: VideosConfig, on_clip: Callable[[str, str], None] | N
             name = video_path.stem if len(windows) == 1 else f"{video_path.stem}_c{number:02d}"
             frames = read_frames(video_path, source_frames, height, width)
             written = write_video(frames, target / f"{name}.mp4", fps=max(1, round(out_fps)), crf=config.crf)
-            _write_text(target / f"{name}.txt", caption)
+            write_text_atomic(target / f"{name}.txt", caption + "\n")
             if mask_dir is not None:
                 masks = load_subject_masks(
                     mask_dir, source_frames, height, width, video_size=(info.height, info.width)

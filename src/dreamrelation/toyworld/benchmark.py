@@ -21,6 +21,7 @@ from typing import Any
 
 from dreamrelation import benchmark as runner
 from dreamrelation.errors import ConfigError
+from dreamrelation.files import write_text_atomic
 from dreamrelation.toyworld.experiment import ExperimentConfig, exemplar_clips
 from dreamrelation.toyworld.world import DEFAULT_FRAMES, DEFAULT_SIZE, RELATIONS, write_dataset_folder
 
@@ -218,7 +219,7 @@ def run_toy_benchmark(
     minutes = ((time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60)
     report = toy_report(results, experiment, list(relations), list(seeds), list(methods), command, minutes)
     docs = docs if docs is not None else output / "toy_benchmark.md"
-    runner.write_atomic(docs, report)
+    write_text_atomic(docs, report)
     return report
 
 

@@ -32,7 +32,6 @@ from rich.console import Console
 from rich.table import Table
 from safetensors.torch import load_file, save_file
 
-from dreamrelation.cache import atomic_write_text
 from dreamrelation.checkpoint import optimizer_from_tensors, optimizer_to_tensors
 from dreamrelation.cli_config import (
     EPILOG,
@@ -43,6 +42,7 @@ from dreamrelation.cli_config import (
     setting,
 )
 from dreamrelation.devices import machine_description, resolve_device
+from dreamrelation.files import write_text_atomic
 from dreamrelation.toyworld.learned_codec import LearnedToyCodec
 from dreamrelation.toyworld.oracle import NONE, classify_relation, detect_background, subject_fidelity
 from dreamrelation.toyworld.world import (
@@ -527,7 +527,7 @@ def train_codec(
     if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
         # The stage this one continued from, with its own command and acceptance: the exact lineage.
         record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
-    atomic_write_text(json.dumps(record, indent=2) + "\n", out / "recipe.json")
+    write_text_atomic(out / "recipe.json", json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -645,7 +645,7 @@ def train_command(
         scores = evaluate_codec(load_codec(output, resolved), eval_per_relation)
         record["acceptance"] = scores
         console.print(_acceptance_table(scores, f"codec round trip -> {output}"))
-    atomic_write_text(json.dumps(record, indent=2) + "\n", Path(output) / "recipe.json")
+    write_text_atomic(Path(output) / "recipe.json", json.dumps(record, indent=2) + "\n")
     console.print(
         f"{record['steps']} steps, {record['wall_time_s']:.0f} s, last loss {record['loss_curve'][-1][1]:.4f}"
     )
@@ -692,7 +692,7 @@ def evaluate_command(
         recipe = folder / "recipe.json"
         record = json.loads(recipe.read_text()) if recipe.is_file() else {}
         record["acceptance"] = scores
-        atomic_write_text(json.dumps(record, indent=2) + "\n", recipe)
+        write_text_atomic(recipe, json.dumps(record, indent=2) + "\n")
     if not scores["passed"]:
         raise typer.Exit(1)
 

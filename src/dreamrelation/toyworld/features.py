@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dreamrelation.files import write_text_atomic
 from dreamrelation.toyworld.world import GENERIC_MOTIONS, RELATIONS, render, sample_scenes
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -168,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "train_seconds": round(time.time() - began, 1),
         **{k: round(v, 4) for k, v in scores.items()},
     }
-    (args.out / RECIPE_FILE.name).write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(args.out / RECIPE_FILE.name, json.dumps(recipe, indent=2) + "\n")
     print(json.dumps(recipe, indent=2))
 
 

@@ -51,6 +51,7 @@ from dreamrelation.cli_config import (
     setting,
 )
 from dreamrelation.devices import machine_description, resolve_device, use_bf16_autocast
+from dreamrelation.files import write_text_atomic
 from dreamrelation.generate import render_batch, to_uint8
 from dreamrelation.toyworld.backbone import (
     GUIDANCE_SCALE,
@@ -647,7 +648,7 @@ def pretrain_command(
         record["evaluation"] = evaluate_base(
             evaluated, eval_per_relation, prompt_seed=eval_prompt_seed, batch_size=32
         )
-    (Path(output) / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomic(Path(output) / "recipe.json", json.dumps(record, indent=2) + "\n")
     table = Table(title=f"toy base model -> {output}")
     table.add_column("metric")
     table.add_column("value", justify="right")

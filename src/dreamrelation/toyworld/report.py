@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamrelation.data import write_gif
+from dreamrelation.files import write_text_atomic
 
 METRIC_LABELS = {
     "relation_accuracy": "Relation accuracy ↑",
@@ -112,7 +113,7 @@ def write_report(
     if interpretability is not None:
         parts += interpretability_html(interpretability, output)
     path = output / "report.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    write_text_atomic(path, "\n".join(parts))
     return path
 
 
