@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from dreamrelation.losses import (
     MemoryBank,
+    batch_relational_contrastive_loss,
     combined_mask_loss,
     frame_features,
     mask_weighted_loss,
@@ -301,3 +302,67 @@ def test_empty_memory_bank_state_round_trips(tmp_path) -> None:
     restored = MemoryBank()
     restored.load_state_dict(load_file(str(path)))
     assert len(restored) == 0 and restored.capacity == 5
+
+
+# ---------------------------------------------------------------- RCL of a batch against the bank
+
+
+def _info_nce(positive_cosines: list[float], negative_cosines: list[float]) -> float:
+    """One anchor's loss at τ = 1: log Σ_{pos ∪ neg} e^cos − log Σ_pos e^cos."""
+    everything = math.log(sum(math.exp(c) for c in positive_cosines + negative_cosines))
+    return everything - math.log(sum(math.exp(c) for c in positive_cosines))
+
+
+def test_batch_contrastive_loss_by_hand() -> None:
+    """Three samples (relations a, b, a; one dynamics anchor each) against a bank of three videos.
+
+    n_neg is large enough that every frame (the sample's own 2 and the bank's 6) is a negative, so
+    the draw order does not matter and the loss is written down by hand.
+    """
+    bank = MemoryBank(capacity=8)
+    bank.push("a", torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]]), source="v9")
+    # an earlier pass over sample 0's own video: never its own positive
+    bank.push("a", torch.tensor([[1.0, 0.0]]), torch.tensor([[-1.0, 0.0], [0.0, -1.0]]), source="v0")
+    bank.push("c", torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 1.0], [-1.0, 1.0]]), source="v5")
+    single = torch.tensor(
+        [[[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 2.0], [1.0, 2.0]]], requires_grad=True
+    )
+    dynamics = single[:, 1:] - single[:, :-1]  # sample 0: (0, 1); sample 2: (1, 0)
+    loss, terms = batch_relational_contrastive_loss(
+        dynamics,
+        single,
+        ["a", "b", "a"],
+        ["v0", "v1", "v2"],
+        bank,
+        torch.Generator().manual_seed(0),
+        num_positives=4,
+        num_negatives=100,
+        temperature=1.0,
+    )
+    r = 1 / math.sqrt(2)
+    bank_frames_vs_0 = [0.0, 1.0, 0.0, -1.0, r, r]  # cosines of (0, 1) with the bank's six frames
+    sample_0 = _info_nce([1.0], [0.0, r, *bank_frames_vs_0])  # positive: v9 only (v0 is itself)
+    bank_frames_vs_2 = [1.0, 0.0, -1.0, 0.0, r, -r]  # cosines of (1, 0) with the bank's frames
+    sample_2 = _info_nce([0.0, 1.0], [0.0, 1 / math.sqrt(5), *bank_frames_vs_2])  # positives v9, v0
+    assert terms == 2  # relation b has no video in the bank yet: no term
+    assert loss.item() == pytest.approx((sample_0 + sample_2) / 2, rel=1e-6)
+    loss.backward()
+    assert single.grad[0].abs().sum() > 0 and single.grad[2].abs().sum() > 0
+    assert torch.equal(single.grad[1], torch.zeros(2, 2))
+    assert len(bank) == 3  # the bank is only read
+
+
+def test_batch_contrastive_loss_is_zero_without_a_positive() -> None:
+    single = torch.randn(2, 3, 4)
+    loss, terms = batch_relational_contrastive_loss(
+        single[:, 1:] - single[:, :-1], single, ["a", "a"], ["v0", "v1"], MemoryBank(), torch.Generator()
+    )
+    assert terms == 0 and loss.item() == 0.0 and loss.shape == ()
+
+
+def test_batch_contrastive_loss_rejects_a_label_count_that_is_not_the_batch() -> None:
+    single = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="batch of 2"):
+        batch_relational_contrastive_loss(
+            single[:, 1:] - single[:, :-1], single, ["a"], ["v0"], MemoryBank(), torch.Generator()
+        )

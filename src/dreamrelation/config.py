@@ -12,9 +12,10 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dreamrelation.adapters import TripletConfig
+from dreamrelation.adapters import SELECTABLE, TripletConfig
 from dreamrelation.errors import ConfigError
 from dreamrelation.methods.settings import (
+    LORA_METHODS,
     MethodName,
     MotionInversionConfig,
     ReVersionConfig,
@@ -195,6 +196,32 @@ class TrainConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _hybrid_masks_need_an_adapter(self) -> TrainConfig:
+        if not self.loss.hybrid_masks:
+            return self
+        if self.method not in LORA_METHODS:
+            raise ValueError(
+                f"method {self.method} has no LoRA adapters for hybrid mask training to select; "
+                "set loss.hybrid_masks: false (its default)"
+            )
+        if not any(adapter in SELECTABLE for adapter in self.lora.present()):
+            raise ValueError(
+                "hybrid_masks needs at least one of relation/subject1/subject2 in lora.placement"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _reversion_prompts_use_the_token(self) -> TrainConfig:
+        token = self.reversion.token
+        unused = [p for p in self.validation_prompts if token not in p] if self.method == "reversion" else []
+        if unused:
+            raise ValueError(
+                f"validation prompt {unused[0]!r} does not use the relation token; write the relation as "
+                f"{token}, e.g. 'A dog {token} a cat.'"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _fsdp_alone(self) -> TrainConfig:
         if self.fsdp and (self.block_offload or self.fp8_base):
             raise ValueError("fsdp shards the base already: set block_offload: false and fp8_base: false")
@@ -365,7 +392,11 @@ def describe_validation_error(
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]) or "config"
         prefix = source(where) if source is not None else ""
-        if error["type"] == "extra_forbidden":
+        if not error["loc"] and error["type"] == "value_error":
+            # a check across settings (a model validator): its message names them, and echoing the
+            # whole config as the "input" would bury it
+            parts.append(f"{prefix}{error.get('ctx', {}).get('error', error['msg'])}")
+        elif error["type"] == "extra_forbidden":
             if cls is not None:
                 parts.append(f"{prefix}{unknown_key_message(cls, where)}")
             else:

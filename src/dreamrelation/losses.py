@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -320,3 +321,53 @@ class MemoryBank:
             return
         self._single_frame = [t.clone() for t in torch.split(single_frame, frame_counts, dim=0)]
         self._dynamics = [t.clone() for t in torch.split(dynamics, [n - 1 for n in frame_counts], dim=0)]
+
+
+def batch_relational_contrastive_loss(
+    dynamics: Tensor,
+    single_frame: Tensor,
+    relations: Sequence[str],
+    sources: Sequence[str | None],
+    memory_bank: MemoryBank,
+    generator: torch.Generator,
+    *,
+    num_positives: int = DEFAULT_N_POS,
+    num_negatives: int = DEFAULT_N_NEG,
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> tuple[Tensor, int]:
+    """RCL of a batch against the memory bank: the mean of each sample's loss, and how many samples
+    had one (float32 scalar, count).
+
+    dynamics (B, F-1, C) and single_frame (B, F, C) come from :func:`frame_features`; sample ``b``
+    of relation ``relations[b]`` (video ``sources[b]``, never its own positive) draws its positives
+    and negatives with :meth:`MemoryBank.sample` from ``generator``, in batch order. A sample whose
+    relation has no other video in the bank yet adds no term; with no term at all the loss is 0.
+    The bank is only read (the caller pushes the batch after the step).
+    """
+    if dynamics.ndim != 3 or single_frame.ndim != 3:
+        raise ValueError(
+            f"expected dynamics (B, F-1, C) and single_frame (B, F, C); got {tuple(dynamics.shape)} "
+            f"and {tuple(single_frame.shape)}"
+        )
+    if not len(relations) == len(sources) == dynamics.shape[0] == single_frame.shape[0]:
+        raise ValueError(
+            f"{len(relations)} relations and {len(sources)} sources for a batch of {dynamics.shape[0]}"
+        )
+    total = torch.zeros((), device=dynamics.device)
+    terms = 0
+    for b, relation in enumerate(relations):
+        sample = memory_bank.sample(
+            relation,
+            single_frame.shape[1],
+            num_positives,
+            num_negatives,
+            single_frame[b],
+            generator,
+            exclude_source=sources[b],
+        )
+        if sample is None:  # the bank has no other video of this relation yet
+            continue
+        positives, negatives = sample
+        total = total + relational_contrastive_loss(dynamics[b], positives, negatives, temperature)
+        terms += 1
+    return (total / terms if terms else total), terms

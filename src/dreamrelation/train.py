@@ -33,10 +33,10 @@ from dreamrelation.errors import ConfigError, TrainingError
 from dreamrelation.files import write_text_atomic
 from dreamrelation.losses import (
     MemoryBank,
+    batch_relational_contrastive_loss,
     combined_mask_loss,
     frame_features,
     mask_weighted_loss,
-    relational_contrastive_loss,
 )
 from dreamrelation.memory import LossScaling, make_optimizer, needs_checkpointing, place_transformer
 from dreamrelation.methods import method_class
@@ -217,7 +217,10 @@ class Trainer:
         """
         cfg = self.config
         accumulate = cfg.gradient_accumulation_steps
+        # 1.-7. forward and backward of each micro-batch (micro_step); their gradients add up
         parts = [self.micro_step(step * accumulate + m, step, accumulate) for m in range(accumulate)]
+
+        # 8. the gradients: mean over processes, true scale (fp16), clipped
         self._average_gradients()
         if self.loss_scaling is not None:  # fp16: the true gradients before clipping
             self.loss_scaling.unscale_(self.optimizer)
@@ -225,7 +228,9 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(
                 [p for p in self.lora_params if p.grad is not None], cfg.max_grad_norm
             )
-        # Inactive adapters have grad None: AdamW skips them (no update, no weight decay).
+
+        # 9. step AdamW and the schedule. Inactive adapters have grad None: AdamW skips them (no
+        # update, no weight decay)
         skipped = False
         if self.loss_scaling is None:
             self.optimizer.step()
@@ -234,6 +239,8 @@ class Trainer:
         if not skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+        # 10. the step's record: losses averaged over the micro-batches
         record: dict[str, float | str | int] = {"step": step + 1}
         if self.loss_scaling is not None:
             record["loss_scale"] = self.loss_scaling.scale
@@ -260,7 +267,8 @@ class Trainer:
         # the micro-batch's); the memory bank and the method draw from the first sample's
         sample_gens = [_generator(cfg.seed, 2, pos, 0) for pos in self.batch_positions(micro)]
         gen = sample_gens[0]
-        # 1. the method readies the model (DreamRelation: HMT picks and activates adapters)
+        # 1. select adapters: the method readies the model (DreamRelation: HMT picks one LoRA and
+        # activates the adapters it needs)
         selected = self.method.begin_step(micro)
 
         # 2. noise the cached latents (flow matching)
@@ -271,7 +279,7 @@ class Trainer:
         noise = noise.to(latents.device)
         noisy = self.backbone.add_noise(latents, noise, sigma)
         target = self.backbone.flow_target(latents, noise)
-        # 3. predict
+        # 3. predict the flow
         with self.accelerator.autocast() if self.loss_scaling is None else self.loss_scaling.autocast():
             prediction = self.backbone.predict(noisy, sigma, self.method.conditioning(batch))
         prediction = prediction.float()
@@ -285,46 +293,39 @@ class Trainer:
         loss_fn = mask_weighted_loss if loss_cfg.mask_loss == "paper" else combined_mask_loss
         rec = loss_fn(compared, compared_target, mask, loss_cfg.mask_weight if selected else 0.0)
 
-        rcl = torch.zeros((), device=prediction.device)
-        rcl_terms = 0
+        # 5. relational contrastive loss: this batch's dynamics against the memory bank (RCL)
         single, dynamics = frame_features(prediction)
+        rcl, rcl_terms = torch.zeros((), device=prediction.device), 0
         if loss_cfg.contrastive_weight > 0:
-            for b, relation in enumerate(batch["relations"]):
-                sample = self.memory_bank.sample(
-                    relation,
-                    single.shape[1],
-                    loss_cfg.num_positives,
-                    loss_cfg.num_negatives,
-                    single[b],
-                    gen,
-                    exclude_source=batch["keys"][b],
-                )
-                if sample is None:  # bank has no other video of this relation yet
-                    continue
-                positives, negatives = sample
-                rcl = rcl + relational_contrastive_loss(
-                    dynamics[b], positives, negatives, loss_cfg.temperature
-                )
-                rcl_terms += 1
-            if rcl_terms:
-                rcl = rcl / rcl_terms
+            rcl, rcl_terms = batch_relational_contrastive_loss(
+                dynamics,
+                single,
+                batch["relations"],
+                batch["keys"],
+                self.memory_bank,
+                gen,
+                num_positives=loss_cfg.num_positives,
+                num_negatives=loss_cfg.num_negatives,
+                temperature=loss_cfg.temperature,
+            )
         loss = rec + loss_cfg.contrastive_weight * rcl
-        # 5. the method's own terms (ReVersion: relation steering)
+
+        # 6. the method's own terms (ReVersion: relation steering), then backward
         extra = self.method.extra_losses(batch, gen)
         for term in extra.values():
             loss = loss + term
         if not torch.isfinite(loss):  # under fp16 too: only gradient overflows are skipped
             raise TrainingError(
                 f"non-finite loss at step {step} (reconstruction {rec.item()}, contrastive {rcl.item()}, "
-                f"adapter {selected}); the last checkpoint is intact. Lower learning_rate, set max_grad_norm,"
-                " "
-                "or re-run `dreamrelation cache` if the cached latents contain NaN"
+                f"adapter {selected}); the last checkpoint is intact. Lower learning_rate, set "
+                "max_grad_norm, or re-run `dreamrelation cache` if the cached latents contain NaN"
             )
         if self.loss_scaling is None:
             self.accelerator.backward(loss / accumulate)
         else:
             self.loss_scaling.backward(loss / accumulate)
 
+        # 7. the memory bank keeps this batch's features for the next steps' RCL
         for b, relation in enumerate(batch["relations"]):
             self.memory_bank.push(relation, dynamics[b].detach(), single[b].detach(), source=batch["keys"][b])
         return {

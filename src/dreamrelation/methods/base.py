@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from dreamrelation.backbones import Backbone
-from dreamrelation.errors import ConfigError
 
 if TYPE_CHECKING:
     from dreamrelation.cache import CachedDataset
@@ -39,14 +38,6 @@ class TrainingMethod(ABC):
         self.config = config
         self.backbone = backbone
         self.dataset = dataset
-
-    def require_no_adapter_selection(self) -> None:
-        """For methods without LoRA adapters: Hybrid Mask Training has nothing to select."""
-        if self.config.loss.hybrid_masks:
-            raise ConfigError(
-                f"method {self.name} has no LoRA adapters for hybrid mask training to select; "
-                "set loss.hybrid_masks: false (its default)"
-            )
 
     # ----- what trains ----------------------------------------------------------------------
     @abstractmethod

@@ -48,10 +48,6 @@ class DreamRelationMethod(TrainingMethod):
         self.targets = add_triplet(backbone, config.lora, seed=config.seed)
         self.present = list(self.targets)
         self.selectable = [a for a in SELECTABLE if a in self.present]
-        if config.loss.hybrid_masks and not self.selectable:
-            raise ConfigError(
-                "hybrid_masks needs at least one of relation/subject1/subject2 in lora.placement"
-            )
         if config.loss.hybrid_masks and any(i.masks is None for i in dataset.items):
             raise ConfigError(
                 "hybrid_masks needs subject masks; cache the data with masks or set hybrid_masks: false"

@@ -149,7 +149,6 @@ class MotionInversionMethod(TrainingMethod):
 
     def __init__(self, config: TrainConfig, backbone: Backbone, dataset: CachedDataset) -> None:
         super().__init__(config, backbone, dataset)
-        self.require_no_adapter_selection()
         backbone.transformer.requires_grad_(False)
         grid = backbone.token_grid(dataset.items[0].latents.shape)
         self.embeddings = MotionEmbeddings(

@@ -209,15 +209,8 @@ class ReVersionMethod(TrainingMethod):
 
     def __init__(self, config: TrainConfig, backbone: Backbone, dataset: CachedDataset) -> None:
         super().__init__(config, backbone, dataset)
-        self.require_no_adapter_selection()
         self.settings: ReVersionConfig = config.reversion
         self.captions = {item.key: self._caption(item) for item in dataset.items}  # fails before work
-        unused = [p for p in config.validation_prompts if self.settings.token not in p]
-        if unused:
-            raise ConfigError(
-                f"validation prompt {unused[0]!r} does not use the relation token; write the relation as "
-                f"{self.settings.token}, e.g. 'A dog {self.settings.token} a cat.'"
-            )
         pipe = backbone.pipeline
         backbone.transformer.requires_grad_(False)
         encoders = [(getattr(pipe, t), getattr(pipe, e), e) for t, e in backbone.text_encoders]

@@ -20,6 +20,9 @@ METHOD_NAMES: tuple[str, ...] = (
     "motion_inversion",
     "motion_inversion_rcl",
 )
+#: the methods that train the LoRA triplet (the others have no adapter for Hybrid Mask Training
+#: to select; tests/methods/test_baselines.py checks this against the method classes)
+LORA_METHODS: tuple[str, ...] = ("dreamrelation", "direct_lora")
 
 #: A basis of English prepositions: ReVersion's positives (relations live near prepositions in
 #: the text-embedding space). Written for this project, not taken from the ReVersion release.
