@@ -80,6 +80,8 @@ class _Strict(BaseModel):
 
 
 class RelationData(_Strict):
+    """One relation of the table and its exemplar videos."""
+
     #: the relation (name, NTU code or id of the shared table, e.g. shaking_hands or A058)
     name: str
     #: its dataset folder (videos, captions, masks; docs/data.md); with ``{seed}`` in the path
@@ -120,6 +122,8 @@ class Variant(_Strict):
 
 
 class PromptSettings(_Strict):
+    """The prompts every run renders and the evaluation scores."""
+
     #: "paper" (the shipped set, filtered to the benchmark's relations), "toy" (the toy world's
     #: held-out subjects and backgrounds, scored by its oracle too) or a JSON/JSONL prompt file
     set: str = "paper"
@@ -128,12 +132,21 @@ class PromptSettings(_Strict):
 
 
 class GenerationSettings(_Strict):
+    """How every run renders its prompts (as `dreamrelation generate`; paper settings)."""
+
+    #: sampling steps (paper: 64)
     num_inference_steps: int = Field(64, gt=0)
+    #: classifier-free guidance (paper: 6.0)
     guidance_scale: float = 6.0
+    #: frames per video; must fit the VAE (Mochi 6k+1, Wan and HunyuanVideo 4k+1)
     num_frames: int = Field(61, gt=0)
+    #: video height (a multiple of 8)
     height: int = Field(480, gt=0)
+    #: video width (a multiple of 8)
     width: int = Field(848, gt=0)
+    #: frame rate of the written videos
     fps: int = Field(30, gt=0)
+    #: strength of the trained LoRA (1.0: as trained)
     lora_scale: float = 1.0
     #: write the videos losslessly (H.264 RGB, qp 0) so the metrics read back the exact rendered
     #: pixels (lossy yuv420p smears the toy world's 32x32 sprites); files are larger
@@ -144,12 +157,15 @@ class BenchmarkConfig(_Strict):
     """`dreamrelation benchmark run`: relations x methods x seeds, evaluated into one table."""
 
     model: ModelSpec = ModelSpec()
+    #: the relations, one table each (and one averaged over them)
     relations: list[RelationData] = Field(min_length=1)
     #: the rows: training methods (dreamrelation, direct_lora, reversion, motion_inversion,
     #: motion_inversion_rcl) and names from ``variants``, each once
     methods: list[str] = Field(min_length=1)
     #: named variants of a method usable in ``methods``: {name: {method, train}}
     variants: dict[str, Variant] = Field(default_factory=dict)
+    #: one run per seed: its training seed and its sampling noise (toy prompts: its own prompt draw);
+    #: the tables report mean ± std over the seeds
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     #: add the untrained base model as the ``base`` row
     base: bool = True
@@ -161,7 +177,10 @@ class BenchmarkConfig(_Strict):
     method_train: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
     prompts: PromptSettings = PromptSettings()
     generation: GenerationSettings = GenerationSettings()
+    #: EvaluateConfig settings of the scoring (reference: default real videos for FVD)
     evaluation: EvaluateConfig = EvaluateConfig()
+    #: device for caching, rendering and scoring (None: cuda when available, else cpu); training
+    #: uses accelerate's
     device: str | None = None
 
     @field_validator("methods", "seeds")

@@ -1,13 +1,16 @@
 """docs/config.md, generated from the config models: every YAML key with its type, default and meaning,
-and a complete annotated example per command.
+and a complete annotated example, for every command that takes ``--config``/``--set``.
 
 A key's meaning is its ``Field(description=...)``, else the ``#:`` comment above it in the source.
 Regenerate after changing a config: ``python -m dreamrelation.config_docs > docs/config.md``
-(tests/core/test_config_docs.py fails while the page is out of date).
+(tests/core/test_config_docs.py fails while the page is out of date, or when a command's
+``--help-config`` reads a config that :data:`SECTIONS` does not list).
+Imports no config module until a page is rendered: ``--help-config`` uses :func:`rows` alone.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import re
@@ -17,15 +20,66 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig
-from dreamrelation.evaluation.evaluate import EvaluateConfig
-
-COMMANDS: tuple[tuple[str, type[BaseModel]], ...] = (
-    ("cache", CacheConfig),
-    ("train", TrainConfig),
-    ("generate", GenerateConfig),
-    ("evaluate", EvaluateConfig),
+#: (the commands that read it, "module:Class") for every config read with --config/--set, in the
+#: order of the data flow: raw videos -> dataset -> cache -> LoRA -> videos -> report; then the toy world
+SECTIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("prepare ntu",), "dreamrelation.prepare.config:NtuConfig"),
+    (("prepare videos",), "dreamrelation.prepare.config:VideosConfig"),
+    (("masks",), "dreamrelation.prepare.config:MasksConfig"),
+    (("cache",), "dreamrelation.config:CacheConfig"),
+    (("train",), "dreamrelation.config:TrainConfig"),
+    (("generate",), "dreamrelation.config:GenerateConfig"),
+    (("evaluate",), "dreamrelation.evaluation.evaluate:EvaluateConfig"),
+    (("benchmark run",), "dreamrelation.benchmark:BenchmarkConfig"),
+    (("demo", "benchmark toy"), "dreamrelation.toyworld.experiment:ExperimentConfig"),
+    (("toy pretrain",), "dreamrelation.toyworld.pretrain:PretrainConfig"),
+    (("toy codec train",), "dreamrelation.toyworld.codec:CodecConfig"),
 )
+
+#: example values where a key has no default (or its default alone would not validate), by the
+#: model that holds the key; every other key of an example shows its default
+PLACEHOLDERS: dict[str, dict[str, Any]] = {
+    "NtuConfig": {"ntu": "NTU_RGBD", "output": "data"},
+    "VideosConfig": {"input": "raw/shaking_hands", "output": "data/shaking_hands"},
+    "MasksConfig": {"data": ["data/shaking_hands"]},
+    "DataSource": {"path": "data/shaking_hands"},
+    "CacheConfig": {"output": "runs/cache"},
+    "TrainConfig": {"cache": ["runs/cache"], "output": "runs/shaking_hands"},
+    "GenerateConfig": {"output": "videos", "prompts": ["a cat is shaking hands with a dog."]},
+    "BenchmarkConfig": {"methods": ["dreamrelation", "direct_lora"]},
+    "RelationData": {"name": "shaking_hands", "data": "data/shaking_hands"},
+    "PretrainConfig": {"output": "runs/toy_base"},
+    "CodecConfig": {"output": "runs/toy_codec"},
+}
+
+#: Meanings of keys whose model has no ``#:`` comment yet, by model. toyworld/experiment.py is being
+#: reworked on another branch, so ExperimentConfig's meanings wait here; once its fields carry
+#: ``#:`` comments these entries go (tests/core/test_config_docs.py says which are shadowed).
+INTERIM_MEANINGS: dict[str, dict[str, str]] = {
+    "ExperimentConfig": {
+        "relation": "the relation the exemplars show and the LoRA learns (a toy-world relation)",
+        "model": 'the toy base model: "shipped" (the pretrained weights in the package), "tiny" '
+        "(random weights, tests) or a saved toy pipeline folder",
+        "exemplars": "exemplar videos rendered for training",
+        "exemplar_background": "the exemplars' background (the evaluation prompts use the others)",
+        "eval_prompts": "evaluation prompts: new subjects on new backgrounds, scored by the oracle",
+        "train_steps": "training steps (max_steps of the run; warmup is a tenth, at most 50)",
+        "learning_rate": "AdamW learning rate of the training run",
+        "rank": "LoRA rank of every adapter (alpha = rank)",
+        "sampling_steps": "sampling steps of each generated video",
+        "guidance_scale": "classifier-free guidance of the generated videos",
+        "seed": "seed of the exemplars, the evaluation prompts and the training run",
+    },
+}
+
+
+def sections() -> list[tuple[tuple[str, ...], type[BaseModel]]]:
+    """:data:`SECTIONS` with each config class imported."""
+    found = []
+    for commands, target in SECTIONS:
+        module, _, name = target.partition(":")
+        found.append((commands, getattr(importlib.import_module(module), name)))
+    return found
 
 
 def _comments(cls: type[BaseModel]) -> dict[str, str]:
@@ -48,10 +102,16 @@ def describe(cls: type[BaseModel], name: str) -> str:
     """A key's meaning: its description, its ``#:`` comment, or (a section) its model's docstring."""
     field = cls.model_fields[name]
     meaning = field.description or _comments(cls).get(name, "")
+    meaning = meaning or INTERIM_MEANINGS.get(cls.__name__, {}).get(name, "")
     nested = _nested_model(field.annotation)
     if not meaning and nested is not None and nested.__doc__:
         meaning = nested.__doc__.strip().splitlines()[0]
     return meaning
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """A ``dict[str, Model]`` field: its keys are names the user picks."""
+    return typing.get_origin(annotation) is dict
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
@@ -91,8 +151,12 @@ def rows(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, st
         nested = _nested_model(field.annotation)
         out.append((key, _type_name(field.annotation), shown, describe(cls, name)))
         if nested is not None:
-            is_list = typing.get_origin(field.annotation) is list
-            out += rows(nested, f"{key}[].") if is_list else rows(nested, f"{key}.")
+            if typing.get_origin(field.annotation) is list:
+                out += rows(nested, f"{key}[].")
+            elif _is_mapping(field.annotation):
+                out += rows(nested, f"{key}.<name>.")
+            else:
+                out += rows(nested, f"{key}.")
     return out
 
 
@@ -100,39 +164,40 @@ def all_keys(cls: type[BaseModel]) -> list[str]:
     return [row[0] for row in rows(cls)]
 
 
-def _example(cls: type[BaseModel], command: str, indent: str = "") -> list[str]:
-    """YAML lines with every key at its default (placeholders for required ones), commented."""
+def _example(cls: type[BaseModel], indent: str = "") -> list[str]:
+    """YAML lines with every key at its default (:data:`PLACEHOLDERS` where it has none), commented."""
     lines = []
+    placeholders = PLACEHOLDERS.get(cls.__name__, {})
     for name, field in cls.model_fields.items():
         meaning = describe(cls, name)
         if meaning:
             lines.append(f"{indent}# {meaning}")
         nested = _nested_model(field.annotation)
         default = _default(cls, name)
-        if nested is not None and typing.get_origin(field.annotation) is list:
+        if name in placeholders or default is PydanticUndefined and nested is None:
+            lines.append(f"{indent}{name}: {json.dumps(placeholders.get(name, '...'))}")
+        elif nested is not None and typing.get_origin(field.annotation) is list:
             lines.append(f"{indent}{name}:")
-            inner = _example(nested, command, indent + "    ")
+            inner = _example(nested, indent + "    ")
             first = next(i for i, line in enumerate(inner) if not line.strip().startswith("#"))
             inner[first] = indent + "  - " + inner[first].strip()
             lines += inner
-        elif nested is not None and default is not None:
+        elif nested is not None and default is not None and not _is_mapping(field.annotation):
             lines.append(f"{indent}{name}:")
-            lines += _example(nested, command, indent + "  ")
+            lines += _example(nested, indent + "  ")
         else:
-            # a placeholder for required keys, and where the default alone would not validate
-            needs_example = default is PydanticUndefined or (default == [] and name == "prompts")
-            value = _placeholder(name, command) if needs_example else default
-            lines.append(f"{indent}{name}: {json.dumps(value)}")
+            lines.append(f"{indent}{name}: {json.dumps(default)}")
     return lines
 
 
-def _placeholder(name: str, command: str) -> Any:
-    return {
-        "path": "data/shaking_hands",
-        "output": {"cache": "runs/cache", "train": "runs/shaking_hands"}.get(command, "videos"),
-        "cache": ["runs/cache"],
-        "prompts": ["a cat is shaking hands with a dog."],
-    }.get(name, "...")
+def _heading(commands: tuple[str, ...], cls: type[BaseModel]) -> str:
+    """A section's title: the command(s) that read the config, and the config's name."""
+    return " and ".join(f"`dreamrelation {command}`" for command in commands) + f" ({cls.__name__})"
+
+
+def _anchor(heading: str) -> str:
+    """The link target Markdown renderers (GitHub, mkdocs) give a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
 
 
 def render() -> str:
@@ -148,16 +213,24 @@ def render() -> str:
         "This page is generated from the config models:",
         "`python -m dreamrelation.config_docs > docs/config.md`.\n",
     ]
-    for command, cls in COMMANDS:
-        parts.append(f"## `dreamrelation {command}` ({cls.__name__})\n")
-        parts.append((cls.__doc__ or "").strip() + "\n")
+    parts.append("| command | its config |")
+    parts.append("| --- | --- |")
+    for commands, cls in sections():
+        for command in commands:
+            parts.append(
+                f"| `dreamrelation {command}` | [{cls.__name__}](#{_anchor(_heading(commands, cls))}) |"
+            )
+    parts.append("")
+    for commands, cls in sections():
+        parts.append(f"## {_heading(commands, cls)}\n")
+        parts.append(" ".join((cls.__doc__ or "").split()) + "\n")
         parts.append("| key | type | default | meaning |")
         parts.append("| --- | --- | --- | --- |")
         for key, kind, default, meaning in rows(cls):
             parts.append(f"| `{key}` | `{kind}` | {default} | {meaning} |".replace("|  |", "| |"))
         parts.append("\nA complete example (every key, at its default):\n")
         parts.append("```yaml")
-        parts += _example(cls, command)
+        parts += _example(cls)
         parts.append("```\n")
     return "\n".join(parts)
 
