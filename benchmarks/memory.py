@@ -216,7 +216,8 @@ def write_synthetic_cache(root: Path, model: str, n_items: int = 4, seed: int = 
     conditioning of ``model``'s geometry (what `dreamrelation cache` would write, minus the encoders)."""
     import torch
 
-    from dreamrelation.cache import MANIFEST, MASK_ORDER, atomic_save, atomic_write_text
+    from dreamrelation.cache import MANIFEST, MASK_ORDER, atomic_save
+    from dreamrelation.files import write_text_atomic
 
     spec = MODELS[model]
     channels, frames, height, width = spec["latent_shape"]
@@ -262,7 +263,7 @@ def write_synthetic_cache(root: Path, model: str, n_items: int = 4, seed: int = 
         )
     atomic_save({k: torch.zeros_like(v) for k, v in text().items()}, root / "null_prompt.safetensors")
     manifest = {"backbone": spec["backbone"], "model": model, "items": items}
-    atomic_write_text(json.dumps(manifest), root / MANIFEST)
+    write_text_atomic(root / MANIFEST, json.dumps(manifest))
     return root
 
 
@@ -403,11 +404,10 @@ def markdown(report: dict) -> str:
 
 
 def write_report(report: dict, output: Path) -> None:
-    output.mkdir(parents=True, exist_ok=True)
+    from dreamrelation.files import write_text_atomic
+
     for name, text in (("memory.json", json.dumps(report, indent=1)), ("memory.md", markdown(report))):
-        tmp = output / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, output / name)
+        write_text_atomic(output / name, text)
 
 
 def main() -> None:
