@@ -101,6 +101,14 @@ def toy_benchmark_config(
     rows = [m for m in methods if m != runner.BASE]
     if not rows:
         raise ConfigError("--methods: name at least one trained method besides base")
+    default = ExperimentConfig()
+    for key in ("exemplar_subjects", "exemplar_background"):
+        if getattr(experiment, key) != getattr(default, key):
+            # the runner's `toy` prompt set holds out the default exemplars' shapes, colours and background
+            raise ConfigError(
+                f"{key}: the toy prompt set is drawn for the default exemplars ({getattr(default, key)}); "
+                f"remove the setting {key}"
+            )
     steps = experiment.train_steps
     return {
         "model": {"backbone": "toy", "model": experiment.model, "dtype": "float32"},
@@ -157,16 +165,18 @@ def preset_yaml(
     seeds: Sequence[int],
     methods: Sequence[str],
     output: Path,
+    command: str = "benchmark toy",
 ) -> str:
-    """The preset as a `benchmark run` YAML (``--print-config``); writes the exemplar folders it names,
-    so ``dreamrelation benchmark run THAT.yaml --output OUTPUT`` runs (and resumes) the same benchmark."""
+    """The preset as a `benchmark run` YAML (``--print-config`` of ``dreamrelation {command}``); writes the
+    exemplar folders it names, so ``dreamrelation benchmark run THAT.yaml --output OUTPUT`` runs (and
+    resumes) the same benchmark."""
     import yaml
 
     preset_config(experiment, relations, seeds, methods, output)  # checked before anything is written
     write_exemplar_folders(experiment, relations, seeds, output)
     data = toy_benchmark_config(experiment, relations, seeds, methods, output)
     header = (
-        f"# `dreamrelation benchmark toy` as a `benchmark run` config; exemplar folders written under "
+        f"# `dreamrelation {command}` as a `benchmark run` config; exemplar folders written under "
         f"{Path(output) / 'data'}\n# run: dreamrelation benchmark run THIS.yaml --output {output}\n"
     )
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None)
