@@ -43,6 +43,8 @@ STRIP_LABELS = {
     "dreamrelation": "Base + DreamRelation LoRA (relation + subject + FFN, HMT + RCL)",
     "direct_lora": "Base + direct LoRA (all projections, plain loss)",
 }
+#: each LoRA's training loss, in the loss plot's titles
+LOSS_LABELS = {"dreamrelation": "DreamRelation (mask-weighted)", "direct_lora": "Direct LoRA (plain)"}
 
 
 def relation_word(relation: str) -> str:
@@ -196,7 +198,7 @@ def run_demo(
             for row in ROWS
         ]
         histories = {
-            ROWS[row]: json.loads((path.parent / "history.json").read_text("utf-8"))
+            LOSS_LABELS[row]: json.loads((path.parent / "history.json").read_text("utf-8"))
             for row, path in lora.items()
         }
         loss_png = loss_curves(histories, output / "losses.png")
@@ -208,8 +210,9 @@ def run_demo(
             f"{cfg.exemplar_background} background), {cfg.train_steps} steps; "
             f"evaluated on {len(prompts)} prompts "
             f"with new subjects and backgrounds, the same prompts and seeds for every model; "
-            f"{minutes:.1f} minutes in all. One seed: `dreamrelation benchmark toy` gives the seed spread. "
-            "The runner's own table and files: benchmark.md, results.json, runs/."
+            f"{minutes:.1f} minutes for this invocation (a rerun into the same folder resumes). One seed: "
+            "`dreamrelation benchmark toy` gives the seed spread. The runner's own table and files: "
+            "benchmark.md, results.json, runs/."
         )
         report = write_report(
             output,

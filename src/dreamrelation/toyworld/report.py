@@ -34,35 +34,32 @@ def gif_strip(videos: Sequence[np.ndarray], path: Path, scale: int = 3, gap: int
 
 
 def loss_curves(histories: dict[str, Sequence[dict]], path: Path) -> Path:
-    """The training losses of each LoRA (``histories``: label -> its history.json records): the
-    diffusion loss of every method in one panel, the relation contrastive loss (RCL) in the other."""
+    """The training losses of each LoRA (``histories``: label -> its history.json records), one panel
+    per method and loss term, titled with both: the diffusion loss, and the relation contrastive loss
+    (RCL) where the method has one. Each method on its own axes: a mask-weighted loss and a plain one
+    differ in scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    panels = (
-        ("reconstruction", "mask-weighted diffusion loss"),
-        ("contrastive", "relation contrastive loss (RCL)"),
-    )
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        for (label, history), color in zip(
-            histories.items(), ("tab:blue", "tab:orange", "tab:green"), strict=False
-        ):
-            if key == "contrastive" and not any(h.get("contrastive_terms") for h in history):
-                continue  # a method without RCL (direct LoRA) has no curve here
-            steps = [h["step"] for h in history]
-            values = np.array([h[key] for h in history], dtype=float)
-            ax.plot(steps, values, alpha=0.25, color=color)
-            window = max(1, len(values) // 20)
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1 :], smooth, color=color, label=label)
-        ax.set_title(title)
+    panels = [
+        (label, history, key, title)
+        for label, history in histories.items()
+        for key, title in (("reconstruction", "diffusion loss"), ("contrastive", "RCL"))
+        if key == "reconstruction" or any(h.get("contrastive_terms") for h in history)
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+    for ax, (label, history, key, title) in zip(axes[0], panels, strict=True):
+        steps = [h["step"] for h in history]
+        values = np.array([h[key] for h in history], dtype=float)
+        ax.plot(steps, values, alpha=0.3, color="tab:blue")
+        window = max(1, len(values) // 20)
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], smooth, color="tab:blue")
+        ax.set_title(f"{label}: {title}", fontsize=9)
         ax.set_xlabel("training step")
         ax.set_ylabel("loss")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -140,7 +137,7 @@ def interpretability_html(result: dict, output: Path) -> list[str]:
         for stream, pairs in average.items():
             for pair, by_rank in pairs.items():
                 values = ", ".join(f"r={r}: {v:.3f}" for r, v in by_rank.items())
-                cells = [html.escape(label), stream, pair.upper(), values]
+                cells = [html.escape(_WEIGHTS.get(label, label)), stream, pair.upper(), values]
                 rows += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
     def img(path: Path) -> str:
