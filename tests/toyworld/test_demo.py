@@ -76,6 +76,11 @@ def test_print_config_writes_a_yaml_that_benchmark_run_reads(tmp_path: Path) -> 
     assert (config.methods, config.base, config.seeds) == (["dreamrelation", "direct_lora"], True, [0])
     assert len(list((output / "data/hugging/seed0").glob("*.mp4"))) == 3
     assert not (output / "runs").exists()  # nothing run
+    # the same output folder with another exemplar count: refused (its cache would be reused)
+    result = CliRunner().invoke(app, [*args, "--exemplars", "4"])
+    assert result.exit_code == 2
+    assert "seed0" in result.output and "exemplars" in result.output and "another --output" in result.output
+    assert CliRunner().invoke(app, args).exit_code == 0  # the same draw again: kept
 
 
 def test_exemplar_settings_the_prompt_set_cannot_follow_are_refused(tmp_path: Path) -> None:
