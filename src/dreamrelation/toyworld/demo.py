@@ -43,6 +43,13 @@ STRIP_LABELS = {
     "dreamrelation": "Base + DreamRelation LoRA (relation + subject + FFN, HMT + RCL)",
     "direct_lora": "Base + direct LoRA (all projections, plain loss)",
 }
+#: the GIF strip of each row, and of the ground truth
+GIFS = {
+    "truth": "ground_truth.gif",
+    runner.BASE: "base.gif",
+    "dreamrelation": "dreamrelation.gif",
+    "direct_lora": "direct_lora.gif",
+}
 #: each LoRA's training loss, in the loss plot's titles
 LOSS_LABELS = {"dreamrelation": "DreamRelation (mask-weighted)", "direct_lora": "Direct LoRA (plain)"}
 
@@ -187,16 +194,9 @@ def run_demo(
         reference = reference_videos(cfg, list(prompts))
         shown = slice(0, SHOWN)
         exemplars_gif = gif_strip([c.frames for c in exemplar_clips(cfg)[shown]], output / "exemplars.gif")
-        strips = [
-            ("Ground truth (the world's render)", gif_strip(reference[shown], output / "ground_truth.gif"))
-        ]
-        strips += [
-            (
-                STRIP_LABELS[row],
-                gif_strip(videos[row][shown], output / f"{'base' if row == runner.BASE else row}.gif"),
-            )
-            for row in ROWS
-        ]
+        strips = [("Ground truth (the world's render)", gif_strip(reference[shown], output / GIFS["truth"]))]
+        strips += [(STRIP_LABELS[row], gif_strip(videos[row][shown], output / GIFS[row])) for row in ROWS]
+        prompts_shown = [f"{p.prompt} (noise seed {e.seed})" for p, e in zip(prompts, entries, strict=True)]
         histories = {
             LOSS_LABELS[row]: json.loads((path.parent / "history.json").read_text("utf-8"))
             for row, path in lora.items()
@@ -219,9 +219,7 @@ def run_demo(
             title=f"DreamRelation toy demo: {cfg.relation}",
             exemplars_gif=exemplars_gif,
             comparison=strips,
-            prompts=[f"{p.prompt} (noise seed {e.seed})" for p, e in zip(prompts, entries, strict=True)][
-                shown
-            ],
+            prompts=prompts_shown[shown],
             metrics=metrics,
             loss_png=loss_png,
             notes=notes,
