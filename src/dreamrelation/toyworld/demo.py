@@ -40,7 +40,7 @@ ROWS = {runner.BASE: "Base model", "dreamrelation": "DreamRelation", "direct_lor
 #: what each row's strip shows, in the report
 STRIP_LABELS = {
     runner.BASE: "Base model (no LoRA)",
-    "dreamrelation": "Base + DreamRelation LoRA (relation + subject + FFN, HMT + RCL)",
+    "dreamrelation": "Base + DreamRelation LoRA (relation + FFN; trained with HMT + RCL)",
     "direct_lora": "Base + direct LoRA (all projections, plain loss)",
 }
 #: the GIF strip of each row, and of the ground truth
