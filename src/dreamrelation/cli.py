@@ -333,11 +333,20 @@ def demo(
     eval_prompts: int = setting("eval_prompts", "--eval-prompts"),
     sampling_steps: int = setting("sampling_steps", "--sampling-steps"),
     seed: int = setting("seed", "--seed"),
+    print_config: bool = typer.Option(
+        False,
+        "--print-config",
+        help="Write the exemplar folder into --output and print the demo's runs as a `benchmark run` "
+        "YAML; run nothing else.",
+    ),
     help_config: bool = help_config_option("dreamrelation.toyworld.experiment:ExperimentConfig"),
 ) -> None:
     """The whole method on the toy world, on CPU: exemplars -> masks -> cache -> train -> generate ->
-    oracle evaluation -> report.html (base model vs DreamRelation on new subjects)."""
-    from dreamrelation.toyworld.demo import run_demo
+    oracle evaluation (a preset of `benchmark run`: base model, DreamRelation and direct LoRA) -> Q/K/V
+    and attention analysis -> report.html. Rerun into the same --output to resume."""
+    import sys
+
+    from dreamrelation.toyworld.demo import demo_yaml, run_demo
     from dreamrelation.toyworld.experiment import ExperimentConfig
 
     cfg = _run(config_from_cli, ctx, ExperimentConfig, config, sets)
@@ -345,7 +354,10 @@ def demo(
     from dreamrelation.checks import check_output_dir
 
     _run(check_output_dir, output, "demo output")
-    _run(run_demo, cfg, output)
+    if print_config:
+        typer.echo(_run(demo_yaml, cfg, output), nl=False)
+        return
+    _run(run_demo, cfg, output, command="dreamrelation " + " ".join(sys.argv[1:]))
 
 
 def _experiment_config(cls, **values: object):  # noqa: ANN001, ANN202

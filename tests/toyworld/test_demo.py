@@ -1,4 +1,5 @@
-"""A short CPU demo run produces every report artefact."""
+"""`dreamrelation demo`, a preset of `benchmark run`: the old loop's numbers, every report artefact,
+the YAML it prints, and the verdict sentence."""
 
 from __future__ import annotations
 
@@ -7,42 +8,86 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from dreamrelation.benchmark import load_benchmark_config
 from dreamrelation.cli import app
-from dreamrelation.toyworld.demo import demo_verdict, run_demo
+from dreamrelation.testing.toy import toy_reference_metrics
+from dreamrelation.toyworld.demo import demo_config, demo_verdict, run_demo
 from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts
 
 SMALL = {"model": "tiny", "exemplars": 3, "eval_prompts": 2, "train_steps": 2, "sampling_steps": 2}
 
 
-def test_short_demo_writes_every_artefact(tmp_path: Path) -> None:
-    summary = run_demo(ExperimentConfig(**SMALL), tmp_path, show_progress=False)
+def test_short_demo_gives_the_toy_experiments_numbers_and_every_artefact(tmp_path: Path) -> None:
+    """Every oracle score of the three rows equals the toy experiment's own steps (cache -> train ->
+    render -> oracle on the frames in memory: the demo's loop before it became a preset)."""
+    cfg = ExperimentConfig(**SMALL, seed=1)
+    output = tmp_path / "demo"
+    summary = run_demo(cfg, output, show_progress=False)
+    expected = toy_reference_metrics(cfg, ["dreamrelation", "direct_lora"], tmp_path / "reference")
+    metrics = json.loads((output / "metrics.json").read_text())["metrics"]
+    rows = {"Base model": "base", "DreamRelation": "dreamrelation", "Direct LoRA": "direct_lora"}
+    assert list(metrics) == list(rows) and summary["metrics"] == metrics
+    for label, row in rows.items():
+        assert set(metrics[label]) == set(expected[row]), label
+        for metric, value in expected[row].items():  # the FVD's matrix square root: last-bit noise
+            assert abs(metrics[label][metric] - value) <= (1e-9 if metric == "toy_fvd" else 1e-12), metric
+
+    # the runner's folders, and what only the demo writes
+    run = output / "runs" / "shaking_hands"
     for name in (
-        "report.html",
-        "exemplars.gif",
-        "base.gif",
-        "dreamrelation.gif",
-        "direct_lora.gif",
-        "ground_truth.gif",
-        "losses.png",
-        "metrics.json",
-        "run/relation_lora.safetensors",
-        "direct_lora/relation_lora.safetensors",
-        "work/data/shaking_hands",
-    ):
-        assert (tmp_path / name).exists(), name
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert set(metrics) == {"Base model", "DreamRelation", "Direct LoRA"}
-    for values in metrics.values():
-        assert 0 <= values["relation_accuracy"] <= 1 and values["toy_fvd"] >= 0
-    html = (tmp_path / "report.html").read_text()
-    assert "Relation accuracy" in html and "dreamrelation.gif" in html and "analysis/attention.png" in html
-    assert "direct_lora.gif" in html and "Base model (no LoRA)" in html
-    # The measured result comes first, before any picture.
-    verdict = json.loads((tmp_path / "metrics.json").read_text())["verdict"]
+        "report.html", "exemplars.gif", "base.gif", "dreamrelation.gif", "direct_lora.gif",
+        "ground_truth.gif", "losses.png", "analysis/attention.png", "analysis/base/subspace_vision.png",
+        "analysis/lora/subspace_vision.png", "benchmark.md", "data/shaking_hands/seed1",
+        run / "dreamrelation/seed1/train/relation_lora.safetensors",
+        run / "direct_lora/seed1/train/relation_lora.safetensors", run / "base/seed1/videos/manifest.json",
+    ):  # fmt: skip
+        assert (output / name).exists(), name
+    html = (output / "report.html").read_text()
+    # the measured result comes first, before any picture
+    verdict = json.loads((output / "metrics.json").read_text())["verdict"]
     assert html.index(verdict) < html.index("<img")
+    # the three models and the ground truth side by side: one table row each, the prompts once, with seeds
+    comparison = html.split("<h2>Same prompts, same seeds</h2>")[1].split("<h2>")[0]
+    for strip in ("ground_truth.gif", "base.gif", "dreamrelation.gif", "direct_lora.gif"):
+        assert comparison.count(f"<img src='{strip}'>") == 1, strip
+    assert "Base model (no LoRA)" in comparison and "Base + direct LoRA" in comparison
+    prompts = evaluation_prompts(cfg)
+    for p in prompts:
+        assert comparison.count(f"{p.prompt} (noise seed {p.seed % 2**31})") == 1
+    assert html.count(prompts[0].prompt) == 2  # the list above the strips, and the analysed prompt
+    assert "Relation accuracy" in html and "analysis/attention.png" in html
+    assert "<th>base model</th><th>base + DreamRelation LoRA</th>" in html
     assert set(summary["subspace"]) == {"base", "relation LoRA"}
     assert "vision" in summary["subspace"]["base"]
     assert summary["report"].endswith("report.html")
+
+
+def test_print_config_writes_a_yaml_that_benchmark_run_reads(tmp_path: Path) -> None:
+    output = tmp_path / "demo"
+    args = ["demo", "--print-config", "--set", "model=tiny", "--exemplars", "3", "--relation", "hugging",
+            "--output", str(output)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("# `dreamrelation demo` as a `benchmark run` config")
+    path = tmp_path / "demo.yaml"
+    path.write_text(result.stdout)
+    config = load_benchmark_config(path)
+    assert config == demo_config(ExperimentConfig(model="tiny", exemplars=3, relation="hugging"), output)
+    assert (config.methods, config.base, config.seeds) == (["dreamrelation", "direct_lora"], True, [0])
+    assert len(list((output / "data/hugging/seed0").glob("*.mp4"))) == 3
+    assert not (output / "runs").exists()  # nothing run
+    # the same output folder with another exemplar count: refused (its cache would be reused)
+    result = CliRunner().invoke(app, [*args, "--exemplars", "4"])
+    assert result.exit_code == 2
+    assert "seed0" in result.output and "exemplars" in result.output and "another --output" in result.output
+    assert CliRunner().invoke(app, args).exit_code == 0  # the same draw again: kept
+
+
+def test_exemplar_settings_the_prompt_set_cannot_follow_are_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--set", "exemplar_background=dark", "--output", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "exemplar_background" in result.output and "striped" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_demo_verdict_states_what_each_lora_did() -> None:

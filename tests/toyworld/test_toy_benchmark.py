@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from dreamrelation.benchmark import load_benchmark_config, plan
 from dreamrelation.cli import app
+from dreamrelation.testing.toy import toy_reference_metrics, toy_train_config
 from dreamrelation.toyworld.benchmark import (
     MIN_SEEDS_FOR_VERDICT,
     claim_verdict,
@@ -23,7 +24,7 @@ from dreamrelation.toyworld.benchmark import (
     run_toy_benchmark,
     toy_report,
 )
-from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts, train_config
+from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"model": "tiny", "exemplars": 3, "eval_prompts": 2, "train_steps": 2, "sampling_steps": 2}
@@ -63,7 +64,7 @@ def test_the_preset_has_the_toy_experiments_settings(tmp_path: Path) -> None:
         if run.train is None:
             continue
         method = "direct_lora" if run.method == "direct_lora" else "dreamrelation"
-        expected = train_config(cfg, method, Path("c"), Path("o")).model_dump(exclude=ignored)
+        expected = toy_train_config(cfg, method, Path("c"), Path("o")).model_dump(exclude=ignored)
         if run.method == "wo_rcl":
             expected["loss"]["contrastive_weight"] = 0.0
         if run.method == "wo_ffn_lora":
@@ -78,15 +79,6 @@ def test_the_preset_has_the_toy_experiments_settings(tmp_path: Path) -> None:
 def test_the_preset_gives_the_toy_experiments_numbers_and_resumes(tmp_path: Path) -> None:
     """The oracle's numbers of the preset equal those of the toy experiment's own steps (exemplars ->
     cache -> train -> render -> oracle on the raw frames) on the same seed; a rerun does no work."""
-    from dreamrelation.toyworld.experiment import (
-        backbone_with_lora,
-        evaluate_videos,
-        generate_videos,
-        prepare_cache,
-        reference_videos,
-    )
-    from dreamrelation.train import Trainer
-
     experiment = ExperimentConfig(**SMALL)
     calls: Counter = Counter()
     output = tmp_path / "bench"
@@ -96,13 +88,8 @@ def test_the_preset_gives_the_toy_experiments_numbers_and_resumes(tmp_path: Path
     results = json.loads((output / "results.json").read_text())["hugging"]
 
     cfg = experiment.model_copy(update={"relation": "hugging", "seed": 1})
-    cache = prepare_cache(cfg, tmp_path / "experiment")
-    lora = Trainer(train_config(cfg, "dreamrelation", cache, tmp_path / "experiment" / "run")).run(
-        show_progress=False
-    )
-    prompts = evaluation_prompts(cfg)
-    videos = generate_videos(backbone_with_lora(cfg, lora.lora_path), cfg, prompts)
-    expected = evaluate_videos(cfg, videos, prompts, reference_videos(cfg, prompts))
+    reference = toy_reference_metrics(cfg, ["dreamrelation"], tmp_path / "experiment", base=False)
+    expected = reference["dreamrelation"]
     for metric in ("relation_accuracy", "subject_fidelity", "appearance_leakage", "temporal_consistency"):
         assert results["dreamrelation"]["1"][f"oracle_{metric}"] == pytest.approx(expected[metric], abs=1e-12)
     assert results["dreamrelation"]["1"]["oracle_toy_fvd"] == pytest.approx(expected["toy_fvd"], abs=1e-9)

@@ -543,7 +543,8 @@ def save_report(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
             )
         axes[0][0].set_ylabel("layer")
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="subspace similarity")
-        fig.suptitle(f"{result['family']} {stream} stream", fontsize=10)
+        weights = "base weights" if result.get("lora") is None else f"base + LoRA {Path(result['lora']).name}"
+        fig.suptitle(f"{result['family']} {stream} stream: {weights}", fontsize=10)
         png = out / f"subspace_{stream}.png"
         fig.savefig(png, dpi=120)
         written.append(png)

@@ -13,6 +13,7 @@ them (:func:`claim_verdict`, only with :data:`MIN_SEEDS_FOR_VERDICT` complete se
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamrelation import benchmark as runner
-from dreamrelation.errors import ConfigError
+from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.files import write_text_atomic
 from dreamrelation.toyworld.experiment import ExperimentConfig, exemplar_clips
 from dreamrelation.toyworld.world import DEFAULT_FRAMES, DEFAULT_SIZE, RELATIONS, write_dataset_folder
@@ -102,6 +103,14 @@ def toy_benchmark_config(
     rows = [m for m in methods if m != runner.BASE]
     if not rows:
         raise ConfigError("--methods: name at least one trained method besides base")
+    default = ExperimentConfig()
+    for key in ("exemplar_subjects", "exemplar_background"):
+        if getattr(experiment, key) != getattr(default, key):
+            # the runner's `toy` prompt set holds out the default exemplars' shapes, colours and background
+            raise ConfigError(
+                f"{key}: the toy prompt set is drawn for the default exemplars ({getattr(default, key)}); "
+                f"remove the setting {key}"
+            )
     steps = experiment.train_steps
     return {
         "model": {"backbone": "toy", "model": experiment.model, "dtype": "float32"},
@@ -158,37 +167,70 @@ def preset_yaml(
     seeds: Sequence[int],
     methods: Sequence[str],
     output: Path,
+    command: str = "benchmark toy",
 ) -> str:
-    """The preset as a `benchmark run` YAML (``--print-config``); writes the exemplar folders it names,
-    so ``dreamrelation benchmark run THAT.yaml --output OUTPUT`` runs (and resumes) the same benchmark."""
+    """The preset as a `benchmark run` YAML (``--print-config`` of ``dreamrelation {command}``); writes the
+    exemplar folders it names, so ``dreamrelation benchmark run THAT.yaml --output OUTPUT`` runs (and
+    resumes) the same benchmark."""
     import yaml
 
     preset_config(experiment, relations, seeds, methods, output)  # checked before anything is written
     write_exemplar_folders(experiment, relations, seeds, output)
     data = toy_benchmark_config(experiment, relations, seeds, methods, output)
     header = (
-        f"# `dreamrelation benchmark toy` as a `benchmark run` config; exemplar folders written under "
+        f"# `dreamrelation {command}` as a `benchmark run` config; exemplar folders written under "
         f"{Path(output) / 'data'}\n# run: dreamrelation benchmark run THIS.yaml --output {output}\n"
     )
     return header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None)
+
+
+#: the file in an exemplar folder naming what was drawn into it (a dot file: the dataset scan skips it)
+EXEMPLARS_FILE = ".exemplars.json"
 
 
 def write_exemplar_folders(
     experiment: ExperimentConfig, relations: Sequence[str], seeds: Sequence[int], output: Path
 ) -> None:
     """The exemplars of every (relation, seed) as dataset folders (as the toy experiment draws them),
-    each written once and atomically (a folder already there is kept)."""
+    each written once and atomically. A folder already there is kept if it holds the same draw; one drawn
+    with other settings (another ``exemplars`` count) is refused, since its cache and runs would be
+    reused unchanged."""
     for relation in relations:
         for seed in seeds:
             folder = Path(str(data_template(output, relation)).format(seed=seed))
-            if folder.is_dir():
-                continue
             cfg = experiment.model_copy(update={"relation": relation, "seed": seed})
+            drawn = {
+                "relation": relation,
+                "seed": seed,
+                "exemplars": cfg.exemplars,
+                "exemplar_subjects": [list(s) for s in cfg.exemplar_subjects],
+                "exemplar_background": cfg.exemplar_background,
+            }
+            if folder.is_dir():
+                _check_exemplar_folder(folder, drawn)
+                continue
             clips = exemplar_clips(cfg)
             tmp = folder.with_name(f".{folder.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             write_dataset_folder(clips, tmp, [f"{relation}_{i:03d}" for i in range(len(clips))], fps=FPS)
+            (tmp / EXEMPLARS_FILE).write_text(json.dumps(drawn, indent=1) + "\n", "utf-8")
             tmp.rename(folder)
+
+
+def _check_exemplar_folder(folder: Path, drawn: dict[str, Any]) -> None:
+    marker = folder / EXEMPLARS_FILE
+    if marker.is_file():  # written by this preset
+        stored = json.loads(marker.read_text("utf-8"))
+        differ = sorted(k for k in drawn if stored.get(k) != drawn[k])
+    else:  # a folder of an earlier version: its clip count is all there is to compare
+        differ = ["exemplars"] if len(list(folder.glob("*.mp4"))) != drawn["exemplars"] else []
+    if differ:
+        raise InputError(
+            folder,
+            f"holds exemplars drawn with other settings ({', '.join(differ)}); its cache and runs would be "
+            "reused as they are",
+            "use another --output folder, or delete this output folder to start over",
+        )
 
 
 def run_toy_benchmark(

@@ -1,41 +1,58 @@
 """`dreamrelation demo`: the whole method on the toy world, on CPU, in minutes.
 
-Renders exemplars of one relation ("person-like" subjects on one background), writes them as a
-dataset folder with masks, caches, trains DreamRelation and the direct-LoRA baseline on the shipped
+A preset of the benchmark runner (`dreamrelation benchmark run`), as `dreamrelation benchmark toy` is:
+one relation, one seed, three rows (the base model, DreamRelation and the direct-LoRA baseline). The
+preset writes the exemplars ("person-like" subjects on one background) as a dataset folder with masks,
+and the runner caches it, trains both LoRAs on the shipped
 toy base model, renders the relation for new subjects and backgrounds with the base model and with
-each LoRA (same prompts, same seeds), scores all three with the oracle and writes ``report.html``,
-whose first line states the measured result.
+each LoRA (same prompts, same seeds) and scores all three with the oracle. The demo then adds what only
+it does: the Q/K/V and attention analysis, GIF strips, loss curves and ``report.html``, whose first line
+states the measured result.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dreamrelation import benchmark as runner
+from dreamrelation.files import write_text_atomic
+from dreamrelation.toyworld.benchmark import preset_config, preset_yaml, write_exemplar_folders
 from dreamrelation.toyworld.experiment import (
     ExperimentConfig,
-    backbone_with_lora,
     base_backbone,
-    evaluate_videos,
-    evaluation_prompts,
     exemplar_clips,
-    generate_videos,
-    prepare_cache,
     reference_videos,
-    save_json,
-    train_config,
 )
 from dreamrelation.toyworld.report import METRIC_LABELS, gif_strip, loss_curves, write_report
 from dreamrelation.toyworld.world import RELATIONS
-from dreamrelation.train import Trainer
 
 SHOWN = 8  # videos per GIF strip
-#: the LoRAs the demo trains (method -> label in the report): the paper's method and its baseline
-LORA_METHODS = {"dreamrelation": "DreamRelation", "direct_lora": "Direct LoRA"}
+#: the benchmark rows the demo runs (row -> label in the report): the base model, the paper's method
+#: and its baseline, in the report's order
+ROWS = {runner.BASE: "Base model", "dreamrelation": "DreamRelation", "direct_lora": "Direct LoRA"}
+#: what each row's strip shows, in the report
+STRIP_LABELS = {
+    runner.BASE: "Base model (no LoRA)",
+    "dreamrelation": "Base + DreamRelation LoRA (relation + FFN; trained with HMT + RCL)",
+    "direct_lora": "Base + direct LoRA (all projections, plain loss)",
+}
+#: the GIF strip of each row, and of the ground truth
+GIFS = {
+    "truth": "ground_truth.gif",
+    runner.BASE: "base.gif",
+    "dreamrelation": "dreamrelation.gif",
+    "direct_lora": "direct_lora.gif",
+}
+#: each LoRA's training loss, in the loss plot's titles
+LOSS_LABELS = {"dreamrelation": "DreamRelation (mask-weighted)", "direct_lora": "Direct LoRA (plain)"}
 
 
 def relation_word(relation: str) -> str:
@@ -57,13 +74,14 @@ def analyze_toy(cfg: ExperimentConfig, lora: Path, prompt: str, output: Path) ->
 
     folder = output / "analysis"
     backbone = base_backbone(cfg)
-    weights = output / "work" / "base_transformer"
+    weights = folder / "base_transformer"
     backbone.transformer.save_pretrained(weights)  # the analysis streams from safetensors, as for Mochi
-    subspace = {}
+    subspace, subspace_pngs = {}, {}
     for label, extra in (("base", {}), ("relation LoRA", {"lora": lora})):
         result = analyze_checkpoint(weights, ranks=(4, 8), **extra)
-        save_report(result, folder / ("base" if label == "base" else "lora"))
+        written = save_report(result, folder / ("base" if label == "base" else "lora"))
         subspace[label] = result["average"]
+        subspace_pngs[label] = [p for p in written if p.suffix == ".png"]
     # The paper looks at step 60 of 64: the same fraction of the toy sampler's steps.
     step = max(0, cfg.sampling_steps - max(1, round(cfg.sampling_steps / 16)))
     kwargs = {
@@ -85,7 +103,7 @@ def analyze_toy(cfg: ExperimentConfig, lora: Path, prompt: str, output: Path) ->
         "subspace": subspace,
         "features_png": features_png,
         "attention_png": attention_png,
-        "subspace_pngs": sorted(folder.glob("*/subspace_*.png")),
+        "subspace_pngs": subspace_pngs,
         "prompt": prompt,
         "word": word,
         "step": step,
@@ -111,101 +129,114 @@ def demo_verdict(metrics: dict[str, dict[str, float]]) -> str:
     )
 
 
-def run_demo(cfg: ExperimentConfig, output: Path, show_progress: bool = True) -> dict[str, object]:
+def demo_config(cfg: ExperimentConfig, output: Path) -> runner.BenchmarkConfig:
+    """The demo as a `benchmark run` config: :data:`ROWS` on ``cfg``'s relation and seed."""
+    return preset_config(cfg, [cfg.relation], [cfg.seed], list(ROWS), output)
+
+
+def demo_yaml(cfg: ExperimentConfig, output: Path) -> str:
+    """:func:`demo_config` as `benchmark run` YAML (``--print-config``); writes the exemplar folder."""
+    return preset_yaml(cfg, [cfg.relation], [cfg.seed], list(ROWS), output, command="demo")
+
+
+def run_folder(cfg: ExperimentConfig, output: Path, row: str) -> Path:
+    """Where the runner keeps a row's training, videos and evaluation."""
+    return Path(output) / "runs" / cfg.relation / row / f"seed{cfg.seed}"
+
+
+def read_row(folder: Path) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
+    """A finished run's videos (frames read back from the lossless MP4s), the prompt ids in order,
+    and every oracle score (without the ``oracle_`` prefix)."""
+    from dreamrelation.evaluation.evaluate import read_frames
+    from dreamrelation.evaluation.manifest import read_manifest
+
+    records = read_manifest(folder / "videos").videos
+    overall = json.loads((folder / "evaluation" / "results.json").read_text("utf-8"))["overall"]
+    metrics = {k.removeprefix("oracle_"): float(v) for k, v in overall.items() if k.startswith("oracle_")}
+    return [read_frames(r.video) for r in records], [r.entry.id for r in records], metrics
+
+
+def run_demo(
+    cfg: ExperimentConfig,
+    output: Path,
+    show_progress: bool = True,
+    *,
+    command: str = "",
+    stages: runner.Stages | None = None,
+) -> dict[str, object]:
+    """Run the demo into ``output`` (resumable: finished runner stages are kept) and write its report;
+    returns what ``metrics.json`` holds."""
     cfg.check()
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    config = demo_config(cfg, output)  # checked before anything is written
     console = Console(stderr=True, quiet=not show_progress)
     started = time.perf_counter()
-    prompts = evaluation_prompts(cfg)
-    reference = reference_videos(cfg, prompts)
 
-    progress = Progress(
-        TextColumn("[bold]{task.description:<22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_progress,
-    )
-    with progress:
-        stage = progress.add_task("exemplars + cache", total=1)
-        cache = prepare_cache(cfg, output / "work")
-        progress.advance(stage)
+    # 1. exemplars -> cache -> train both LoRAs -> render every row -> oracle: the benchmark runner
+    console.print(f"[bold]1/3[/] exemplars, cache, training, rendering, oracle (benchmark runner) → {output}")
+    write_exemplar_folders(cfg, [cfg.relation], [cfg.seed], output)
+    runner.run_benchmark(config, output, command=command, show_progress=show_progress, stages=stages)
+    videos, metrics, prompt_ids = {}, {}, []
+    for row, label in ROWS.items():  # every row renders the same prompts with the same seeds
+        videos[row], prompt_ids, metrics[label] = read_row(run_folder(cfg, output, row))
+    entries, scenes = runner.toy_prompts(cfg.relation, cfg.eval_prompts, cfg.seed)
+    by_id = {e.id: (e, scene) for e, scene in zip(entries, scenes, strict=True)}
+    entries, prompts = zip(*(by_id[i] for i in prompt_ids), strict=True)
+    lora = {row: _lora_path(run_folder(cfg, output, row)) for row in ROWS if row != runner.BASE}
 
-        # DreamRelation, and the paper's direct-LoRA baseline on the same exemplars and seed.
-        runs = {}
-        for method, label in LORA_METHODS.items():
-            trainer = Trainer(
-                train_config(cfg, method, cache, output / ("run" if method == "dreamrelation" else method))
-            )
-            train_task = progress.add_task(f"train {label}", total=cfg.train_steps)
-            runs[method] = trainer.run(
-                show_progress=False, on_step=lambda _, t=train_task: progress.advance(t)
-            )
-        result = runs["dreamrelation"]
-
-        gen_task = progress.add_task("generate (base, ours, direct)", total=3 * len(prompts))
-        videos = {
-            "Base model": generate_videos(
-                base_backbone(cfg), cfg, prompts, lambda: progress.advance(gen_task)
-            )
+    # 2. the Q/K/V + attention analysis of DreamRelation's LoRA
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
+        console=console, disable=not show_progress,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("2/3 Q/K/V + attention analysis", total=None)
+        interpretability = analyze_toy(cfg, lora["dreamrelation"], prompts[0].prompt, output)
+        progress.update(task, description="3/3 report: GIF strips, loss curves, report.html")
+        reference = reference_videos(cfg, list(prompts))
+        shown = slice(0, SHOWN)
+        exemplars_gif = gif_strip([c.frames for c in exemplar_clips(cfg)[shown]], output / "exemplars.gif")
+        strips = [("Ground truth (the world's render)", gif_strip(reference[shown], output / GIFS["truth"]))]
+        strips += [(STRIP_LABELS[row], gif_strip(videos[row][shown], output / GIFS[row])) for row in ROWS]
+        prompts_shown = [f"{p.prompt} (noise seed {e.seed})" for p, e in zip(prompts, entries, strict=True)]
+        histories = {
+            LOSS_LABELS[row]: json.loads((path.parent / "history.json").read_text("utf-8"))
+            for row, path in lora.items()
         }
-        for method, label in LORA_METHODS.items():
-            backbone = backbone_with_lora(cfg, runs[method].lora_path)
-            videos[label] = generate_videos(backbone, cfg, prompts, lambda: progress.advance(gen_task))
-        analysis_task = progress.add_task("Q/K/V + attention analysis", total=1)
-        interpretability = analyze_toy(cfg, result.lora_path, prompts[0].prompt, output)
-        progress.advance(analysis_task)
-        eval_task = progress.add_task("oracle evaluation", total=len(videos))
-        metrics = {}
-        for label, generated in videos.items():
-            metrics[label] = evaluate_videos(cfg, generated, prompts, reference)
-            progress.advance(eval_task)
-
-    exemplars = exemplar_clips(cfg)
-    shown = prompts[:SHOWN]
-    exemplars_gif = gif_strip([c.frames for c in exemplars[:SHOWN]], output / "exemplars.gif")
-    base_gif = gif_strip(videos["Base model"][:SHOWN], output / "base.gif")
-    ours_gif = gif_strip(videos["DreamRelation"][:SHOWN], output / "dreamrelation.gif")
-    direct_gif = gif_strip(videos["Direct LoRA"][:SHOWN], output / "direct_lora.gif")
-    truth_gif = gif_strip(reference[:SHOWN], output / "ground_truth.gif")
-    loss_png = loss_curves(result.history, output / "losses.png")
-    minutes = (time.perf_counter() - started) / 60
-    verdict = demo_verdict(metrics)
-    notes = (
-        f"<b>{verdict}</b></p><p>Relation <b>{cfg.relation}</b> learned from {cfg.exemplars} exemplars "
-        f"({cfg.exemplar_subjects[0][1]} and {cfg.exemplar_subjects[1][1]} persons on a "
-        f"{cfg.exemplar_background} background), {cfg.train_steps} steps; "
-        f"evaluated on {len(prompts)} prompts "
-        f"with new subjects and backgrounds, the same prompts and seeds for every model; "
-        f"{minutes:.1f} minutes in all. One seed: `dreamrelation benchmark toy` gives the seed spread."
-    )
-    prompts_shown = [p.prompt for p in shown]
-    report = write_report(
-        output,
-        title=f"DreamRelation toy demo: {cfg.relation}",
-        exemplars_gif=exemplars_gif,
-        sections=[
-            ("Base model (no LoRA)", base_gif, prompts_shown),
-            ("Base + DreamRelation LoRA (relation + FFN)", ours_gif, prompts_shown),
-            ("Base + direct LoRA (all projections, plain loss)", direct_gif, prompts_shown),
-            ("Ground truth for the same prompts", truth_gif, prompts_shown),
-        ],
-        metrics=metrics,
-        loss_png=loss_png,
-        notes=notes,
-        interpretability=interpretability,
-    )
-    summary = {
+        loss_png = loss_curves(histories, output / "losses.png")
+        minutes = (time.perf_counter() - started) / 60
+        verdict = demo_verdict(metrics)
+        notes = (
+            f"<b>{verdict}</b></p><p>Relation <b>{cfg.relation}</b> learned from {cfg.exemplars} exemplars "
+            f"({cfg.exemplar_subjects[0][1]} and {cfg.exemplar_subjects[1][1]} persons on a "
+            f"{cfg.exemplar_background} background), {cfg.train_steps} steps; "
+            f"evaluated on {len(prompts)} prompts "
+            f"with new subjects and backgrounds, the same prompts and seeds for every model; "
+            f"{minutes:.1f} minutes for this invocation (a rerun into the same folder resumes). One seed: "
+            "`dreamrelation benchmark toy` gives the seed spread. The runner's own table and files: "
+            "benchmark.md, results.json, runs/."
+        )
+        report = write_report(
+            output,
+            title=f"DreamRelation toy demo: {cfg.relation}",
+            exemplars_gif=exemplars_gif,
+            comparison=strips,
+            prompts=prompts_shown[shown],
+            metrics=metrics,
+            loss_png=loss_png,
+            notes=notes,
+            interpretability=interpretability,
+        )
+        progress.update(task, description="done")
+    summary: dict[str, Any] = {
         "config": cfg.model_dump(),
         "metrics": metrics,
         "verdict": verdict,
         "subspace": interpretability["subspace"],
         "minutes": minutes,
         "report": str(report),
+        "runs": {ROWS[row]: str(run_folder(cfg, output, row)) for row in ROWS},
     }
-    save_json(summary, output / "metrics.json")
+    write_text_atomic(output / "metrics.json", json.dumps(summary, indent=2))
 
     table = Table(title=f"toy demo: {cfg.relation}")
     table.add_column("method")
@@ -217,3 +248,9 @@ def run_demo(cfg: ExperimentConfig, output: Path, show_progress: bool = True) ->
     console.print(verdict)
     console.print(f"report: {report}")
     return summary
+
+
+def _lora_path(folder: Path) -> Path:
+    """The LoRA file of a finished training (named in its DONE marker)."""
+    done = json.loads((folder / "train" / runner.DONE).read_text("utf-8"))
+    return folder / "train" / done["lora"]

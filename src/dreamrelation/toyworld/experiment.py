@@ -1,30 +1,24 @@
-"""One DreamRelation experiment in the toy world: exemplars -> cache -> train -> generate -> oracle.
+"""The toy experiment's settings and draws: :class:`ExperimentConfig`, its exemplars
+(:func:`exemplar_clips`), its held-out evaluation prompts (:func:`evaluation_prompts`) and their
+ground-truth renders (:func:`reference_videos`), per seed.
 
-:class:`ExperimentConfig` holds the toy experiment's settings; :func:`exemplar_clips` and
-:func:`evaluation_prompts` draw its exemplars and held-out prompts per seed. ``dreamrelation demo``
-runs one experiment with the helpers below (one seed, a report); ``dreamrelation benchmark toy``
-(every method and ablation, several seeds) is a preset of the benchmark runner built from the same
-config (``dreamrelation.toyworld.benchmark``). The real data path is exercised: exemplars are written
-as a dataset folder (MP4 + caption + mask PNGs), cached by ``dreamrelation.cache``, trained by
-``dreamrelation.train`` and rendered through the backbone's diffusers pipeline with the exported
-inference LoRA loaded by ``load_lora_weights``.
+``dreamrelation demo`` (one relation, one seed, base vs DreamRelation vs direct LoRA, a report) and
+``dreamrelation benchmark toy`` (every method and ablation, several seeds) are presets of the benchmark
+runner built from this config (``dreamrelation.toyworld.demo``, ``dreamrelation.toyworld.benchmark``):
+the exemplars are written as a dataset folder (MP4 + caption + mask PNGs), cached by
+``dreamrelation.cache``, trained by ``dreamrelation.train`` and rendered through the backbone's diffusers
+pipeline with the exported inference LoRA loaded by ``load_inference_lora``.
+``dreamrelation.testing.toy`` runs the same steps one by one, the reference the presets are tested against.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from dreamrelation.backbones import Backbone, default_device, load_backbone
-from dreamrelation.cache import build_cache
-from dreamrelation.config import CacheConfig, TrainConfig, load_config
-from dreamrelation.generate import load_inference_lora, render, to_uint8
-from dreamrelation.toyworld import oracle
 from dreamrelation.toyworld.backbone import GUIDANCE_SCALE
 from dreamrelation.toyworld.world import (
     BACKGROUNDS,
@@ -35,7 +29,6 @@ from dreamrelation.toyworld.world import (
     Scene,
     Subject,
     caption_for,
-    write_dataset_folder,
 )
 from dreamrelation.toyworld.world import (
     render as render_scene,
@@ -50,7 +43,8 @@ class ExperimentConfig(BaseModel):
     relation: str = "shaking_hands"
     model: str = "shipped"
     exemplars: int = Field(20, gt=1)
-    #: the exemplars' two subjects ("person-like") and their one background
+    #: the exemplars' two subjects ("person-like") and their one background (the demo and
+    #: `benchmark toy` keep these: the runner's toy prompt set holds out exactly these)
     exemplar_subjects: tuple[tuple[str, str], tuple[str, str]] = (("person", "white"), ("person", "orange"))
     exemplar_background: str = "striped"
     eval_prompts: int = Field(16, gt=1)
@@ -113,102 +107,6 @@ def reference_videos(cfg: ExperimentConfig, prompts: list[EvalPrompt]) -> list[n
     ]
 
 
-def prepare_cache(cfg: ExperimentConfig, workdir: Path, backbone: Backbone | None = None) -> Path:
-    clips = exemplar_clips(cfg)
-    data = workdir / "data" / cfg.relation
-    write_dataset_folder(clips, data, [f"{cfg.relation}_{i:03d}" for i in range(len(clips))])
-    frames, size = clips[0].frames.shape[0], clips[0].frames.shape[1]
-    cache_cfg = load_config(
-        CacheConfig,
-        **{
-            "model.backbone": "toy",
-            "model.model": cfg.model,
-            "model.dtype": "float32",
-            "data": [{"path": str(data)}],
-            "output": str(workdir / "cache"),
-            "video.num_frames": frames,
-            "video.height": size,
-            "video.width": size,
-        },
-    )
-    build_cache(cache_cfg, backbone=backbone, show_progress=False)
-    return workdir / "cache"
-
-
-def train_config(cfg: ExperimentConfig, method: str, cache: Path, output: Path) -> TrainConfig:
-    """The experiment's training settings for ``method`` (a TrainConfig method)."""
-    overrides = {
-        "model.backbone": "toy",
-        "model.model": cfg.model,
-        "model.dtype": "float32",
-        "cache": [str(cache)],
-        "output": str(output),
-        "max_steps": cfg.train_steps,
-        "learning_rate": cfg.learning_rate,
-        "warmup_steps": min(50, cfg.train_steps // 10),
-        "checkpoint_every": cfg.train_steps,
-        "lora.rank": cfg.rank,
-        "lora.alpha": float(cfg.rank),
-        "seed": cfg.seed,
-        "resume": "never",
-        "method": method,
-    }
-    if overrides.get("method") == "reversion":  # toy captions follow the toy world's templates
-        overrides["reversion.relation_template"] = RELATIONS[cfg.relation]
-    return load_config(TrainConfig, **overrides)
-
-
-def generate_videos(
-    backbone: Backbone,
-    cfg: ExperimentConfig,
-    prompts: list[EvalPrompt],
-    on_video: Callable[[], None] | None = None,
-) -> list[np.ndarray]:
-    videos = []
-    for p in prompts:
-        frames = render(
-            backbone,
-            p.prompt,
-            num_frames=16,
-            height=32,
-            width=32,
-            num_inference_steps=cfg.sampling_steps,
-            guidance_scale=cfg.guidance_scale,
-            seed=p.seed % (2**31),
-            show_progress=False,
-        )
-        videos.append(to_uint8(frames))
-        if on_video is not None:
-            on_video()
-    return videos
-
-
-def evaluate_videos(
-    cfg: ExperimentConfig, videos: list[np.ndarray], prompts: list[EvalPrompt], reference: list[np.ndarray]
-) -> dict[str, float]:
-    return oracle.evaluate(
-        videos,
-        [p.subjects for p in prompts],
-        cfg.relation,
-        [tuple(s) for s in cfg.exemplar_subjects],
-        cfg.exemplar_background,
-        reference_videos=reference,
-        prompt_backgrounds=[p.background for p in prompts],
-    )
-
-
 def base_backbone(cfg: ExperimentConfig) -> Backbone:
-    """The toy base model on the default device (a GPU when there is one: the benchmark's generation
-    then runs there, as its training does through accelerate)."""
+    """The toy base model on the default device (a GPU when there is one), as the runner loads it."""
     return load_backbone("toy", cfg.model, "float32", device=default_device())
-
-
-def backbone_with_lora(cfg: ExperimentConfig, lora: Path) -> Backbone:
-    backbone = base_backbone(cfg)
-    load_inference_lora(backbone, lora)
-    return backbone
-
-
-def save_json(data: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2))

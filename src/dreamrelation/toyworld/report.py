@@ -1,4 +1,5 @@
-"""The demo's HTML report: GIF strips of exemplars and results, the metrics table, loss curves."""
+"""The demo's HTML report: the models side by side (GIF strips), the metrics table, loss curves and the
+Q/K/V + attention analysis, each plot labelled with the model it shows."""
 
 from __future__ import annotations
 
@@ -33,23 +34,31 @@ def gif_strip(videos: Sequence[np.ndarray], path: Path, scale: int = 3, gap: int
     return write_gif(strip, path, fps=8, scale=scale)
 
 
-def loss_curves(history: Sequence[dict], path: Path) -> Path:
+def loss_curves(histories: dict[str, Sequence[dict]], path: Path) -> Path:
+    """The training losses of each LoRA (``histories``: label -> its history.json records), one panel
+    per method and loss term, titled with both: the diffusion loss, and the relation contrastive loss
+    (RCL) where the method has one. Each method on its own axes: a mask-weighted loss and a plain one
+    differ in scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, key, title in zip(
-        axes, ("reconstruction", "contrastive"), ("mask-weighted diffusion loss", "RCL"), strict=True
-    ):
+    panels = [
+        (label, history, key, title)
+        for label, history in histories.items()
+        for key, title in (("reconstruction", "diffusion loss"), ("contrastive", "RCL"))
+        if key == "reconstruction" or any(h.get("contrastive_terms") for h in history)
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+    for ax, (label, history, key, title) in zip(axes[0], panels, strict=True):
+        steps = [h["step"] for h in history]
         values = np.array([h[key] for h in history], dtype=float)
         ax.plot(steps, values, alpha=0.3, color="tab:blue")
         window = max(1, len(values) // 20)
         smooth = np.convolve(values, np.ones(window) / window, mode="valid")
         ax.plot(steps[window - 1 :], smooth, color="tab:blue")
-        ax.set_title(f"{title} (DreamRelation training)")
+        ax.set_title(f"{label}: {title}", fontsize=9)
         ax.set_xlabel("training step")
         ax.set_ylabel("loss")
     fig.tight_layout()
@@ -68,15 +77,20 @@ def metrics_table_html(rows: dict[str, dict[str, float]]) -> str:
     return f"<table><tr><th>method</th>{head}</tr>{body}</table>"
 
 
-def metrics_table_markdown(rows: dict[str, dict[str, float]]) -> str:
-    lines = [
-        "| method | " + " | ".join(METRIC_LABELS.values()) + " |",
-        "|---" * (len(METRIC_LABELS) + 1) + "|",
+def comparison_html(rows: Sequence[tuple[str, Path]], prompts: Sequence[str]) -> list[str]:
+    """The models side by side: one GIF strip per row (``rows``: label, strip), the same prompt and
+    noise seed in each column, then the prompts numbered left to right."""
+    strips = "".join(
+        f"<tr><th>{html.escape(label)}</th><td><img src='{gif.name}'></td></tr>" for label, gif in rows
+    )
+    items = "".join(f"<li>{html.escape(p)}</li>" for p in prompts)
+    return [
+        "<h2>Same prompts, same seeds</h2>",
+        "<p>Each column is one held-out prompt rendered with the same noise seed by every model "
+        "(ground truth: the world's own render of that prompt); columns left to right:</p>",
+        f"<ol>{items}</ol>",
+        f"<table>{strips}</table>",
     ]
-    for method, metrics in rows.items():
-        cells = [f"{metrics[m]:.3f}" if m in metrics else "–" for m in METRIC_LABELS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def write_report(
@@ -84,13 +98,15 @@ def write_report(
     *,
     title: str,
     exemplars_gif: Path,
-    sections: list[tuple[str, Path, list[str]]],
+    comparison: Sequence[tuple[str, Path]],
+    prompts: Sequence[str],
     metrics: dict[str, dict[str, float]],
     loss_png: Path,
     notes: str,
     interpretability: dict | None = None,
 ) -> Path:
-    """``sections``: (heading, GIF strip, prompts shown in it)."""
+    """``comparison``: (model, GIF strip of ``prompts``) rows shown side by side; ``notes`` (HTML)
+    opens the page, so its first sentence is the measured result."""
     parts = [
         "<!doctype html><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -101,9 +117,7 @@ def write_report(
         "<h2>Exemplars</h2>",
         f"<img src='{exemplars_gif.name}'>",
     ]
-    for heading, gif, prompts in sections:
-        items = "".join(f"<li>{html.escape(p)}</li>" for p in prompts)
-        parts += [f"<h2>{html.escape(heading)}</h2>", f"<img src='{gif.name}'>", f"<ol>{items}</ol>"]
+    parts += comparison_html(comparison, prompts)
     parts += [
         "<h2>Oracle metrics</h2>",
         metrics_table_html(metrics),
@@ -124,17 +138,31 @@ def interpretability_html(result: dict, output: Path) -> list[str]:
         for stream, pairs in average.items():
             for pair, by_rank in pairs.items():
                 values = ", ".join(f"r={r}: {v:.3f}" for r, v in by_rank.items())
-                cells = [html.escape(label), stream, pair.upper(), values]
+                cells = [html.escape(_WEIGHTS.get(label, label)), stream, pair.upper(), values]
                 rows += "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-    images = [result["features_png"], result["attention_png"], *result["subspace_pngs"]]
-    imgs = "".join(f"<p><img src='{Path(p).relative_to(output)}' style='max-width:100%'></p>" for p in images)
+
+    def img(path: Path) -> str:
+        return f"<img src='{Path(path).relative_to(output)}' style='max-width:100%'>"
+
+    # per stream, the base weights' heatmap beside base + LoRA's
+    subspace = result["subspace_pngs"]
+    head = "".join(f"<th>{html.escape(_WEIGHTS.get(label, label))}</th>" for label in subspace)
+    pngs = list(zip(*subspace.values(), strict=True))
+    heatmaps = "".join("<tr>" + "".join(f"<td>{img(p)}</td>" for p in row) + "</tr>" for row in pngs)
     return [
         "<h2>Interpretability (paper §4)</h2>",
         "<p>Q/K/V subspace similarity of the projection weights, averaged over layers, for the base "
-        "model and for base + the learned LoRA update:</p>",
+        "model and for base + the learned DreamRelation LoRA update:</p>",
         f"<table><tr><th>weights</th><th>stream</th><th>pair</th><th>similarity</th></tr>{rows}</table>",
+        f"<p>Per layer:</p><table><tr>{head}</tr>{heatmaps}</table>",
         "<p>Feature maps (Q, K, V of the vision tokens) and attention of the word "
         f"<b>{html.escape(result['word'])}</b> at sampling step {result['step']}, for: "
-        f"{html.escape(result['prompt'])}</p>",
-        imgs,
+        f"{html.escape(result['prompt'])} (upper rows: base model; lower rows: base + DreamRelation "
+        "LoRA)</p>",
+        f"<p>{img(result['features_png'])}</p>",
+        f"<p>{img(result['attention_png'])}</p>",
     ]
+
+
+#: the subspace analysis' weights, in words
+_WEIGHTS = {"base": "base model", "relation LoRA": "base + DreamRelation LoRA"}
