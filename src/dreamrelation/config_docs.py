@@ -52,27 +52,6 @@ PLACEHOLDERS: dict[str, dict[str, Any]] = {
     "CodecConfig": {"output": "runs/toy_codec"},
 }
 
-#: Meanings of keys whose model has no ``#:`` comment yet, by model. toyworld/experiment.py is being
-#: reworked on another branch, so ExperimentConfig's meanings wait here; once its fields carry
-#: ``#:`` comments these entries go (tests/core/test_config_docs.py says which are shadowed).
-INTERIM_MEANINGS: dict[str, dict[str, str]] = {
-    "ExperimentConfig": {
-        "relation": "the relation the exemplars show and the LoRA learns (a toy-world relation)",
-        "model": 'the toy base model: "shipped" (the pretrained weights in the package), "tiny" '
-        "(random weights, tests) or a saved toy pipeline folder",
-        "exemplars": "exemplar videos rendered for training",
-        "exemplar_background": "the exemplars' background (the evaluation prompts use the others)",
-        "eval_prompts": "evaluation prompts: new subjects on new backgrounds, scored by the oracle",
-        "train_steps": "training steps (max_steps of the run; warmup is a tenth, at most 50)",
-        "learning_rate": "AdamW learning rate of the training run",
-        "rank": "LoRA rank of every adapter (alpha = rank)",
-        "sampling_steps": "sampling steps of each generated video",
-        "guidance_scale": "classifier-free guidance of the generated videos",
-        "seed": "seed of the exemplars, the evaluation prompts and the training run",
-    },
-}
-
-
 def sections() -> list[tuple[tuple[str, ...], type[BaseModel]]]:
     """:data:`SECTIONS` with each config class imported."""
     found = []
@@ -102,7 +81,6 @@ def describe(cls: type[BaseModel], name: str) -> str:
     """A key's meaning: its description, its ``#:`` comment, or (a section) its model's docstring."""
     field = cls.model_fields[name]
     meaning = field.description or _comments(cls).get(name, "")
-    meaning = meaning or INTERIM_MEANINGS.get(cls.__name__, {}).get(name, "")
     nested = _nested_model(field.annotation)
     if not meaning and nested is not None and nested.__doc__:
         meaning = nested.__doc__.strip().splitlines()[0]

@@ -12,10 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from dreamrelation.config_docs import (
-    INTERIM_MEANINGS,
     PLACEHOLDERS,
     SECTIONS,
-    _comments,
     all_keys,
     describe,
     render,
@@ -93,17 +91,6 @@ def test_every_command_with_a_config_has_its_section() -> None:
     for commands, cls in CONFIGS:
         heading = " and ".join(f"`dreamrelation {c}`" for c in commands) + f" ({cls.__name__})"
         assert f"## {heading}\n" in DOC.read_text()
-
-
-def test_interim_meanings_only_fill_gaps() -> None:
-    """An interim meaning goes once its field documents itself (a #: comment or a description)."""
-    by_name = {cls.__name__: cls for _, cls in CONFIGS}
-    for model, meanings in INTERIM_MEANINGS.items():
-        cls = by_name[model]
-        for name in meanings:
-            assert name in cls.model_fields, f"{model}.{name} is gone: delete its interim meaning"
-            own = cls.model_fields[name].description or _comments(cls).get(name)
-            assert not own, f"{model}.{name} now says {own!r}: delete its interim meaning"
 
 
 def test_section_rows_take_their_model_docstring() -> None:

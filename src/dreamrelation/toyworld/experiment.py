@@ -40,19 +40,31 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: the relation the exemplars show and the LoRA learns (a toy-world relation)
     relation: str = "shaking_hands"
+    #: the toy base model: "shipped" (the pretrained weights in the package), "tiny" (random
+    #: weights, tests) or a saved toy pipeline folder
     model: str = "shipped"
+    #: exemplar videos rendered for training
     exemplars: int = Field(20, gt=1)
-    #: the exemplars' two subjects ("person-like") and their one background (the demo and
-    #: `benchmark toy` keep these: the runner's toy prompt set holds out exactly these)
+    #: the exemplars' two subjects ("person-like"; the demo and `benchmark toy` keep these and the
+    #: background: the runner's toy prompt set holds out exactly these)
     exemplar_subjects: tuple[tuple[str, str], tuple[str, str]] = (("person", "white"), ("person", "orange"))
+    #: the exemplars' background (the evaluation prompts use the others)
     exemplar_background: str = "striped"
+    #: evaluation prompts: new subjects on new backgrounds, scored by the oracle
     eval_prompts: int = Field(16, gt=1)
+    #: training steps (max_steps of the run; warmup is a tenth, at most 50)
     train_steps: int = Field(400, gt=0)
+    #: AdamW learning rate of the training run
     learning_rate: float = 1e-3
+    #: LoRA rank of every adapter (alpha = rank)
     rank: int = 8
+    #: sampling steps of each generated video
     sampling_steps: int = 24
+    #: classifier-free guidance of the generated videos
     guidance_scale: float = GUIDANCE_SCALE
+    #: seed of the exemplars, the evaluation prompts and the training run
     seed: int = 0
 
     def check(self) -> None:
