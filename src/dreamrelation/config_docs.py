@@ -52,6 +52,7 @@ PLACEHOLDERS: dict[str, dict[str, Any]] = {
     "CodecConfig": {"output": "runs/toy_codec"},
 }
 
+
 def sections() -> list[tuple[tuple[str, ...], type[BaseModel]]]:
     """:data:`SECTIONS` with each config class imported."""
     found = []
