@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
     processes = {}
     for size in args.candidates:
         command = [
-            sys.executable, "-m", "dreamrelation.toyworld.pretrain", "pretrain",
+            sys.executable, "-m", "dreamrelation", "toy", "pretrain",
             "--output", str(output / size), "--size", size,
             "--time-budget", str(args.time_budget), "--steps", "1000000",
             "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--min-lr", str(args.min_lr),

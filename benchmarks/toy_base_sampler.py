@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 from dreamrelation.toyworld.backbone import ToyBackbone
-from dreamrelation.toyworld.pretrain import ACCEPTANCE_PROMPT_SEED, evaluate_base, resolve_device
+from dreamrelation.toyworld.pretrain import evaluate_base, resolve_device
+from dreamrelation.toyworld.protocol import ACCEPTANCE_PROMPT_SEED
 
 SETTINGS = ((24, 5.0), (48, 5.0), (24, 3.0), (48, 3.0), (24, 7.0))
 

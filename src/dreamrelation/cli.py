@@ -29,6 +29,7 @@ from dreamrelation.cli_config import (
 
 if TYPE_CHECKING:
     from dreamrelation.config import TrainConfig
+from dreamrelation.cli_toy import register as register_toy
 from dreamrelation.errors import DreamRelationError
 from dreamrelation.lazy_cli import LazyGroup
 from dreamrelation.prepare.cli import register as register_prepare
@@ -487,6 +488,9 @@ def export_comfyui(
 
     path = _run(write_comfyui_lora, lora, output=output, model=model)
     console.print(f"wrote {path}")
+
+
+register_toy(app)  # `toy pretrain`, `toy codec train|evaluate`: the toy world's base model and codec
 
 
 def main() -> None:

@@ -1,12 +1,11 @@
 """Sub-command groups imported only when used, so `dreamrelation --help` answers without torch.
 
-``analyze`` and ``toy`` live in modules that import torch and diffusers at the top; the main group
-lists them from this table and imports one only when it is run (or its own --help is asked for).
+``analyze`` lives in modules that import torch and diffusers at the top; the main group lists it
+from this table and imports it only when it is run (or its own --help is asked for).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -31,14 +30,9 @@ def _analyze_app() -> typer.Typer:
     return analyze_app
 
 
-def _toy_app() -> typer.Typer:
-    return importlib.import_module("dreamrelation.toyworld.pretrain").toy_app
-
-
 #: name -> (loader of the Typer app, one-line help shown in the main --help)
 LAZY_GROUPS = {
     "analyze": (_analyze_app, "Interpretability: Q/K/V subspaces, feature and attention maps."),
-    "toy": (_toy_app, "The toy world's base model and codec: `toy pretrain`, `toy codec`."),
 }
 
 

@@ -1,4 +1,4 @@
-"""`dreamrelation toy codec train|evaluate`: train the learned toy codec and check it with the oracle.
+"""Train the learned toy codec and check it with the oracle (`dreamrelation toy codec train|evaluate`).
 
 The codec (:class:`~dreamrelation.toyworld.learned_codec.LearnedToyCodec`) is trained as an
 autoencoder on clips rendered on the fly by the world — every motion, relations included (the codec is
@@ -9,7 +9,8 @@ renderer gives the masks for free): backgrounds are most of the pixels and none 
 
 Its acceptance (issue 8) is the frozen oracle on **round-tripped ground truth**: render relation clips,
 encode, decode, and ask the oracle for subject fidelity and relation accuracy, both ≥ 0.98, so the
-world keeps measuring the method and not the codec's blur (:func:`evaluate_codec`).
+world keeps measuring the method and not the codec's blur (:func:`evaluate_codec`). The command line
+over these is in :mod:`dreamrelation.cli_toy`.
 """
 
 from __future__ import annotations
@@ -26,25 +27,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import typer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from rich.console import Console
-from rich.table import Table
 from safetensors.torch import load_file, save_file
 
 from dreamrelation.checkpoint import optimizer_from_tensors, optimizer_to_tensors
-from dreamrelation.cli_config import (
-    EPILOG,
-    config_from_cli,
-    config_option,
-    help_config_option,
-    set_option,
-    setting,
-)
 from dreamrelation.devices import machine_description, resolve_device
 from dreamrelation.files import write_text_atomic
 from dreamrelation.toyworld.learned_codec import LearnedToyCodec
 from dreamrelation.toyworld.oracle import NONE, classify_relation, detect_background, subject_fidelity
+from dreamrelation.toyworld.protocol import ACCEPTANCE_SEED, ACCEPTANCE_THRESHOLD, VALIDATION_SEED
 from dreamrelation.toyworld.world import (
     GENERIC_MOTIONS,
     RELATIONS,
@@ -52,12 +43,6 @@ from dreamrelation.toyworld.world import (
     sample_scenes,
 )
 
-#: the fidelity and relation accuracy the oracle must keep on round-tripped ground truth (issue 8)
-ACCEPTANCE_THRESHOLD = 0.98
-#: scene seed of the acceptance evaluation (never a training batch: those are seeded by (seed, step))
-ACCEPTANCE_SEED = 60606
-#: scene seed of the progress check during training (not the acceptance seed)
-VALIDATION_SEED = 5151
 CHECKPOINT_DIR = "checkpoint"
 
 
@@ -569,139 +554,10 @@ def load_codec(folder: str | Path, device: str | torch.device = "cpu") -> Learne
     return LearnedToyCodec.from_pretrained(str(folder)).to(device).eval()
 
 
-# ----------------------------------------------------------------------------- CLI
-
-codec_app = typer.Typer(no_args_is_help=True, add_completion=False)
-console = Console()
-
-
-@codec_app.callback()
-def codec() -> None:
-    """A compressing learned codec for the toy backbone: train it, check it with the oracle."""
-
-
-def _acceptance_table(scores: dict[str, Any], title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("round trip", justify="right")
-    table.add_column("ground truth", justify="right")
-    for key in (
-        "subject_fidelity",
-        "relation_accuracy",
-        "generic_subject_fidelity",
-        "generic_none_accuracy",
-        "background_accuracy",
-    ):
-        if key in scores["round_trip"]:
-            table.add_row(key, f"{scores['round_trip'][key]:.3f}", f"{scores['ground_truth'][key]:.3f}")
-    table.add_row("mean abs error (0-255)", f"{scores['mean_abs_error']:.2f}", "0")
-    table.add_row("acceptance (>= 0.98 both)", "passed" if scores["passed"] else "FAILED", "")
-    return table
-
-
-@codec_app.command("train", epilog=EPILOG)
-def train_command(
-    ctx: typer.Context,
-    output: Path = setting(
-        "output", "--output", "-o", help="Codec folder to write (resumes its checkpoint/)."
-    ),
-    config: Path = config_option(),
-    sets: list[str] = set_option(),
-    # shorthands; each is exactly --set KEY=VALUE
-    time_budget: float = setting("time_budget_s", "--time-budget"),
-    steps: int = setting("steps", "--steps"),
-    batch_size: int = setting("batch_size", "--batch-size"),
-    learning_rate: float = setting("learning_rate", "--lr"),
-    latent_channels: int = setting("latent_channels", "--latent-channels"),
-    hidden_channels: int = setting("hidden_channels", "--hidden-channels"),
-    sprite_weight: float = setting("sprite_weight", "--sprite-weight"),
-    latent_noise: float = setting("latent_noise", "--latent-noise"),
-    seed: int = setting("seed", "--seed"),
-    init_from: Path = setting("init_from", "--init-from"),
-    min_learning_rate: float = setting("min_learning_rate", "--min-lr"),
-    warmup_steps: int = setting("warmup_steps", "--warmup-steps"),
-    ema_decay: float = setting("ema_decay", "--ema-decay"),
-    device: str = setting("device", "--device"),
-    threads: int = setting("threads", "--threads"),
-    workers: int = setting("workers", "--workers"),
-    eval_per_relation: int = typer.Option(
-        25,
-        "--eval-per-relation",
-        help="Acceptance check after training: clips per relation/motion (0: skip).",
-    ),
-    help_config: bool = help_config_option("dreamrelation.toyworld.codec:CodecConfig"),
-) -> None:
-    """Train the learned toy codec on clips rendered on the fly, then check its round trip with the
-    oracle (acceptance: subject fidelity and relation accuracy >= 0.98) and write recipe.json."""
-    from dreamrelation.cli import _run
-
-    config = _run(config_from_cli, ctx, CodecConfig, config, sets)
-    output = config.output
-    resolved = _run(_check_device, config.device)
-    record = train_codec(config=config)
-    arguments = sys.argv[sys.argv.index("train") + 1 :] if "train" in sys.argv else sys.argv[1:]
-    record["command"] = shlex.join(["dreamrelation", "toy", "codec", "train", *arguments])
-    if eval_per_relation > 0:
-        scores = evaluate_codec(load_codec(output, resolved), eval_per_relation)
-        record["acceptance"] = scores
-        console.print(_acceptance_table(scores, f"codec round trip -> {output}"))
-    write_text_atomic(Path(output) / "recipe.json", json.dumps(record, indent=2) + "\n")
-    console.print(
-        f"{record['steps']} steps, {record['wall_time_s']:.0f} s, last loss {record['loss_curve'][-1][1]:.4f}"
-    )
-
-
-def _check_device(device: str) -> torch.device:
-    from dreamrelation.errors import ConfigError
-
-    try:
-        resolved = resolve_device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device: {exc}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
-    return resolved
-
-
-@codec_app.command("evaluate")
-def evaluate_command(
-    folder: Path = typer.Argument(..., help="A codec folder written by `dreamrelation toy codec train`."),
-    per_relation: int = typer.Option(25, "--per-relation", help="Clips per relation and generic motion."),
-    seed: int = typer.Option(ACCEPTANCE_SEED, "--seed", help="Scene seed of the clips."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda ..."),
-    write: bool = typer.Option(False, "--write", help="Store the result in FOLDER/recipe.json (acceptance)."),
-) -> None:
-    """The codec's acceptance check: render fresh clips of every relation, round-trip them through the
-    codec and let the frozen oracle judge (subject fidelity and relation accuracy >= 0.98)."""
-    from dreamrelation.cli import _run
-    from dreamrelation.errors import InputError
-
-    def load() -> LearnedToyCodec:
-        if not (folder / "config.json").is_file():
-            raise InputError(
-                folder,
-                "holds no codec (no config.json)",
-                "pass a folder written by `dreamrelation toy codec train`",
-            )
-        return load_codec(folder, _check_device(device))
-
-    codec_model = _run(load)
-    scores = evaluate_codec(codec_model, per_relation, seed)
-    console.print(_acceptance_table(scores, f"codec round trip: {folder}"))
-    if write:
-        recipe = folder / "recipe.json"
-        record = json.loads(recipe.read_text()) if recipe.is_file() else {}
-        record["acceptance"] = scores
-        write_text_atomic(recipe, json.dumps(record, indent=2) + "\n")
-    if not scores["passed"]:
-        raise typer.Exit(1)
-
-
 __all__ = [
     "ACCEPTANCE_SEED",
     "ACCEPTANCE_THRESHOLD",
     "CodecConfig",
-    "codec_app",
     "codec_clips",
     "codec_loss",
     "evaluate_codec",

@@ -1,6 +1,6 @@
-"""`dreamrelation toy pretrain`: train the toy base model on generic motions, relations held out.
+"""Train the toy base model on generic motions, relations held out (`dreamrelation toy pretrain`).
 
-The toy backbone (:mod:`dreamrelation.toyworld.backbone`) starts from random weights. This command
+The toy backbone (:mod:`dreamrelation.toyworld.backbone`) starts from random weights. :func:`pretrain`
 trains ALL its transformer weights (no LoRA) the way a video foundation model is trained, on clips
 of the toy world rendered on the fly: every shape, colour and background, but only the generic
 motions (standing still, drifting together, moving alone, wandering). The relations are never
@@ -11,7 +11,8 @@ Training is flow matching in the backbone's own convention (``add_noise`` / ``fl
 ``model_timestep`` of :class:`~dreamrelation.backbones.base.Backbone`), AdamW with warmup and cosine
 decay, caption dropout (so classifier-free guidance works) and an EMA of the weights, which is what
 gets saved. Every clip comes from a generator seeded by (seed, step): a run is reproducible.
-:func:`evaluate_base` then samples the saved model with the oracle to check it.
+:func:`evaluate_base` then samples the saved model with the oracle to check it. The command line
+over these is in :mod:`dreamrelation.cli_toy`.
 """
 
 from __future__ import annotations
@@ -19,18 +20,13 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shlex
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import typer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,19 +35,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
 from dreamrelation.backbones.mochi import use_batched_attention
-from dreamrelation.cli_config import (
-    EPILOG,
-    config_from_cli,
-    config_option,
-    help_config_option,
-    set_option,
-    setting,
-)
 from dreamrelation.devices import machine_description, resolve_device, use_bf16_autocast
-from dreamrelation.files import write_text_atomic
 from dreamrelation.generate import render_batch, to_uint8
 from dreamrelation.toyworld.backbone import (
     GUIDANCE_SCALE,
@@ -62,7 +48,7 @@ from dreamrelation.toyworld.backbone import (
     load_codec_folder,
     zero_init_modulation,
 )
-from dreamrelation.toyworld.codec import CodecConfig, codec_app
+from dreamrelation.toyworld.codec import CodecConfig
 from dreamrelation.toyworld.oracle import (
     MIN_PRESENT_FRACTION,
     NONE,
@@ -70,6 +56,7 @@ from dreamrelation.toyworld.oracle import (
     subject_fidelity,
     track_subjects,
 )
+from dreamrelation.toyworld.protocol import CALIBRATION_PROMPT_SEED
 from dreamrelation.toyworld.world import (
     DEFAULT_FRAMES,
     DEFAULT_SIZE,
@@ -459,12 +446,6 @@ def _progress(show: bool) -> Progress:
 # ----------------------------------------------------------------------------- evaluation
 
 
-#: prompt seed of the calibration protocol (used while developing a recipe)
-CALIBRATION_PROMPT_SEED = 2025
-#: prompt seed of the acceptance evaluation (never looked at while developing a recipe)
-ACCEPTANCE_PROMPT_SEED = 90210
-
-
 def evaluation_prompts(
     n_per_relation: int = 5, seed: int = CALIBRATION_PROMPT_SEED
 ) -> list[tuple[str, str, tuple[Subject, Subject]]]:
@@ -580,99 +561,11 @@ def evaluate_base(
     return metrics
 
 
-# ----------------------------------------------------------------------------- CLI
-
-
-toy_app = typer.Typer(no_args_is_help=True, add_completion=False)
-console = Console()
-
-
-@toy_app.callback()
-def toy() -> None:
-    """The toy world's own backbone: pretrain it on generic motions (relations held out)."""
-
-
-toy_app.add_typer(codec_app, name="codec")
-
-
-@toy_app.command("pretrain", epilog=EPILOG)
-def pretrain_command(
-    ctx: typer.Context,
-    output: Path = setting(
-        "output",
-        "--output",
-        "-o",
-        help="Pipeline folder to write (the shipped one is src/dreamrelation/toyworld/weights/base).",
-    ),
-    config: Path = config_option(),
-    sets: list[str] = set_option(),
-    # shorthands kept for existing command lines; each is exactly --set KEY=VALUE
-    steps: int = setting("steps", "--steps"),
-    time_budget: float = setting("time_budget_s", "--time-budget"),
-    batch_size: int = setting("batch_size", "--batch-size"),
-    learning_rate: float = setting("learning_rate", "--lr"),
-    seed: int = setting("seed", "--seed"),
-    size: str = setting("size", "--size"),
-    init_from: Path = setting("init_from", "--init-from"),
-    codec: Path = setting("codec", "--codec"),
-    warmup_steps: int = setting("warmup_steps", "--warmup-steps"),
-    min_learning_rate: float = setting("min_learning_rate", "--min-lr"),
-    ema_decay: float = setting("ema_decay", "--ema-decay"),
-    device: str = setting("device", "--device"),
-    autocast: str = setting("autocast", "--autocast"),
-    workers: int = setting("workers", "--workers"),
-    threads: int = setting("threads", "--threads"),
-    eval_per_relation: int = typer.Option(
-        5, "--eval-per-relation", help="Oracle check after training: prompts per relation/motion (0: skip)."
-    ),
-    eval_prompt_seed: int = typer.Option(
-        CALIBRATION_PROMPT_SEED, "--eval-prompt-seed", help="Seed of the oracle check's prompts."
-    ),
-    help_config: bool = help_config_option("dreamrelation.toyworld.pretrain:PretrainConfig"),
-) -> None:
-    """Train the toy base model (all transformer weights) on rendered generic motions, relations held
-    out, then check it with the oracle and write recipe.json next to the weights."""
-    # diffusers' Mochi RoPE asks for a float32 autocast, which CPU autocast refuses (harmlessly).
-    warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
-    from dreamrelation.checks import preflight_toy_pretrain
-    from dreamrelation.cli import _run
-
-    cfg = _run(config_from_cli, ctx, PretrainConfig, config, sets)
-    _run(preflight_toy_pretrain, cfg.model_dump())
-    output = cfg.output
-    record = pretrain(config=cfg)
-    arguments = sys.argv[sys.argv.index("pretrain") + 1 :] if "pretrain" in sys.argv else sys.argv[1:]
-    record["command"] = shlex.join(["dreamrelation", "toy", "pretrain", *arguments])
-    if eval_per_relation > 0:
-        evaluated = ToyBackbone.from_pretrained(output).to(resolve_device(cfg.device))
-        record["evaluation"] = evaluate_base(
-            evaluated, eval_per_relation, prompt_seed=eval_prompt_seed, batch_size=32
-        )
-    write_text_atomic(Path(output) / "recipe.json", json.dumps(record, indent=2) + "\n")
-    table = Table(title=f"toy base model -> {output}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("steps", str(record["steps"]))
-    table.add_row("wall time (s)", f"{record['wall_time_s']:.0f}")
-    table.add_row("loss (last 100 steps)", f"{record['loss_last_100']:.4f}")
-    for sigma, error in record["validation_denoising_mse"].items():
-        table.add_row(f"x̂ MSE at σ={sigma}", f"{error:.4f}")
-    for key in ("subject_fidelity", "generic_subject_fidelity", "subject_presence", "relation_accuracy"):
-        if key in record.get("evaluation", {}):
-            table.add_row(key, f"{record['evaluation'][key]:.3f}")
-    console.print(table)
-
-
 __all__ = [
     "PretrainConfig",
     "evaluate_base",
     "evaluation_prompts",
     "pretrain",
     "sample_videos",
-    "toy_app",
     "training_clips",
 ]
-
-
-if __name__ == "__main__":
-    toy_app()
