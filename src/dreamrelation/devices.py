@@ -45,4 +45,6 @@ def machine_description(device: torch.device) -> str:
             if line.startswith("model name")
         ]
         model = names[0] if names else model
-    return f"{model} ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    plural = "s" if threads != 1 else ""
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}, {threads} thread{plural})"
