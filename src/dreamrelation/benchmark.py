@@ -398,7 +398,7 @@ def plan(config: BenchmarkConfig, output: str | Path, *, check_data: bool = True
         for seed in config.seeds:
             cache_dir = caches[f"{item.name}/seed{seed}" if item.per_seed else item.name].output
             for row in rows:
-                folder = output / "runs" / item.name / row / f"seed{seed}"
+                folder = run_folder(output, item.name, row, seed)
                 train = None
                 if row != BASE:
                     method = config.training_method(row)
@@ -439,6 +439,16 @@ def plan(config: BenchmarkConfig, output: str | Path, *, check_data: bool = True
 
 
 # ----- markers and files ----------------------------------------------------------------------
+
+
+def run_folder(output: str | Path, relation: str, row: str, seed: int) -> Path:
+    """Where a run keeps its ``train``, ``videos`` and ``evaluation`` folders."""
+    return Path(output) / "runs" / relation / row / f"seed{seed}"
+
+
+def trained_lora(folder: Path) -> Path:
+    """The LoRA file of a run's finished training (named in its DONE marker)."""
+    return folder / "train" / _done(folder / "train")["lora"]
 
 
 def _done(folder: Path) -> dict | None:
@@ -548,7 +558,7 @@ def _render_run(plan_: Plan, run: Run, stages: Stages) -> Path:
     backbone = _load_backbone(cfg)
     token, lora_hash = None, None
     if run.method != BASE:
-        lora = run.folder / "train" / _done(run.folder / "train")["lora"]
+        lora = trained_lora(run.folder)
         token = load_inference_lora(backbone, lora, cfg.generation.lora_scale)
         lora_hash = file_sha256(lora)
     gen = cfg.generation

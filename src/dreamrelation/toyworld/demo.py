@@ -139,11 +139,6 @@ def demo_yaml(cfg: ExperimentConfig, output: Path) -> str:
     return preset_yaml(cfg, [cfg.relation], [cfg.seed], list(ROWS), output, command="demo")
 
 
-def run_folder(cfg: ExperimentConfig, output: Path, row: str) -> Path:
-    """Where the runner keeps a row's training, videos and evaluation."""
-    return Path(output) / "runs" / cfg.relation / row / f"seed{cfg.seed}"
-
-
 def read_row(folder: Path) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
     """A finished run's videos (frames read back from the lossless MP4s), the prompt ids in order,
     and every oracle score (without the ``oracle_`` prefix)."""
@@ -176,13 +171,14 @@ def run_demo(
     console.print(f"[bold]1/3[/] exemplars, cache, training, rendering, oracle (benchmark runner) → {output}")
     write_exemplar_folders(cfg, [cfg.relation], [cfg.seed], output)
     runner.run_benchmark(config, output, command=command, show_progress=show_progress, stages=stages)
+    folders = {row: runner.run_folder(output, cfg.relation, row, cfg.seed) for row in ROWS}
     videos, metrics, prompt_ids = {}, {}, []
     for row, label in ROWS.items():  # every row renders the same prompts with the same seeds
-        videos[row], prompt_ids, metrics[label] = read_row(run_folder(cfg, output, row))
+        videos[row], prompt_ids, metrics[label] = read_row(folders[row])
     entries, scenes = runner.toy_prompts(cfg.relation, cfg.eval_prompts, cfg.seed)
     by_id = {e.id: (e, scene) for e, scene in zip(entries, scenes, strict=True)}
     entries, prompts = zip(*(by_id[i] for i in prompt_ids), strict=True)
-    lora = {row: _lora_path(run_folder(cfg, output, row)) for row in ROWS if row != runner.BASE}
+    lora = {row: runner.trained_lora(folders[row]) for row in ROWS if row != runner.BASE}
 
     # 2. the Q/K/V + attention analysis of DreamRelation's LoRA
     with Progress(
@@ -234,7 +230,7 @@ def run_demo(
         "subspace": interpretability["subspace"],
         "minutes": minutes,
         "report": str(report),
-        "runs": {ROWS[row]: str(run_folder(cfg, output, row)) for row in ROWS},
+        "runs": {ROWS[row]: str(folders[row]) for row in ROWS},
     }
     write_text_atomic(output / "metrics.json", json.dumps(summary, indent=2))
 
@@ -248,9 +244,3 @@ def run_demo(
     console.print(verdict)
     console.print(f"report: {report}")
     return summary
-
-
-def _lora_path(folder: Path) -> Path:
-    """The LoRA file of a finished training (named in its DONE marker)."""
-    done = json.loads((folder / "train" / runner.DONE).read_text("utf-8"))
-    return folder / "train" / done["lora"]
