@@ -883,7 +883,7 @@ def write_tables(
     """``benchmark.md``, ``benchmark.csv`` and ``benchmark.png`` in the output folder."""
     import torch
 
-    from dreamrelation.devices import machine_description
+    from dreamrelation.devices import default_device, machine_description
 
     cfg, out = plan_.config, plan_.output
     relations = plan_.relations
@@ -896,11 +896,7 @@ def write_tables(
     labels = {m: METRIC_LABELS[m] for m in present}
     per_relation = {r: summarize(results.get(r, {}), methods, cfg.seeds, present) for r in relations}
     averaged = average_over_relations(results, relations, methods, cfg.seeds, present)
-    device = (
-        torch.device(cfg.device)
-        if cfg.device
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = torch.device(cfg.device) if cfg.device else default_device()
     gen = cfg.generation
     lines = [
         f"# Benchmark: {len(relations)} relation{'s' if len(relations) != 1 else ''} on {cfg.model.backbone}",
