@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, MochiPipeline, MochiTransformer3DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.autoencoders.vae import DecoderOutput
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.video_processor import VideoProcessor
@@ -30,7 +30,14 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 from dreamrelation.backbones import Backbone, register_backbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.testing.text import word_tokenizer
-from dreamrelation.toyworld.learned_codec import LearnedToyCodec, codec_class_name
+from dreamrelation.toyworld.learned_codec import (
+    LearnedToyCodec,
+    check_shape,
+    codec_class_name,
+    depth_to_space,
+    point_mass,
+    space_to_depth,
+)
 from dreamrelation.toyworld.world import (
     BACKGROUNDS,
     COLORS,
@@ -143,34 +150,15 @@ class ToyVideoCodec(ModelMixin, ConfigMixin):
         cfg = self.config
         return cfg.in_channels * cfg.temporal_factor * cfg.spatial_factor**2
 
-    def _check(self, x: torch.Tensor, channels: int, what: str) -> None:
-        if x.ndim != 5 or x.shape[1] != channels:
-            raise ValueError(f"{what} must be (B, {channels}, F, H, W); got {tuple(x.shape)}")
-
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
         cfg = self.config
-        t, s = cfg.temporal_factor, cfg.spatial_factor
-        self._check(x, cfg.in_channels, "pixels")
-        b, c, f, h, w = x.shape
-        if f % t or h % s or w % s:
-            raise ValueError(f"frames must be a multiple of {t} and height/width of {s}; got {f}x{h}x{w}")
-        z = x.reshape(b, c, f // t, t, h // s, s, w // s, s)
-        z = z.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * t * s * s, f // t, h // s, w // s)
-        # A point mass: mode() and sample() both return z exactly (deterministic=True zeroes the std).
-        posterior = DiagonalGaussianDistribution(
-            torch.cat([z, torch.zeros_like(z)], dim=1), deterministic=True
-        )
-        if not return_dict:
-            return (posterior,)
-        return AutoencoderKLOutput(latent_dist=posterior)
+        check_shape(x, cfg.in_channels, "pixels")
+        return point_mass(space_to_depth(x, cfg.temporal_factor, cfg.spatial_factor), return_dict)
 
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple[torch.Tensor]:
         cfg = self.config
-        t, s, c = cfg.temporal_factor, cfg.spatial_factor, cfg.in_channels
-        self._check(z, self.latent_channels, "latents")
-        b, _, f, h, w = z.shape
-        x = z.reshape(b, c, t, s, s, f, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
-        x = x.reshape(b, c, f * t, h * s, w * s)
+        check_shape(z, self.latent_channels, "latents")
+        x = depth_to_space(z, cfg.in_channels, cfg.temporal_factor, cfg.spatial_factor)
         if not return_dict:
             return (x,)
         return DecoderOutput(sample=x)

@@ -33,6 +33,42 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 
+def check_shape(x: torch.Tensor, channels: int, what: str) -> None:
+    """Refuse anything but a (B, ``channels``, F, H, W) tensor, naming ``what`` it should be."""
+    if x.ndim != 5 or x.shape[1] != channels:
+        raise ValueError(f"{what} must be (B, {channels}, F, H, W); got {tuple(x.shape)}")
+
+
+def space_to_depth(x: torch.Tensor, temporal_factor: int, spatial_factor: int) -> torch.Tensor:
+    """(B, c, F, H, W) pixels -> (B, c·t·s·s, F/t, H/s, W/s) cells, channels ordered (colour,
+    frame-in-group, row-in-cell, column-in-cell): the exact codec's latents, the learned one's input."""
+    t, s = temporal_factor, spatial_factor
+    b, c, f, h, w = x.shape
+    if f % t or h % s or w % s:
+        raise ValueError(f"frames must be a multiple of {t} and height/width of {s}; got {f}x{h}x{w}")
+    z = x.reshape(b, c, f // t, t, h // s, s, w // s, s)
+    return z.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * t * s * s, f // t, h // s, w // s)
+
+
+def depth_to_space(
+    z: torch.Tensor, in_channels: int, temporal_factor: int, spatial_factor: int
+) -> torch.Tensor:
+    """The inverse of :func:`space_to_depth`."""
+    t, s, c = temporal_factor, spatial_factor, in_channels
+    b, _, f, h, w = z.shape
+    x = z.reshape(b, c, t, s, s, f, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, c, f * t, h * s, w * s)
+
+
+def point_mass(z: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
+    """``z`` as a diffusers VAE's encode output whose ``latent_dist`` is a point mass: ``mode()``
+    and ``sample()`` both return ``z`` exactly (``deterministic=True`` zeroes the std)."""
+    posterior = DiagonalGaussianDistribution(torch.cat([z, torch.zeros_like(z)], dim=1), deterministic=True)
+    if not return_dict:
+        return (posterior,)
+    return AutoencoderKLOutput(latent_dist=posterior)
+
+
 class _Block(nn.Module):
     """x + conv_t(silu(conv_s(silu(x)))): a (2+1)D residual block without normalisation."""
 
@@ -105,39 +141,15 @@ class LearnedToyCodec(ModelMixin, ConfigMixin):
     def latent_channels(self) -> int:
         return self.config.latent_channels
 
-    @property
-    def cell_channels(self) -> int:
-        cfg = self.config
-        return cfg.in_channels * cfg.temporal_factor * cfg.spatial_factor**2
-
-    def _check(self, x: torch.Tensor, channels: int, what: str) -> None:
-        if x.ndim != 5 or x.shape[1] != channels:
-            raise ValueError(f"{what} must be (B, {channels}, F, H, W); got {tuple(x.shape)}")
-
-    def space_to_depth(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, c, F, H, W) -> (B, c·t·s·s, F/t, H/s, W/s), channels ordered (colour, frame, row, column)."""
-        cfg = self.config
-        t, s = cfg.temporal_factor, cfg.spatial_factor
-        b, c, f, h, w = x.shape
-        if f % t or h % s or w % s:
-            raise ValueError(f"frames must be a multiple of {t} and height/width of {s}; got {f}x{h}x{w}")
-        z = x.reshape(b, c, f // t, t, h // s, s, w // s, s)
-        return z.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * t * s * s, f // t, h // s, w // s)
-
-    def depth_to_space(self, z: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        t, s, c = cfg.temporal_factor, cfg.spatial_factor, cfg.in_channels
-        b, _, f, h, w = z.shape
-        x = z.reshape(b, c, t, s, s, f, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
-        return x.reshape(b, c, f * t, h * s, w * s)
-
     # ----- raw (unstandardised) paths, used by training -------------------------------------
     def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x, self.config.in_channels, "pixels")
-        return self.encoder(self.space_to_depth(x))
+        cfg = self.config
+        check_shape(x, cfg.in_channels, "pixels")
+        return self.encoder(space_to_depth(x, cfg.temporal_factor, cfg.spatial_factor))
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.depth_to_space(self.decoder(z))
+        cfg = self.config
+        x = depth_to_space(self.decoder(z), cfg.in_channels, cfg.temporal_factor, cfg.spatial_factor)
         if self.refine is None:
             return x
         b, c, f, h, w = x.shape
@@ -153,17 +165,10 @@ class LearnedToyCodec(ModelMixin, ConfigMixin):
         return z * self.latent_scale.view(1, -1, 1, 1, 1) + self.latent_shift.view(1, -1, 1, 1, 1)
 
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
-        z = self._standardise(self.encode_raw(x))
-        # A point mass: mode() and sample() both return z exactly (deterministic=True zeroes the std).
-        posterior = DiagonalGaussianDistribution(
-            torch.cat([z, torch.zeros_like(z)], dim=1), deterministic=True
-        )
-        if not return_dict:
-            return (posterior,)
-        return AutoencoderKLOutput(latent_dist=posterior)
+        return point_mass(self._standardise(self.encode_raw(x)), return_dict)
 
     def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple[torch.Tensor]:
-        self._check(z, self.latent_channels, "latents")
+        check_shape(z, self.latent_channels, "latents")
         x = self.decode_raw(self._unstandardise(z))
         if not return_dict:
             return (x,)
@@ -190,4 +195,11 @@ def codec_class_name(folder: str | Path) -> str:
     return str(json.loads(config.read_text()).get("_class_name", ""))
 
 
-__all__ = ["LearnedToyCodec", "codec_class_name"]
+__all__ = [
+    "LearnedToyCodec",
+    "check_shape",
+    "codec_class_name",
+    "depth_to_space",
+    "point_mass",
+    "space_to_depth",
+]
