@@ -141,6 +141,25 @@ def count_frames(path: str | Path) -> int:
     return video_info(path).num_frames
 
 
+def _decode_resized(
+    path: Path, wanted: set[int], height: int, width: int
+) -> tuple[dict[int, np.ndarray], int]:
+    """One pass over the clip up to the last wanted frame: the wanted frames, resized to cover
+    (height, width) and centre-cropped, as uint8 (H, W, 3) by index, and how many frames were decoded."""
+    last_needed = max(wanted)
+    kept: dict[int, np.ndarray] = {}
+    decoded = 0
+    with _open_frames(path) as (_, frames):
+        for index, frame in enumerate(frames):
+            decoded = index + 1
+            if index in wanted:
+                image = resize_and_crop(frame.to_image(), height, width, Image.Resampling.BICUBIC)
+                kept[index] = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            if index >= last_needed:
+                break
+    return kept, decoded
+
+
 def read_video(
     path: str | Path,
     num_frames: int,
@@ -159,26 +178,17 @@ def read_video(
             f"got {num_frames}, {frame_stride}, {start_frame}"
         )
     path = Path(path)
-    wanted = {start_frame + i * frame_stride for i in range(num_frames)}
-    last_needed = start_frame + (num_frames - 1) * frame_stride
-    picked: list[np.ndarray] = []
-    decoded = 0
-    with _open_frames(path) as (_, frames):
-        for index, frame in enumerate(frames):
-            decoded = index + 1
-            if index in wanted:
-                image = resize_and_crop(frame.to_image(), height, width, Image.Resampling.BICUBIC)
-                picked.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-            if index >= last_needed:
-                break
-    if len(picked) < num_frames:
+    indices = [start_frame + i * frame_stride for i in range(num_frames)]
+    last_needed = indices[-1]
+    kept, decoded = _decode_resized(path, set(indices), height, width)
+    if last_needed not in kept:
         raise InputError(
             path,
             f"has {decoded} frames, needs start + (num_frames-1)*stride + 1 = "
             f"{start_frame} + ({num_frames}-1)*{frame_stride} + 1 = {last_needed + 1}",
             "lower num_frames or frame_stride, or use a longer clip",
         )
-    return torch.from_numpy(np.stack(picked))
+    return torch.from_numpy(np.stack([kept[i] for i in indices]))
 
 
 def read_frames(path: str | Path, indices: Sequence[int], height: int, width: int) -> torch.Tensor:
@@ -192,18 +202,8 @@ def read_frames(path: str | Path, indices: Sequence[int], height: int, width: in
     if min(indices) < 0:
         raise ValueError(f"frame indices must be >= 0, got {min(indices)}")
     path = Path(path)
-    wanted = set(indices)
-    last_needed = max(wanted)
-    kept: dict[int, np.ndarray] = {}
-    decoded = 0
-    with _open_frames(path) as (_, frames):
-        for index, frame in enumerate(frames):
-            decoded = index + 1
-            if index in wanted:
-                image = resize_and_crop(frame.to_image(), height, width, Image.Resampling.BICUBIC)
-                kept[index] = np.asarray(image.convert("RGB"), dtype=np.uint8)
-            if index >= last_needed:
-                break
+    last_needed = max(indices)
+    kept, decoded = _decode_resized(path, set(indices), height, width)
     if last_needed not in kept:
         raise InputError(
             path, f"has {decoded} frames, needs frame {last_needed}", "use a longer clip or fewer frames"
