@@ -71,21 +71,16 @@ def _reset_peak_rss() -> int:
 def run_variant(name: str, cache: Path, steps: int, warmup: int, out: Path) -> dict[str, float]:
     import torch
 
-    from dreamrelation.config import TrainConfig, load_config
+    from dreamrelation.testing import tiny_train_config
     from dreamrelation.train import Trainer
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    cfg = load_config(
-        TrainConfig,
+    cfg = tiny_train_config(
+        cache,
+        out,
         **{
-            "model.backbone": "mochi",
-            "model.model": "tiny",
-            "model.dtype": "float32",
-            "cache": [str(cache)],
-            "output": str(out),
             "max_steps": steps + warmup + 1,
             "checkpoint_every": 10**6,
-            "warmup_steps": 0,
             "lora.rank": 16,
             "lora.alpha": 16,
             "mixed_precision": "no",

@@ -11,7 +11,7 @@ import torch
 
 from dreamrelation.adapters import adapter_parameters
 from dreamrelation.backbones import TransformerOnly, load_backbone
-from dreamrelation.config import TrainConfig, load_config
+from dreamrelation.config import TrainConfig
 from dreamrelation.errors import ConfigError
 from dreamrelation.losses import MemoryBank
 from dreamrelation.memory import (
@@ -20,24 +20,12 @@ from dreamrelation.memory import (
     needs_checkpointing,
     transformer_blocks,
 )
+from dreamrelation.testing import tiny_train_config
 from dreamrelation.train import Trainer
 
 
 def _config(cache_dir: Path, output: Path, **overrides: object) -> TrainConfig:
-    base = {
-        "model.backbone": "mochi",
-        "model.model": "tiny",
-        "model.dtype": "float32",
-        "cache": [str(cache_dir)],
-        "output": str(output),
-        "lora.rank": 4,
-        "lora.alpha": 4,
-        "warmup_steps": 0,
-        "max_steps": 6,
-        "checkpoint_every": 100,
-    }
-    base.update(overrides)
-    return load_config(TrainConfig, **base)
+    return tiny_train_config(cache_dir, output, **{"checkpoint_every": 100, **overrides})
 
 
 # ----------------------------------------------------------------------------- transformer only

@@ -6,26 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from dreamrelation.config import TrainConfig, load_config
+from dreamrelation.config import TrainConfig
 from dreamrelation.errors import ConfigError
+from dreamrelation.testing import tiny_train_config
 from dreamrelation.trackers import check_trackers, tracker_config
 from dreamrelation.train import Trainer
 
 
 def _config(cache: Path, output: Path, **extra: object) -> TrainConfig:
-    values = {
-        "model.backbone": "mochi",
-        "model.model": "tiny",
-        "model.dtype": "float32",
-        "cache": [str(cache)],
-        "output": str(output),
-        "lora.rank": 2,
-        "lora.alpha": 2,
-        "warmup_steps": 0,
-        "max_steps": 2,
-        **extra,
-    }
-    return load_config(TrainConfig, **values)
+    return tiny_train_config(cache, output, **{"lora.rank": 2, "lora.alpha": 2, "max_steps": 2, **extra})
 
 
 def test_tensorboard_gets_losses_and_validation_frames(mochi_cache: Path, tmp_path: Path) -> None:

@@ -11,26 +11,14 @@ import torch
 
 from dreamrelation.adapters import adapter_parameters, triplet_state_dict
 from dreamrelation.checkpoint import list_checkpoints
-from dreamrelation.config import TrainConfig, load_config
+from dreamrelation.config import TrainConfig
 from dreamrelation.errors import ConfigError, TrainingError
+from dreamrelation.testing import tiny_train_config
 from dreamrelation.train import Trainer
 
 
 def _config(cache_dir: Path, output: Path, **overrides: object) -> TrainConfig:
-    base = {
-        "model.backbone": "mochi",
-        "model.model": "tiny",
-        "model.dtype": "float32",
-        "cache": [str(cache_dir)],
-        "output": str(output),
-        "lora.rank": 4,
-        "lora.alpha": 4,
-        "warmup_steps": 0,
-        "max_steps": 6,
-        "checkpoint_every": 3,
-    }
-    base.update(overrides)
-    return load_config(TrainConfig, **base)
+    return tiny_train_config(cache_dir, output, **{"checkpoint_every": 3, **overrides})
 
 
 def test_step_that_selects_subject1_changes_only_subject1_and_ffn(mochi_cache: Path, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from dreamrelation.methods.reversion import (
     sample_focal_sigma,
     steering_loss,
 )
-from dreamrelation.testing import write_two_subject_dataset
+from dreamrelation.testing import tiny_train_config, write_two_subject_dataset
 from dreamrelation.train import Trainer
 
 # One small clip geometry per backbone (the VAE's temporal grouping: Mochi 6k+1, Wan/Hunyuan 4k+1,
@@ -71,23 +71,9 @@ def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _config(cache: Path, output: Path, backbone: str, method: str, **overrides: object) -> TrainConfig:
-    base = {
-        "model.backbone": backbone,
-        "model.model": "tiny",
-        "model.dtype": "float32",
-        "cache": [str(cache)],
-        "output": str(output),
-        "method": method,
-        "lora.rank": 4,
-        "lora.alpha": 4,
-        "max_steps": 2,
-        "checkpoint_every": 2,
-        # large enough that two steps visibly change what generation draws
-        "learning_rate": 0.05,
-        "warmup_steps": 0,
-    }
-    base.update(overrides)
-    return load_config(TrainConfig, **base)
+    # learning rate 0.05: large enough that two steps visibly change what generation draws
+    values = {"method": method, "max_steps": 2, "checkpoint_every": 2, "learning_rate": 0.05}
+    return tiny_train_config(cache, output, backbone=backbone, **{**values, **overrides})
 
 
 def _frozen_state(trainer: Trainer) -> dict[str, torch.Tensor]:

@@ -2,13 +2,18 @@
 ``testing_utils``: everything built in-process from tiny random configs, nothing downloaded.
 
 * :mod:`dreamrelation.testing.data`: datasets in the project's format and a cache of them encoded
-  by the tiny Mochi (:func:`write_two_subject_dataset`, :func:`write_tiny_mochi_cache`);
+  by the tiny Mochi (:func:`write_two_subject_dataset`, :func:`write_tiny_mochi_cache`), and a
+  training config on a tiny model (:func:`tiny_train_config`);
 * :mod:`dreamrelation.testing.text`: the word-level tokenizer and tiny T5 config of the tiny
   backbones (``model: tiny``) and of the toy world;
 * :mod:`dreamrelation.testing.evaluation`: tiny random CLIP, VideoMAE, VLM judge and I3D folders;
 * :mod:`dreamrelation.testing.segmenters`: tiny random Grounding DINO and SAM folders.
 """
 
-from dreamrelation.testing.data import write_tiny_mochi_cache, write_two_subject_dataset
+from dreamrelation.testing.data import (
+    tiny_train_config,
+    write_tiny_mochi_cache,
+    write_two_subject_dataset,
+)
 
-__all__ = ["write_tiny_mochi_cache", "write_two_subject_dataset"]
+__all__ = ["tiny_train_config", "write_tiny_mochi_cache", "write_two_subject_dataset"]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from dreamrelation.config import TrainConfig
 
 
 def write_two_subject_dataset(
@@ -63,3 +67,26 @@ def write_tiny_mochi_cache(
     )
     build_cache(cfg, backbone=backbone, show_progress=False)
     return root / "cache"
+
+
+def tiny_train_config(
+    cache: Path, output: Path, /, *, backbone: str = "mochi", **overrides: object
+) -> TrainConfig:
+    """A training config on a backbone's tiny random model (float32, rank-4 LoRAs, no warmup,
+    6 steps) reading ``cache`` and writing ``output``; ``overrides`` are dotted keys
+    (``**{"lora.rank": 2}``) or top-level fields (``max_steps=2``, ``cache=[...]`` for several)."""
+    from dreamrelation.config import TrainConfig, load_config
+
+    values: dict[str, object] = {
+        "model.backbone": backbone,
+        "model.model": "tiny",
+        "model.dtype": "float32",
+        "cache": [str(cache)],
+        "output": str(output),
+        "lora.rank": 4,
+        "lora.alpha": 4,
+        "warmup_steps": 0,
+        "max_steps": 6,
+    }
+    values.update(overrides)
+    return load_config(TrainConfig, **values)
