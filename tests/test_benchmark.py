@@ -15,14 +15,13 @@ from typer.testing import CliRunner
 
 from dreamrelation.benchmark import (
     BenchmarkConfig,
-    Stages,
     average_over_relations,
-    default_stages,
     load_benchmark_config,
     run_benchmark,
 )
 from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.testing import write_two_subject_dataset
+from dreamrelation.testing.benchmark import counting_stages
 
 METHODS = ["direct_lora"]
 SEEDS = [0, 1]
@@ -46,23 +45,6 @@ def tiny_config(tmp_path: Path, clip: Path, **changes: object) -> dict:
     }
     config.update(changes)
     return config
-
-
-def counting_stages(calls: Counter) -> Stages:
-    real = default_stages()
-
-    def counted(name: str, fn):  # noqa: ANN001, ANN202
-        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            calls[name] += 1
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    return Stages(
-        build_cache=counted("cache", real.build_cache),
-        train=counted("train", real.train),
-        render=counted("render", real.render),
-    )
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from dreamrelation.benchmark import load_benchmark_config, plan
 from dreamrelation.cli import app
+from dreamrelation.testing.benchmark import counting_stages
 from dreamrelation.testing.toy import toy_reference_metrics, toy_train_config
 from dreamrelation.toyworld.benchmark import (
     MIN_SEEDS_FOR_VERDICT,
@@ -28,23 +29,6 @@ from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_promp
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"model": "tiny", "exemplars": 3, "eval_prompts": 2, "train_steps": 2, "sampling_steps": 2}
-
-
-def counting_stages(calls: Counter):  # noqa: ANN201 - a Stages
-    from dreamrelation.benchmark import Stages, default_stages
-
-    real = default_stages()
-
-    def counted(name: str, fn):  # noqa: ANN001, ANN202
-        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            calls[name] += 1
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    return Stages(
-        counted("cache", real.build_cache), counted("train", real.train), counted("render", real.render)
-    )
 
 
 def test_the_preset_has_the_toy_experiments_settings(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@
 * :mod:`dreamrelation.testing.text`: the word-level tokenizer and tiny T5 config of the tiny
   backbones (``model: tiny``) and of the toy world;
 * :mod:`dreamrelation.testing.evaluation`: tiny random CLIP, VideoMAE, VLM judge and I3D folders;
-* :mod:`dreamrelation.testing.segmenters`: tiny random Grounding DINO and SAM folders.
+* :mod:`dreamrelation.testing.segmenters`: tiny random Grounding DINO and SAM folders;
+* :mod:`dreamrelation.testing.benchmark`: the runner's stages, counting their calls.
 """
 
 from dreamrelation.testing.data import (
