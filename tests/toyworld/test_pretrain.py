@@ -36,6 +36,9 @@ def test_rendering_workers_give_the_same_batches_as_the_loop() -> None:
     for step, (videos, captions) in enumerate(batch_loader(config)):
         expected, expected_captions = training_clips(step, config)
         assert np.array_equal(videos.numpy(), expected) and captions == expected_captions
+    # a resumed run's loader starts at its step
+    resumed = list(batch_loader(config, first_step=1))
+    assert len(resumed) == 2 and resumed[0][1] == training_clips(1, config)[1]
 
 
 def test_bf16_autocast_only_where_asked_or_native() -> None:

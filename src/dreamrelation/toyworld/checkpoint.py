@@ -149,9 +149,10 @@ class Schedule:
         run_steps: int | None = None,
         run_time_s: float | None = None,
     ) -> None:
-        self.steps, self.time_budget_s, self.run_time_s = steps, time_budget_s, run_time_s
+        self.steps, self.run_time_s = steps, run_time_s
         self.total = min(fixed_total or steps, steps)
         self.pending = time_budget_s is not None and fixed_total is None
+        self.time_budget_s = time_budget_s or 0.0  # read only while pending
         self.probe = (first_step + BUDGET_PROBE_STEPS[0], first_step + BUDGET_PROBE_STEPS[1])
         self.stop = self.total if run_steps is None else first_step + run_steps
         self.invocation_start = time.perf_counter()
@@ -180,7 +181,6 @@ class Schedule:
             self._probe_start = now
             return False
         per_step = (now - self._probe_start) / (self.probe[1] - self.probe[0])
-        assert self.time_budget_s is not None
         left = self.time_budget_s - (now - self.start)
         self.total = max(step + 1, min(self.steps, step + int(left / per_step)))
         self.pending = False
