@@ -116,14 +116,19 @@ def test_a_stopped_and_resumed_run_ends_on_the_weights_of_a_straight_run(tmp_pat
     assert resumed["loss_curve"] == straight["loss_curve"]
     assert resumed["validation_denoising_mse"] == straight["validation_denoising_mse"]
     # the saved (EMA) pipeline, and the raw weights, EMA, optimizer moments and RNG state behind it
-    a = load_backbone("toy", str(tmp_path / "straight")).transformer.state_dict()
-    b = load_backbone("toy", str(tmp_path / "staged")).transformer.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    saved = load_backbone("toy", str(tmp_path / "straight")).transformer.state_dict()
+    staged = load_backbone("toy", str(tmp_path / "staged")).transformer.state_dict()
+    assert saved.keys() == staged.keys() and all(torch.equal(saved[k], staged[k]) for k in saved)
     a, b = _checkpoint_tensors(tmp_path / "straight"), _checkpoint_tensors(tmp_path / "staged")
     assert {k.split(".")[0] for k in a} == {"model", "ema", "optimizer", "extra"}
     assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
     recipe = json.loads((tmp_path / "staged" / "recipe.json").read_text())
     assert recipe["runs"] == resumed["runs"] and recipe["steps"] == 4
+    # the same call once more finds the final checkpoint: it only saves the same pipeline again
+    again = pretrain(tmp_path / "staged", steps=4, **RESUME)
+    assert [run["from_step"] for run in again["runs"]] == [0, 2, 4] and again["steps"] == 4
+    again_saved = load_backbone("toy", str(tmp_path / "staged")).transformer.state_dict()
+    assert all(torch.equal(again_saved[k], saved[k]) for k in saved)
 
 
 def test_a_resume_may_end_sooner_and_keeps_the_budgets_schedule(
@@ -155,6 +160,10 @@ def test_pretrain_refuses_to_replace_a_folder_of_other_files(tmp_path: Path) -> 
     with pytest.raises(InputError, match="choose a new or empty --output"):
         pretrain(tmp_path, steps=1, **RESUME)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    # a folder holding only a killed first checkpoint's temporary is this run's own: it proceeds
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / ".checkpoint.tmp-123-0badc0de").mkdir()
+    assert pretrain(tmp_path, steps=2, run_steps=1, **RESUME)["steps"] == 1
 
 
 def test_pretrain_command_stops_and_resumes(tmp_path: Path) -> None:

@@ -512,7 +512,8 @@ def _all_losses(earlier: torch.Tensor, new: list[torch.Tensor]) -> torch.Tensor:
 
 def _check_output_folder(out: Path) -> None:
     """The finished pipeline replaces ``out`` whole: refuse a folder that holds anything else."""
-    if not out.is_dir() or not any(out.iterdir()):
+    # a kill while the first checkpoint was written leaves only a hidden temporary folder (files.py)
+    if not out.is_dir() or all(p.name.startswith(".") and ".tmp-" in p.name for p in out.iterdir()):
         return
     if (out / "model_index.json").is_file() or (out / CHECKPOINT_DIR / "state.json").is_file():
         return
