@@ -52,13 +52,17 @@ def run(args: argparse.Namespace) -> None:
     print(f"all candidates done in {time.perf_counter() - started:.0f} s", flush=True)
     for size in args.candidates:
         if (output / size / "recipe.json").is_file():
-            with tarfile.open(output / f"{size}.tar", "w") as tar:
-                tar.add(output / size, arcname=size)
+            with tarfile.open(output / f"{size}.tar", "w") as tar:  # the pipeline, not its checkpoint/
+                tar.add(output / size, arcname=size, filter=_without_checkpoint)
     table = markdown_table(output, args.candidates)
     (output / "calibration.md").write_text(table)
     print(table)
     if failed:
         raise SystemExit(f"candidates failed: {failed}; see their logs in {output}")
+
+
+def _without_checkpoint(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    return None if "checkpoint" in Path(member.name).parts else member
 
 
 def markdown_table(output: Path, candidates: list[str]) -> str:

@@ -2,15 +2,14 @@
 
 A checkpoint folder holds the adapters, the optimizer and LR-scheduler state, every RNG state,
 the RCL memory bank (one per process) and the step. It is assembled in a temporary folder and
-renamed into place, so a kill at any moment leaves either the old or the new checkpoint.
+renamed into place (:func:`dreamrelation.files.atomic_folder`), so a kill at any moment leaves either
+the old or the new checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dreamrelation.errors import InputError
+from dreamrelation.files import atomic_folder
 
 STATE_FILE = "state.json"
 
@@ -87,21 +87,10 @@ def save_checkpoint(
     memory_banks: dict[int, dict[str, torch.Tensor]],
     state: dict[str, Any],
 ) -> Path:
-    """Write everything into ``directory`` atomically (temp folder + rename)."""
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    """Write everything into ``directory`` atomically (:func:`~dreamrelation.files.atomic_folder`)."""
+    with atomic_folder(directory) as tmp:
         _write_checkpoint_files(tmp, adapters, optimizer, scheduler, memory_banks, state)
-    except BaseException:  # disk full, Ctrl-C: leave no half-written folder behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
+    return Path(directory)
 
 
 def _write_checkpoint_files(
@@ -123,9 +112,6 @@ def _write_checkpoint_files(
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
     (tmp / "rng.json").write_text(json.dumps(rng_meta))
     (tmp / STATE_FILE).write_text(json.dumps(state))
-    for f in tmp.iterdir():  # make the data durable before the rename publishes it
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
 
 
 def load_checkpoint(directory: Path, rank: int = 0) -> dict[str, Any]:

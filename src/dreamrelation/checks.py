@@ -251,7 +251,7 @@ def disk_full_message(exc: OSError) -> str | None:
     """One line for the OS errors a user fixes outside the program (space, permissions)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         # name the file being written, not our temporary copy of it (files.atomic_target's
-        # .NAME.tmp-PID-RANDOM[.ext], a checkpoint's .step-N.tmp/)
+        # .NAME.tmp-PID-RANDOM[.ext], and atomic_folder's .NAME.tmp-PID-RANDOM/ holding the files)
         temporary = r"(^|/)\.([^/]+?)\.tmp(-\d+(-[0-9a-f]+)?)?(\.\w+)?(?=/|$)"
         target = re.sub(temporary, r"\1\2", str(exc.filename or ""))
         where = f" while writing {target}" if target else ""

@@ -61,7 +61,8 @@ def pretrain_command(
         "output",
         "--output",
         "-o",
-        help="Pipeline folder to write (the shipped one is src/dreamrelation/toyworld/weights/base).",
+        help="Pipeline folder to write (the shipped one is src/dreamrelation/toyworld/weights/base); "
+        "the same command run again resumes its checkpoint/.",
     ),
     config: Path = config_option(),
     sets: list[str] = set_option(),
@@ -81,6 +82,9 @@ def pretrain_command(
     autocast: str = setting("autocast", "--autocast"),
     workers: int = setting("workers", "--workers"),
     threads: int = setting("threads", "--threads"),
+    run_steps: int = setting("run_steps", "--run-steps"),
+    run_time: float = setting("run_time_s", "--run-time"),
+    checkpoint_every: float = setting("checkpoint_every_s", "--checkpoint-every"),
     eval_per_relation: int = typer.Option(
         5, "--eval-per-relation", help="Oracle check after training: prompts per relation/motion (0: skip)."
     ),
@@ -103,7 +107,10 @@ def pretrain_command(
     cfg = _run(config_from_cli, ctx, PretrainConfig, config, sets)
     _run(preflight_toy_pretrain, cfg.model_dump())
     output = cfg.output
-    record = pretrain(config=cfg)
+    record = _run(pretrain, config=cfg)
+    if not record["finished"]:
+        _print_unfinished(record, output)
+        return
     arguments = sys.argv[sys.argv.index("pretrain") + 1 :] if "pretrain" in sys.argv else sys.argv[1:]
     record["command"] = shlex.join(["dreamrelation", "toy", "pretrain", *arguments])
     if eval_per_relation > 0:
@@ -191,7 +198,10 @@ def codec_train_command(
     config = _run(config_from_cli, ctx, CodecConfig, config, sets)
     output = config.output
     resolved = _run(_check_device, config.device)
-    record = train_codec(config=config)
+    record = _run(train_codec, config=config)
+    if not record["finished"]:
+        _print_unfinished(record, output)
+        return
     arguments = sys.argv[sys.argv.index("train") + 1 :] if "train" in sys.argv else sys.argv[1:]
     record["command"] = shlex.join(["dreamrelation", "toy", "codec", "train", *arguments])
     if eval_per_relation > 0:
@@ -201,6 +211,14 @@ def codec_train_command(
     write_text_atomic(Path(output) / "recipe.json", json.dumps(record, indent=2) + "\n")
     console.print(
         f"{record['steps']} steps, {record['wall_time_s']:.0f} s, last loss {record['loss_curve'][-1][1]:.4f}"
+    )
+
+
+def _print_unfinished(record: dict[str, Any], output: Path) -> None:
+    checkpoint = Path(output) / "checkpoint"
+    console.print(
+        f"stopped at step {record['steps']} of {record['total_steps']} ({record['wall_time_s']:.0f} s "
+        f"so far); checkpoint in {checkpoint}: run the same command again to continue"
     )
 
 

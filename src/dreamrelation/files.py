@@ -7,20 +7,23 @@ it without loading torch::
     write_text_atomic(out / "summary.csv", table)      # text, always UTF-8 (tables hold ± and →)
     with atomic_target(out / "clip.mp4", ".mp4") as temp:   # a writer that takes a file name
         ffmpeg_write(temp)
+    with atomic_folder(out / "checkpoint") as temp:          # a whole folder, swapped in at once
+        save_file(tensors, str(temp / "state.safetensors"))
 
-Temporary files are named ``.NAME.tmp-PID-RANDOM[SUFFIX]`` (hidden, unique per writer, so two
-threads or processes writing the same target never share one); a failed write removes its own.
+Temporary files and folders are named ``.NAME.tmp-PID-RANDOM[SUFFIX]`` (hidden, unique per writer, so
+two threads or processes writing the same target never share one); a failed write removes its own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_target", "write_text_atomic"]
+__all__ = ["atomic_folder", "atomic_target", "write_text_atomic"]
 
 
 def _temporary_path(path: Path, suffix: str) -> Path:
@@ -63,6 +66,41 @@ def atomic_target(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
         _fsync_path(path.parent, directory=True)  # and the rename itself survives a power cut
     finally:
         temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; on success it replaces ``path`` whole.
+
+    When the block succeeds every file in the temporary folder is synced to disk, an existing
+    ``path`` is renamed aside, the temporary folder is renamed onto ``path`` and the old one is
+    removed: a crash leaves the old folder or the new one, never a mix (between the two renames, a
+    kill leaves the old folder under a hidden ``.NAME.tmp-PID-RANDOM.old`` name beside it). When the
+    block raises, the temporary folder is removed and ``path`` is left as it was.
+    """
+    path = Path(os.path.abspath(path))  # "." and "out/" have a name to put the temporary one beside
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temporary_path(path, "")
+    temp.mkdir()
+    try:
+        yield temp
+        for item in sorted(temp.rglob("*"), reverse=True):  # files before the folders holding them
+            _fsync_path(item, directory=item.is_dir())
+        _fsync_path(temp, directory=True)
+        old = temp.with_name(temp.name + ".old") if path.exists() else None
+        if old is not None:
+            os.replace(path, old)
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            if old is not None:  # put the old folder back
+                os.replace(old, path)
+            raise
+        _fsync_path(path.parent, directory=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)  # still there only when something failed
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -1,4 +1,5 @@
-"""files.write_text_atomic / atomic_target: UTF-8, all-or-nothing, no temporary file left behind."""
+"""files.write_text_atomic / atomic_target / atomic_folder: UTF-8, all-or-nothing, no temporary file or
+folder left behind."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from dreamrelation import files
 from dreamrelation.checks import disk_full_message
-from dreamrelation.files import atomic_target, write_text_atomic
+from dreamrelation.files import atomic_folder, atomic_target, write_text_atomic
 
 
 def test_writes_utf8_exactly_as_given(tmp_path: Path) -> None:
@@ -81,6 +82,60 @@ def test_disk_full_names_the_target_not_the_temporary(tmp_path: Path) -> None:
     assert disk_full_message(caught.value) == (
         f"the disk is full while writing {path}; free some space and run the command again (it resumes)"
     )
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_atomic_folder_replaces_the_whole_folder(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint"
+    with atomic_folder(path) as temp:  # a new folder (its parents too)
+        assert temp.parent == tmp_path and temp.name.startswith(".checkpoint.tmp-") and temp.is_dir()
+        (temp / "state.json").write_text("one")
+        (temp / "old.bin").write_bytes(b"only in the first")
+    assert _tree(path) == {"old.bin": b"only in the first", "state.json": b"one"}
+    with atomic_folder(path) as temp:
+        assert _tree(path) == {"old.bin": b"only in the first", "state.json": b"one"}  # untouched meanwhile
+        (temp / "sub").mkdir()
+        (temp / "sub" / "weights.safetensors").write_bytes(b"two")
+        (temp / "state.json").write_text("two")
+    # the new content only: a file the new folder lacks is gone, not merged
+    assert _tree(path) == {"state.json": b"two", "sub/weights.safetensors": b"two"}
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]  # no temporary or old folder left
+
+
+def test_atomic_folder_failure_leaves_the_old_folder_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "exemplars"
+    path.mkdir()
+    (path / "clip.mp4").write_bytes(b"old")
+    with pytest.raises(_Boom), atomic_folder(path) as temp:  # the writer fails half way
+        (temp / "clip.mp4").write_bytes(b"half")
+        raise _Boom
+    assert _tree(path) == {"clip.mp4": b"old"} and [p.name for p in tmp_path.iterdir()] == ["exemplars"]
+
+    def fsync_fails(fd: int) -> None:  # everything is written, then syncing it to disk fails
+        raise _Boom
+
+    monkeypatch.setattr(files.os, "fsync", fsync_fails)
+    with pytest.raises(_Boom), atomic_folder(path) as temp:
+        (temp / "clip.mp4").write_bytes(b"new")
+    assert _tree(path) == {"clip.mp4": b"old"} and [p.name for p in tmp_path.iterdir()] == ["exemplars"]
+    monkeypatch.undo()
+
+    real_replace = files.os.replace
+
+    def publish_fails(src: str | Path, dst: str | Path) -> None:  # the old folder moves aside (and back),
+        if Path(src).suffix != ".old" and Path(dst) == path:  # the new one cannot be renamed onto it
+            raise _Boom
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", publish_fails)
+    with pytest.raises(_Boom), atomic_folder(path) as temp:
+        (temp / "clip.mp4").write_bytes(b"new")
+    assert _tree(path) == {"clip.mp4": b"old"} and [p.name for p in tmp_path.iterdir()] == ["exemplars"]
 
 
 def test_module_does_not_import_torch() -> None:

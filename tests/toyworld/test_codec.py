@@ -273,3 +273,16 @@ def test_a_further_stage_starts_from_a_trained_codec_and_records_it(tmp_path: Pa
             init_from=tmp_path / "one",
             **{**common, "hidden_channels": 6},
         )
+
+
+def test_codec_command_stopped_early_says_how_to_continue(tmp_path: Path) -> None:
+    args = ["toy", "codec", "train", "-o", str(tmp_path / "codec"), "--steps", "2", "--batch-size", "1",
+            "--latent-channels", "4", "--hidden-channels", "8", "--set", "decoder_blocks=1",
+            "--threads", "1", "--device", "cpu", "--eval-per-relation", "0"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--set", "run_steps=1"])
+    assert result.exit_code == 0, result.output
+    assert "stopped at step 1 of 2" in result.output and not (tmp_path / "codec" / "config.json").exists()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    runs = json.loads((tmp_path / "codec" / "recipe.json").read_text())["runs"]
+    assert [run["from_step"] for run in runs] == [0, 1]

@@ -14,7 +14,6 @@ them (:func:`claim_verdict`, only with :data:`MIN_SEEDS_FOR_VERDICT` complete se
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from dreamrelation import benchmark as runner
 from dreamrelation.errors import ConfigError, InputError
-from dreamrelation.files import write_text_atomic
+from dreamrelation.files import atomic_folder, write_text_atomic
 from dreamrelation.toyworld.experiment import ExperimentConfig, exemplar_clips
 from dreamrelation.toyworld.world import DEFAULT_FRAMES, DEFAULT_SIZE, RELATIONS, write_dataset_folder
 
@@ -210,11 +209,10 @@ def write_exemplar_folders(
                 _check_exemplar_folder(folder, drawn)
                 continue
             clips = exemplar_clips(cfg)
-            tmp = folder.with_name(f".{folder.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            write_dataset_folder(clips, tmp, [f"{relation}_{i:03d}" for i in range(len(clips))], fps=FPS)
-            (tmp / EXEMPLARS_FILE).write_text(json.dumps(drawn, indent=1) + "\n", "utf-8")
-            tmp.rename(folder)
+            with atomic_folder(folder) as tmp:
+                names = [f"{relation}_{i:03d}" for i in range(len(clips))]
+                write_dataset_folder(clips, tmp, names, fps=FPS)
+                (tmp / EXEMPLARS_FILE).write_text(json.dumps(drawn, indent=1) + "\n", "utf-8")
 
 
 def _check_exemplar_folder(folder: Path, drawn: dict[str, Any]) -> None:

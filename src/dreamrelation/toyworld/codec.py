@@ -16,11 +16,6 @@ over these is in :mod:`dreamrelation.cli_toy`.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shlex
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,11 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from safetensors.torch import load_file, save_file
 
-from dreamrelation.checkpoint import optimizer_from_tensors, optimizer_to_tensors
-from dreamrelation.devices import machine_description, resolve_device
+from dreamrelation.devices import resolve_device
+from dreamrelation.errors import ConfigError
 from dreamrelation.files import write_text_atomic
+from dreamrelation.toyworld.checkpoint import (
+    CHECKPOINT_DIR,
+    Schedule,
+    check_resume_settings,
+    load_checkpoint,
+    machine_record,
+    run_entry,
+    save_checkpoint,
+)
 from dreamrelation.toyworld.learned_codec import LearnedToyCodec
 from dreamrelation.toyworld.oracle import NONE, classify_relation, detect_background, subject_fidelity
 from dreamrelation.toyworld.protocol import ACCEPTANCE_SEED, ACCEPTANCE_THRESHOLD, VALIDATION_SEED
@@ -42,8 +45,6 @@ from dreamrelation.toyworld.world import (
     render,
     sample_scenes,
 )
-
-CHECKPOINT_DIR = "checkpoint"
 
 
 class CodecConfig(BaseModel):
@@ -102,6 +103,9 @@ class CodecConfig(BaseModel):
     #: stop after this many steps in this invocation, checkpoint, and return unfinished (a rerun with
     #: the same settings continues); None: run to the end
     run_steps: int | None = Field(None, gt=0)
+    #: stop this invocation after about this many seconds of training, checkpoint, and return
+    #: unfinished (a rerun with the same settings continues); None: no limit
+    run_time_s: float | None = Field(None, gt=0)
 
     @field_validator("motions")
     @classmethod
@@ -200,50 +204,6 @@ def codec_step_loss(
     return codec_loss(codec.decode_raw(latents), pixels, weights)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(
-    folder: Path,
-    codec: LearnedToyCodec,
-    ema: LearnedToyCodec | None,
-    optimizer: torch.optim.Optimizer,
-    state: dict[str, Any],
-) -> None:
-    """Model, EMA and optimizer as safetensors + the loop state as JSON, swapped in atomically."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
-    if ema is not None:
-        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-    tensors.update({f"optimizer.{k}": v for k, v in opt_tensors.items()})
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_meta}))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_checkpoint(
-    folder: Path,
-    codec: LearnedToyCodec,
-    ema: LearnedToyCodec | None,
-    optimizer: torch.optim.Optimizer,
-) -> dict[str, Any]:
-    tensors = load_file(str(folder / "state.safetensors"))
-    state = json.loads((folder / "state.json").read_text())
-    codec.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    if ema is not None:
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    opt = {k[10:]: v for k, v in tensors.items() if k.startswith("optimizer.")}
-    optimizer.load_state_dict(optimizer_from_tensors(opt, state.pop("optimizer")))
-    return state
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -339,16 +299,6 @@ def build_codec(config: CodecConfig) -> LearnedToyCodec:
     return LearnedToyCodec(**config.model_config_fields())
 
 
-def machine_record(device: torch.device) -> dict[str, Any]:
-    return {
-        "device": str(device),
-        "machine": machine_description(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def train_codec(
     output: str | Path | None = None,
     config: CodecConfig | None = None,
@@ -377,8 +327,6 @@ def train_codec(
         architecture = config.model_config_fields()
         differing = sorted(k for k, v in architecture.items() if previous.config[k] != v)
         if differing:
-            from dreamrelation.errors import ConfigError
-
             raise ConfigError(
                 f"--init-from {config.init_from} has another architecture ({', '.join(differing)}); "
                 "use its settings"
@@ -389,45 +337,27 @@ def train_codec(
     optimizer = torch.optim.Adam(codec.parameters(), lr=config.learning_rate, betas=(0.9, 0.99))
     state: dict[str, Any] = {"step": 0, "total_steps": None, "elapsed_s": 0.0, "losses": [], "validation": []}
     checkpoint = out / CHECKPOINT_DIR
-    if (checkpoint / "state.json").is_file():
-        previous = json.loads((checkpoint / "state.json").read_text()).get("config", {})
-        mine = json.loads(config.model_dump_json())
-        # what does not change the run's batches or model; a lower --steps ends a resumed run sooner
-        free = ("output", "threads", "device", "workers", "run_steps", "checkpoint_every_s", "steps")
-        differing = sorted(k for k in mine if k not in free and previous.get(k) != mine[k])
-        if differing:
-            from dreamrelation.errors import ConfigError
-
-            raise ConfigError(
-                f"{checkpoint} was written with other settings ({', '.join(differing)}); "
-                "resume with the same settings or choose a new --output"
-            )
-        state = load_checkpoint(checkpoint, codec, ema, optimizer)
+    if check_resume_settings(checkpoint, config):
+        state, _ = load_checkpoint(checkpoint, codec, ema, optimizer)
 
     # 2. the loop: render -> weighted L1 -> step -> EMA; the budget fixes the schedule's length
-    start = time.perf_counter() - state["elapsed_s"]
-    last_checkpoint = time.perf_counter()
-    # A resumed run keeps its schedule's length unless --steps now asks for fewer: then the cosine
-    # decay is re-fitted to end there (the learning rate drops at once to the new curve).
-    total_steps = min(state["total_steps"] or config.steps, config.steps)
-    window: list[torch.Tensor] = []  # losses stay on the device until logged (no per-step sync)
-    probe = (state["step"] + 10, state["step"] + 60)
-    probe_start = 0.0
     step = state["step"]
-    stop = total_steps if config.run_steps is None else step + config.run_steps
+    schedule = Schedule(
+        config.steps,
+        config.time_budget_s,
+        step,
+        state["total_steps"],
+        state["elapsed_s"],
+        config.run_steps,
+        config.run_time_s,
+    )
+    last_checkpoint = time.perf_counter()
+    window: list[torch.Tensor] = []  # losses stay on the device until logged (no per-step sync)
     cpu_start = time.process_time() - state.get("cpu_time_s", 0.0)
     # Every invocation (a first run, a resume) is recorded: the lineage of the weights.
-    state.setdefault("runs", []).append(
-        {
-            "from_step": step,
-            "planned_steps": total_steps,
-            "argv": shlex.join(sys.argv),
-            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            **machine_record(device),
-        }
-    )
+    state.setdefault("runs", []).append(run_entry(step, schedule.total, device))
     batches = torch.utils.data.DataLoader(
-        CodecBatches(config, step, min(config.steps, stop)),  # the budget may shorten it, never lengthen
+        CodecBatches(config, step, min(config.steps, schedule.stop)),  # the budget may shorten it
         batch_size=None,
         num_workers=config.workers,
         prefetch_factor=4 if config.workers else None,
@@ -435,21 +365,13 @@ def train_codec(
         pin_memory=device.type == "cuda",
     )
     for videos, masks in batches:
-        if step >= min(total_steps, stop):
+        if step >= schedule.end:
             break
-        if config.time_budget_s is not None and state["total_steps"] is None and step in probe:
-            now = time.perf_counter()
-            if step == probe[0]:
-                probe_start = now
-            else:
-                per_step = (now - probe_start) / (probe[1] - probe[0])
-                left = config.time_budget_s - (now - start)
-                total_steps = max(step + 1, min(config.steps, step + int(left / per_step)))
-                state["total_steps"] = total_steps
+        schedule.observe(step)
         pixels = to_pixels(videos.to(device, non_blocking=True))
         weights = sprite_weights(masks.to(device, non_blocking=True), config.sprite_weight)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, config, total_steps)
+            group["lr"] = learning_rate_at(step, config, schedule.total)
         loss = codec_step_loss(codec, pixels, weights, config.latent_noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -461,29 +383,34 @@ def train_codec(
                 torch._foreach_lerp_(list(ema.parameters()), list(codec.parameters()), 1 - decay)
         window.append(loss.detach())
         step += 1
-        if len(window) == 50 or step == total_steps:
+        if len(window) == 50 or step == schedule.total:
             state["losses"].append([step, round(float(torch.stack(window).mean()), 5)])
             window = []
             if show_progress:
-                elapsed = time.perf_counter() - start
                 print(
-                    f"step {step}/{total_steps}  loss {state['losses'][-1][1]:.4f}  {elapsed:.0f}s",
+                    f"step {step}/{schedule.total}  loss {state['losses'][-1][1]:.4f}  "
+                    f"{schedule.elapsed():.0f}s",
                     flush=True,
                 )
-        if time.perf_counter() - last_checkpoint > config.checkpoint_every_s and step < total_steps:
+        if schedule.out_of_time():
+            break
+        if time.perf_counter() - last_checkpoint > config.checkpoint_every_s and step < schedule.total:
             state["cpu_time_s"] = time.process_time() - cpu_start
-            _validate_and_checkpoint(
-                step, total_steps, start, state, config, codec, ema, optimizer, show_progress
-            )
+            _validate_and_checkpoint(step, schedule, state, config, codec, ema, optimizer, show_progress)
             last_checkpoint = time.perf_counter()
-    wall = time.perf_counter() - start
+    wall = schedule.elapsed()
     state["cpu_time_s"] = time.process_time() - cpu_start
-    if step < total_steps:  # stopped by run_steps: checkpoint and hand back an unfinished record
-        state.update(step=step, total_steps=total_steps, elapsed_s=wall)
+    state.update(step=step, total_steps=schedule.fixed_total, elapsed_s=wall)
+    if step < schedule.total:  # stopped by run_steps / run_time_s: checkpoint, hand back unfinished
         save_checkpoint(
             checkpoint, codec, ema, optimizer, {**state, "config": json.loads(config.model_dump_json())}
         )
-        return {"finished": False, "steps": step, "total_steps": total_steps, "wall_time_s": round(wall, 1)}
+        return {
+            "finished": False,
+            "steps": step,
+            "total_steps": schedule.total,
+            "wall_time_s": round(wall, 1),
+        }
 
     # 3. the EMA weights, standardised on fresh clips, saved as a diffusers folder + the record
     final = ema if ema is not None else codec
@@ -491,7 +418,6 @@ def train_codec(
     stats_videos, _ = codec_clips(10**9, config.model_copy(update={"batch_size": 64}))
     final.set_latent_statistics(to_pixels(torch.from_numpy(stats_videos)).to(device))
     final.to("cpu").save_pretrained(str(out), safe_serialization=True)
-    state.update(step=step, total_steps=total_steps, elapsed_s=wall)
     save_checkpoint(
         checkpoint, codec.cpu(), ema, optimizer, {**state, "config": json.loads(config.model_dump_json())}
     )
@@ -518,8 +444,7 @@ def train_codec(
 
 def _validate_and_checkpoint(
     step: int,
-    total_steps: int,
-    start: float,
+    schedule: Schedule,
     state: dict[str, Any],
     config: CodecConfig,
     codec: LearnedToyCodec,
@@ -544,7 +469,7 @@ def _validate_and_checkpoint(
     )
     if show_progress:
         print(f"  validation {state['validation'][-1]}", flush=True)
-    state.update(step=step, total_steps=total_steps, elapsed_s=time.perf_counter() - start)
+    state.update(step=step, total_steps=schedule.fixed_total, elapsed_s=schedule.elapsed())
     folder = Path(config.output) / CHECKPOINT_DIR
     save_checkpoint(folder, codec, ema, optimizer, {**state, "config": json.loads(config.model_dump_json())})
 

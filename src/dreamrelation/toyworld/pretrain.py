@@ -38,6 +38,8 @@ from rich.progress import (
 
 from dreamrelation.backbones.mochi import use_batched_attention
 from dreamrelation.devices import machine_description, resolve_device, use_bf16_autocast
+from dreamrelation.errors import InputError
+from dreamrelation.files import atomic_folder
 from dreamrelation.generate import render_batch, to_uint8
 from dreamrelation.toyworld.backbone import (
     GUIDANCE_SCALE,
@@ -47,6 +49,14 @@ from dreamrelation.toyworld.backbone import (
     build_pipeline,
     load_codec_folder,
     zero_init_modulation,
+)
+from dreamrelation.toyworld.checkpoint import (
+    CHECKPOINT_DIR,
+    Schedule,
+    check_resume_settings,
+    load_checkpoint,
+    run_entry,
+    save_checkpoint,
 )
 from dreamrelation.toyworld.codec import CodecConfig
 from dreamrelation.toyworld.oracle import (
@@ -122,6 +132,14 @@ class PretrainConfig(BaseModel):
     save_dtype: Literal["float32", "float16"] = "float16"
     #: torch CPU threads (None: torch's default). On a shared machine 1 is often fastest.
     threads: int | None = None
+    #: seconds between checkpoints into OUTPUT/checkpoint (the same command run again resumes there)
+    checkpoint_every_s: float = Field(300.0, gt=0)
+    #: stop after this many steps in this invocation, checkpoint, and return unfinished (the same
+    #: command run again continues); None: run to the end
+    run_steps: int | None = Field(None, gt=0)
+    #: stop this invocation after about this many seconds of training, checkpoint, and return
+    #: unfinished (the same command run again continues); None: no limit
+    run_time_s: float | None = Field(None, gt=0)
 
     @field_validator("size")
     @classmethod
@@ -184,23 +202,28 @@ def drop_captions(captions: list[str], rate: float, rng: np.random.Generator) ->
 
 
 class TrainingBatches(torch.utils.data.Dataset):
-    """Item ``step`` is the batch of that step (:func:`training_clips`): a DataLoader's workers then
-    render batches ahead of the model, and the batches do not depend on how many workers there are."""
+    """Item i is the batch of step ``first_step + i`` (:func:`training_clips`): a DataLoader's workers
+    then render batches ahead of the model, and the batches depend neither on how many workers there
+    are nor on resuming."""
 
-    def __init__(self, config: PretrainConfig) -> None:
-        self.config = config
+    def __init__(self, config: PretrainConfig, first_step: int = 0, last_step: int | None = None) -> None:
+        self.config, self.first_step = config, first_step
+        self.last_step = config.steps if last_step is None else last_step
 
     def __len__(self) -> int:
-        return self.config.steps
+        return max(self.last_step - self.first_step, 0)
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[str]]:
-        videos, captions = training_clips(step, self.config)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str]]:
+        videos, captions = training_clips(self.first_step + index, self.config)
         return torch.from_numpy(videos), captions
 
 
-def batch_loader(config: PretrainConfig, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+def batch_loader(
+    config: PretrainConfig, pin_memory: bool = False, first_step: int = 0, last_step: int | None = None
+) -> torch.utils.data.DataLoader:
+    """The batches of steps ``first_step`` .. ``last_step`` (default ``config.steps``), in order."""
     return torch.utils.data.DataLoader(
-        TrainingBatches(config),
+        TrainingBatches(config, first_step, last_step),
         batch_size=None,  # an item is already a whole batch
         shuffle=False,
         num_workers=config.workers,
@@ -261,8 +284,6 @@ def flow_matching_loss(
     return torch.nn.functional.mse_loss(prediction.float(), backbone.flow_target(latents, noise))
 
 
-#: the steps between which a time budget's throughput is measured (then the schedule's length is fixed)
-BUDGET_PROBE_STEPS = (10, 60)
 #: noise levels of the fixed validation protocol (docs/toy_backbone.md)
 VALIDATION_SIGMAS = (0.05, 0.2, 0.5, 0.8, 0.95)
 
@@ -304,10 +325,14 @@ def pretrain(
     show_progress: bool = True,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Train the toy base model and save it as a pipeline folder; returns the training record.
+    """Train the toy base model and save it as a pipeline folder; returns the training record (also
+    written to ``recipe.json`` in the folder).
 
     ``output``/``steps``/``seed`` and any other :class:`PretrainConfig` field may be passed directly
-    (they override ``config``); the defaults are the recipe of the shipped weights.
+    (they override ``config``); the defaults are the recipe of the shipped weights. A run checkpoints
+    into ``output/checkpoint`` and the same call resumes from there, ending on the same weights as a
+    run that was never stopped; a run stopped by ``run_steps`` / ``run_time_s`` returns
+    ``{"finished": False, ...}`` without a pipeline.
     """
     values = config.model_dump() if config is not None else {}
     values.update(
@@ -316,6 +341,10 @@ def pretrain(
     if "output" not in values:
         raise ValueError("pretrain needs an output folder")
     config = PretrainConfig(**values)
+    out = Path(config.output)
+    checkpoint = out / CHECKPOINT_DIR
+    _check_output_folder(out)
+    resuming = check_resume_settings(checkpoint, config)  # other settings: refused before any work
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -344,34 +373,58 @@ def pretrain(
     )
     generator = torch.Generator().manual_seed(config.seed)
     caption_rng = np.random.default_rng([config.seed, 1 << 20])
+    # ... or the checkpoint of an interrupted run: weights, EMA, optimizer and every random state
+    state: dict[str, Any] = {"step": 0, "total_steps": None, "elapsed_s": 0.0, "runs": []}
+    earlier_losses = torch.zeros(0)
+    if resuming:
+        state, tensors = load_checkpoint(checkpoint, transformer, ema, optimizer)
+        generator.set_state(tensors["generator"])
+        caption_rng.bit_generator.state = state.pop("caption_rng")
+        earlier_losses = tensors["losses"]
 
     # 2. the loop: rendered batches -> latents + text -> flow-matching step -> EMA
-    total_steps = config.steps
+    step = state["step"]
+    schedule = Schedule(
+        config.steps,
+        config.time_budget_s,
+        step,
+        state["total_steps"],
+        state["elapsed_s"],
+        config.run_steps,
+        config.run_time_s,
+    )
+    state["runs"].append(run_entry(step, schedule.total, device))
     losses: list[torch.Tensor] = []
-    start = time.perf_counter()
+    last_checkpoint = time.perf_counter()
+
+    def save_state(folder: Path) -> None:
+        state.update(
+            step=step,
+            total_steps=schedule.fixed_total,
+            elapsed_s=schedule.elapsed(),
+            caption_rng=caption_rng.bit_generator.state,
+            config=json.loads(config.model_dump_json()),
+        )
+        extra = {"generator": generator.get_state(), "losses": _all_losses(earlier_losses, losses)}
+        save_checkpoint(folder, transformer, ema, optimizer, state, extra)
+
     with _progress(show_progress) as progress:
-        task = progress.add_task("pretraining", total=total_steps, loss=float("nan"))
-        for step, (videos, captions) in enumerate(batch_loader(config, pin_memory=device.type == "cuda")):
-            if step >= total_steps:
+        task = progress.add_task("pretraining", total=schedule.total, completed=step, loss=float("nan"))
+        loader = batch_loader(
+            config, device.type == "cuda", step, min(config.steps, schedule.stop)
+        )  # the budget may shorten the run, never lengthen it
+        for videos, captions in loader:
+            if step >= schedule.end:
                 break
-            if config.time_budget_s is not None and step in BUDGET_PROBE_STEPS:
-                # The schedule's length from the throughput between the two probe steps (after
-                # start-up: workers spawning, kernels warming up), for the time the budget has left.
-                now = time.perf_counter()
-                if step == BUDGET_PROBE_STEPS[0]:
-                    probe_start = now
-                else:
-                    per_step = (now - probe_start) / (BUDGET_PROBE_STEPS[1] - BUDGET_PROBE_STEPS[0])
-                    left = config.time_budget_s - (now - start)
-                    total_steps = max(step + 1, min(config.steps, step + int(left / per_step)))
-                    progress.update(task, total=total_steps)
+            if schedule.observe(step):
+                progress.update(task, total=schedule.total)
             with torch.no_grad():
                 latents = backbone.encode_video(videos.to(device, non_blocking=True))
                 conditioning = backbone.encode_prompts(
                     drop_captions(captions, config.caption_dropout, caption_rng)
                 )
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(step, config, total_steps)
+                group["lr"] = learning_rate_at(step, config, schedule.total)
             with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
                 loss = flow_matching_loss(backbone, latents, conditioning, generator, config.sigma_shift)
             optimizer.zero_grad(set_to_none=True)
@@ -389,46 +442,87 @@ def pretrain(
             losses.append(loss.detach().clone())
             if step % 25 == 0:
                 progress.update(task, completed=step + 1, loss=float(torch.stack(losses[-50:]).mean()))
-    wall = time.perf_counter() - start
-    losses_cpu = torch.stack(losses).float().cpu().numpy()
+            step += 1
+            if schedule.out_of_time():
+                break
+            if time.perf_counter() - last_checkpoint > config.checkpoint_every_s and step < schedule.total:
+                save_state(checkpoint)
+                last_checkpoint = time.perf_counter()
+    wall = schedule.elapsed()
+    if step < schedule.total:  # stopped by run_steps / run_time_s: checkpoint, hand back unfinished
+        save_state(checkpoint)
+        return {
+            "finished": False,
+            "steps": step,
+            "total_steps": schedule.total,
+            "wall_time_s": round(wall, 1),
+        }
+    losses_cpu = _all_losses(earlier_losses, losses).numpy()
 
-    # 3. save the EMA weights, then the record (with the fixed validation protocol)
-    if ema is not None:
-        transformer.load_state_dict(ema.state_dict())
-    transformer.eval()
-    validation = denoising_errors(backbone)
-    transformer.to({"float32": torch.float32, "float16": torch.float16}[config.save_dtype])
-    Path(config.output).mkdir(parents=True, exist_ok=True)
-    backbone.to("cpu")
-    backbone.save_pretrained(config.output)
-    record = {
-        "config": json.loads(config.model_dump_json()),
-        "steps": len(losses_cpu),
-        "clips_seen": len(losses_cpu) * config.batch_size,
-        "parameters": sum(p.numel() for p in transformer.parameters()),
-        "wall_time_s": round(wall, 1),
-        "loss_first_50": float(np.mean(losses_cpu[:50])),
-        "loss_last_100": float(np.mean(losses_cpu[-100:])),
-        "loss_curve": [
-            round(float(np.mean(losses_cpu[i : i + 100])), 4) for i in range(0, len(losses_cpu), 100)
-        ],
-        "validation_denoising_mse": validation,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "machine": machine_description(device),
-        "bf16_autocast": autocast,
-    }
-    if device.type == "cuda":
-        record["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-    if config.codec is not None and (Path(config.codec) / "recipe.json").is_file():
-        # The learned codec's own training and acceptance (its loss curve is long: keep the summary).
-        codec_recipe = json.loads((Path(config.codec) / "recipe.json").read_text())
-        record["codec_recipe"] = {k: v for k, v in codec_recipe.items() if k not in ("loss_curve",)}
-    if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
-        # The stage this one continued from, with its own command and evaluation: the exact lineage.
-        record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
+    # 3. the pipeline folder, swapped in whole: the EMA weights, the record (with the fixed validation
+    # protocol) and the final checkpoint (a rerun of the same command then only saves again)
+    with atomic_folder(out) as folder:
+        save_state(folder / CHECKPOINT_DIR)
+        if ema is not None:
+            transformer.load_state_dict(ema.state_dict())
+        transformer.eval()
+        validation = denoising_errors(backbone)
+        transformer.to({"float32": torch.float32, "float16": torch.float16}[config.save_dtype])
+        backbone.to("cpu")
+        backbone.save_pretrained(folder)
+        record = {
+            "finished": True,
+            "config": json.loads(config.model_dump_json()),
+            "steps": len(losses_cpu),
+            "clips_seen": len(losses_cpu) * config.batch_size,
+            "parameters": sum(p.numel() for p in transformer.parameters()),
+            "wall_time_s": round(wall, 1),
+            "loss_first_50": float(np.mean(losses_cpu[:50])),
+            "loss_last_100": float(np.mean(losses_cpu[-100:])),
+            "loss_curve": [
+                round(float(np.mean(losses_cpu[i : i + 100])), 4) for i in range(0, len(losses_cpu), 100)
+            ],
+            "validation_denoising_mse": validation,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+            "machine": machine_description(device),
+            "bf16_autocast": autocast,
+            "runs": state["runs"],
+        }
+        if device.type == "cuda":
+            record["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        if config.codec is not None and (Path(config.codec) / "recipe.json").is_file():
+            # The learned codec's own training and acceptance (its loss curve is long: keep the summary).
+            codec_recipe = json.loads((Path(config.codec) / "recipe.json").read_text())
+            record["codec_recipe"] = {k: v for k, v in codec_recipe.items() if k not in ("loss_curve",)}
+        if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
+            # The stage this one continued from, with its own command and evaluation: the exact lineage.
+            record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
+        (folder / "recipe.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
+
+
+def _all_losses(earlier: torch.Tensor, new: list[torch.Tensor]) -> torch.Tensor:
+    """Every step's loss so far, earlier invocations' first, as one float32 CPU tensor."""
+    if not new:
+        return earlier.float()
+    return torch.cat([earlier.float(), torch.stack(new).float().cpu()])
+
+
+def _check_output_folder(out: Path) -> None:
+    """The finished pipeline replaces ``out`` whole: refuse a folder that holds anything else."""
+    # a kill while the first checkpoint was written leaves only a hidden temporary folder (files.py)
+    if not out.is_dir() or all(p.name.startswith(".") and ".tmp-" in p.name for p in out.iterdir()):
+        return
+    if (out / "model_index.json").is_file() or (out / CHECKPOINT_DIR / "state.json").is_file():
+        return
+    raise InputError(
+        out,
+        "holds other files than a toy pipeline or its checkpoint, and the finished pipeline replaces "
+        "the whole folder",
+        "choose a new or empty --output folder",
+    )
 
 
 def _progress(show: bool) -> Progress:
