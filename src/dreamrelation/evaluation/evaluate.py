@@ -190,6 +190,21 @@ def reference_videos(folder: Path) -> list[Path]:
     return videos
 
 
+def _fvd_features(extractor, frames: np.ndarray, path: Path, settings: FVDSettings) -> np.ndarray:  # noqa: ANN001
+    """The extractor's features of one video; a video shorter than its clip names itself and the fix."""
+    needed = extractor.num_frames
+    if len(frames) < needed:
+        if settings.extractor == "i3d":
+            fix = (
+                f"render at least {needed} frames, or lower fvd.num_frames to {len(frames)} or less "
+                "(then FVD is not the standard 16-frame protocol)"
+            )
+        else:
+            fix = f"render at least {needed} frames, or use a VideoMAE checkpoint with fewer frames"
+        raise InputError(path, f"has {len(frames)} frames, but FVD ({extractor.name}) takes {needed}", fix)
+    return extractor(frames)
+
+
 def _mean(values: list[float]) -> float | None:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(values)) if values else None
@@ -291,12 +306,12 @@ def evaluate_folder(
                 row["judge_answer"] = {True: "yes", False: "no", None: "unparsed"}[verdict.answer]
                 row["judge_reply"] = verdict.reply
             if fvd_extractor is not None:
-                generated_features.append(fvd_extractor(frames))
+                generated_features.append(_fvd_features(fvd_extractor, frames, record.video, config.fvd))
             rows.append(row)
             progress.advance(task)
         reference_features = []
         for path in references:
-            reference_features.append(fvd_extractor(read_frames(path)))
+            reference_features.append(_fvd_features(fvd_extractor, read_frames(path), path, config.fvd))
             progress.advance(task)
 
     per_relation: dict[str, dict] = {}

@@ -257,7 +257,9 @@ def write_tiny_videomae(folder: Path, seed: int = 0, image_size: int = 32, num_f
 
 
 def write_random_i3d(path: Path, seed: int = 0) -> Path:
-    """Random I3D weights (BN statistics too) as a safetensors state dict."""
+    """Random I3D weights (BN statistics too) as a safetensors state dict. Convolutions are He-
+    initialised: with PyTorch's default init the signal dies over I3D's depth and every video gets
+    the same features (to 1e-7), which would make FVD 0 and any preprocessing check vacuous."""
     import torch
     from safetensors.torch import save_file
 
@@ -266,6 +268,9 @@ def write_random_i3d(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = InceptionI3d()
     with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv3d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         for name, tensor in model.state_dict().items():
             if name.endswith("running_var"):
                 tensor.uniform_(0.5, 1.5)
