@@ -124,7 +124,7 @@ def test_evaluate_scores_judges_and_measures_fvd(endpoint, models, tmp_path: Pat
     ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert len(questions) == 6 and "Does the video show a dog is hugging a cat?" in questions[1]
+    assert len(questions) == 6 and "Does the video show that a dog is hugging a cat?" in questions[1]
     results = json.loads((videos / "evaluation" / "results.json").read_text())
     overall = results["overall"]
     assert overall["relation_accuracy"] == pytest.approx(0.5) and overall["n_unparsed"] == 0

@@ -37,9 +37,8 @@ def _video(tmp_path: Path, frames: int = 10) -> tuple[Path, np.ndarray]:
 def test_question_uses_the_shared_relation_template_with_the_prompt_subjects() -> None:
     assert question_for(ENTRY, 8) == QUESTION_TEMPLATE.format(n=8, clause="a dog is shaking hands with a cat")
     shipped = load_prompt_file("paper", relations="walking_apart")[0]
-    assert f"Does the video show {shipped.subject1} and {shipped.subject2} are walking apart" in question_for(
-        shipped, 8
-    )
+    clause = f"{shipped.subject1} and {shipped.subject2} are walking apart"
+    assert f"Does the video show that {clause}" in question_for(shipped, 8)
     no_subjects = PromptEntry("x", "Two robots hug.", 0, "hugging")
     assert '"Two robots hug"' in question_for(no_subjects, 4)
     assert question_for(PromptEntry("y", "A cat.", 0), 4) is None

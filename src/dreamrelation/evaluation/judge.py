@@ -6,7 +6,7 @@ transformers model (``LocalVLMJudge``: ``AutoModelForImageTextToText`` + ``AutoP
 a Qwen2.5-VL checkpoint). Both see the same thing: ``num_frames`` frames sampled evenly from the
 video (first and last included), in order, and one question built from the shared relation table:
 
-    These are {n} frames sampled evenly from a video, in temporal order. Does the video show
+    These are {n} frames sampled evenly from a video, in temporal order. Does the video show that
     {clause}? Answer with one word: yes or no.
 
 ``{clause}`` is the relation's NTU template with the prompt's subjects, e.g. "a dog is shaking
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 QUESTION_TEMPLATE = (
     "These are {n} frames sampled evenly from a video, in temporal order. "
-    "Does the video show {clause}? Answer with one word: yes or no."
+    "Does the video show that {clause}? Answer with one word: yes or no."
 )
 
 
