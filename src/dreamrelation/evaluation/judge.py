@@ -278,9 +278,10 @@ class LocalVLMJudge(Judge):
             self.processor = AutoProcessor.from_pretrained(model)
             self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype)
         except ImportError as exc:  # e.g. Qwen2-VL/Qwen2.5-VL's video processor needs torchvision
+            reason = " ".join(str(exc).split()).split(". ")[0]
             raise JudgeError(
-                f"judge model {model!r} needs a package that is not installed: {' '.join(str(exc).split())} "
-                "Install the torchvision build that matches your torch (same version line and index)."
+                f"judge model {model!r} needs a package that is not installed ({reason}); install the "
+                "torchvision build that matches your torch (same version, same index as torch)"
             ) from None
         except (OSError, ValueError) as exc:
             raise JudgeError(
