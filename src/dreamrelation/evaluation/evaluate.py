@@ -100,15 +100,18 @@ class EvaluateConfig(_Strict):
     device: str | None = None
 
     @model_validator(mode="after")
-    def _fvd_needs_its_inputs(self) -> EvaluateConfig:
-        if "fvd" in self.chosen_metrics():
-            if self.reference is None:
-                raise ValueError("fvd needs reference videos: set reference (--reference DIR)")
-            if self.fvd.extractor == "i3d" and self.fvd.i3d_weights is None:
-                raise ValueError(
-                    "FVD with I3D needs local weights: set fvd.i3d_weights (--i3d-weights FILE), "
-                    "or use fvd.extractor videomae (--fvd videomae)"
-                )
+    def _fvd_needs_reference_videos(self) -> EvaluateConfig:
+        if "fvd" in self.chosen_metrics() and self.reference is None:
+            raise ValueError("fvd needs reference videos: set reference (--reference DIR)")
+        return self
+
+    @model_validator(mode="after")
+    def _fvd_needs_its_weights(self) -> EvaluateConfig:
+        if "fvd" in self.chosen_metrics() and self.fvd.extractor == "i3d" and self.fvd.i3d_weights is None:
+            raise ValueError(
+                "FVD with I3D needs local weights: set fvd.i3d_weights (--i3d-weights FILE), "
+                "or use fvd.extractor videomae (--fvd videomae)"
+            )
         return self
 
     def chosen_metrics(self) -> list[str]:
