@@ -195,7 +195,7 @@ def reference_videos(folder: Path) -> list[Path]:
 
 def _fvd_features(extractor, frames: np.ndarray, path: Path, settings: FVDSettings) -> np.ndarray:  # noqa: ANN001
     """The extractor's features of one video; a video shorter than its clip names itself and the fix."""
-    needed = extractor.num_frames
+    needed = getattr(extractor, "num_frames", 0)  # an extractor of its own may take any length
     if len(frames) < needed:
         if settings.extractor == "i3d":
             fix = (

@@ -279,9 +279,13 @@ class LocalVLMJudge(Judge):
             self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype)
         except ImportError as exc:  # e.g. Qwen2-VL/Qwen2.5-VL's video processor needs torchvision
             reason = " ".join(str(exc).split()).split(". ")[0]
+            fix = (
+                "install the torchvision build that matches your torch (same version, same index as torch)"
+                if "torchvision" in reason.lower()
+                else "install the package it names"
+            )
             raise JudgeError(
-                f"judge model {model!r} needs a package that is not installed ({reason}); install the "
-                "torchvision build that matches your torch (same version, same index as torch)"
+                f"judge model {model!r} needs a package that is not installed ({reason}); {fix}"
             ) from None
         except (OSError, ValueError) as exc:
             raise JudgeError(
