@@ -186,7 +186,8 @@ class BenchmarkConfig(_Strict):
     method_train: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
     prompts: PromptSettings = PromptSettings()
     generation: GenerationSettings = GenerationSettings()
-    #: EvaluateConfig settings of the scoring (reference: default real videos for FVD)
+    #: EvaluateConfig settings of the scoring (reference: the real videos for FVD of every relation
+    #: that names none in relations[].reference)
     evaluation: BenchmarkEvaluation = BenchmarkEvaluation()
     #: device for caching, rendering and scoring (None: cuda when available, else cpu); training
     #: uses accelerate's
