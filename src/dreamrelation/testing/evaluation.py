@@ -109,8 +109,8 @@ QWEN25_VL_CHAT_TEMPLATE = (
 
 def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
     """A random Qwen2.5-VL (windowed ViT with 2x2 patch merging + M-RoPE decoder) in the layout of
-    the hub checkpoints: ``config.json``, ``generation_config.json`` (sampling settings that the
-    judge's greedy decoding must override, as in ``Qwen/Qwen2.5-VL-7B-Instruct``), the weights, a
+    the hub checkpoints: ``config.json``, ``generation_config.json`` (it samples, like the hub's
+    ``do_sample: true``, here at temperature 1.5: the judge must override it), the weights, a
     tokenizer with Qwen's special tokens and chat template, and ``preprocessor_config.json`` of a
     ``Qwen2VLImageProcessor`` whose pixel limits turn a 24 x 32 frame into a 4 x 6 patch grid
     (6 image tokens). ``AutoProcessor`` builds ``Qwen2_5_VLProcessor`` from it, which in
@@ -181,12 +181,11 @@ def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
-    generation = {
+    generation = {  # sampling, so that a judge that did not force greedy decoding answers at random
         "do_sample": True,
-        "temperature": 0.1,
-        "top_k": 1,
-        "top_p": 0.001,
-        "repetition_penalty": 1.05,
+        "temperature": 1.5,
+        "top_k": 0,
+        "top_p": 1.0,
         "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
         "pad_token_id": ids["<|endoftext|>"],
     }
