@@ -218,6 +218,13 @@ def test_tiny_qwen25_vl_answers_through_the_same_flow(tmp_path: Path) -> None:
     assert judge.ask(question, images) == first.reply
     assert judge_video(judge, cache, path, frames, question, 3).cached
 
+    # bf16 (the GPU default): pixels take the model's dtype, the patch grid and ids stay integers
+    half = LocalVLMJudge(str(folder), device="cpu", dtype="bfloat16", max_new_tokens=3)
+    inputs = half.model_inputs(question, images)
+    assert inputs["pixel_values"].dtype == torch.bfloat16 == half.model.dtype
+    assert inputs["image_grid_thw"].dtype == inputs["input_ids"].dtype == torch.int64
+    assert set(half.ask(question, images).split()) <= set(TINY_QWEN_WORDS) - set(QWEN_SPECIAL)
+
 
 @pytest.mark.skipif(_torchvision_available(), reason="checks the error shown where torchvision is missing")
 def test_qwen25_vl_without_torchvision_names_the_missing_package(tmp_path: Path) -> None:
