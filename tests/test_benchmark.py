@@ -17,6 +17,7 @@ from dreamrelation.benchmark import (
     BenchmarkConfig,
     average_over_relations,
     load_benchmark_config,
+    plan,
     run_benchmark,
 )
 from dreamrelation.errors import ConfigError, InputError
@@ -156,6 +157,10 @@ def test_average_over_relations_is_the_seed_spread_of_the_relation_mean() -> Non
         ),
         ({"relations": [{"name": "shaking_hands", "data": "data/{relation}"}]}, "placeholder.*seed"),
         ({"evaluation": {"metrics": []}}, "metrics is empty"),
+        (
+            {"evaluation": {"metrics": ["fvd"], "fvd": {"extractor": "videomae"}}},
+            r"(?s)evaluation \(shaking_hands\) \(FVD's real videos: relations\[\]\.reference",
+        ),
     ],
 )
 def test_a_bad_config_fails_before_any_work(
@@ -168,6 +173,17 @@ def test_a_bad_config_fails_before_any_work(
         run_benchmark(load_benchmark_config(path), tmp_path / "out", stages=counting_stages(calls))
     assert calls == Counter()
     assert not (tmp_path / "out").exists()
+
+
+def test_fvd_reference_videos_may_be_given_per_relation(tmp_path: Path, tiny_clip: Path) -> None:
+    config = tiny_config(
+        tmp_path, tiny_clip, evaluation={"metrics": ["clip", "fvd"], "fvd": {"extractor": "videomae"}}
+    )
+    reference = tmp_path / "real"
+    config["relations"][0]["reference"] = str(reference)
+    plan_ = plan(BenchmarkConfig.model_validate(config), tmp_path / "out")
+    evaluation = plan_.evaluation["shaking_hands"]
+    assert evaluation.reference == reference and evaluation.chosen_metrics() == ["clip", "fvd"]
 
 
 def test_a_missing_dataset_folder_fails_before_any_work(tmp_path: Path, tiny_clip: Path) -> None:

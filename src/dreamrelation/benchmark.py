@@ -153,6 +153,15 @@ class GenerationSettings(_Strict):
     lossless: bool = False
 
 
+class BenchmarkEvaluation(EvaluateConfig):
+    """``evaluation`` of a benchmark: EvaluateConfig, except that FVD's reference videos may come
+    per relation (``relations[].reference``) instead; ``plan`` checks each relation's own config."""
+
+    @model_validator(mode="after")
+    def _fvd_needs_reference_videos(self) -> BenchmarkEvaluation:  # overrides EvaluateConfig's check
+        return self
+
+
 class BenchmarkConfig(_Strict):
     """`dreamrelation benchmark run`: relations x methods x seeds, evaluated into one table."""
 
@@ -177,8 +186,9 @@ class BenchmarkConfig(_Strict):
     method_train: dict[MethodName, dict[str, Any]] = Field(default_factory=dict)
     prompts: PromptSettings = PromptSettings()
     generation: GenerationSettings = GenerationSettings()
-    #: EvaluateConfig settings of the scoring (reference: default real videos for FVD)
-    evaluation: EvaluateConfig = EvaluateConfig()
+    #: EvaluateConfig settings of the scoring (reference: the real videos for FVD of every relation
+    #: that names none in relations[].reference)
+    evaluation: BenchmarkEvaluation = BenchmarkEvaluation()
     #: device for caching, rendering and scoring (None: cuda when available, else cpu); training
     #: uses accelerate's
     device: str | None = None
@@ -393,7 +403,8 @@ def plan(config: BenchmarkConfig, output: str | Path, *, check_data: bool = True
                 }
             )
         except ValidationError as exc:
-            raise ConfigError(f"evaluation ({item.name}):\n{exc}") from None
+            where = "" if reference else " (FVD's real videos: relations[].reference or evaluation.reference)"
+            raise ConfigError(f"evaluation ({item.name}){where}:\n{exc}") from None
         rows = ([BASE] if config.base else []) + list(config.methods)
         for seed in config.seeds:
             cache_dir = caches[f"{item.name}/seed{seed}" if item.per_seed else item.name].output

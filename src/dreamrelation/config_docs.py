@@ -63,18 +63,21 @@ def sections() -> list[tuple[tuple[str, ...], type[BaseModel]]]:
 
 
 def _comments(cls: type[BaseModel]) -> dict[str, str]:
-    """``#:`` comments written above each field in the class body."""
+    """``#:`` comments written above each field in the class body (or in the body of the project's
+    config class it inherits the field from)."""
     found: dict[str, str] = {}
-    pending: list[str] = []
-    for line in inspect.getsource(cls).splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
-            continue
-        match = re.match(r"(\w+)\s*:", stripped)
-        if match and pending:
-            found[match.group(1)] = " ".join(pending)
-        pending = []
+    ours = [c for c in reversed(cls.__mro__) if c.__module__.startswith("dreamrelation")]
+    for owner in ours:
+        pending: list[str] = []
+        for line in inspect.getsource(owner).splitlines():
+            stripped = line.strip()
+            if stripped.startswith("#:"):
+                pending.append(stripped[2:].strip())
+                continue
+            match = re.match(r"(\w+)\s*:", stripped)
+            if match and pending:
+                found[match.group(1)] = " ".join(pending)
+            pending = []
     return found
 
 

@@ -51,3 +51,13 @@ def test_a_still_video_is_perfectly_consistent(tiny_clip: Path) -> None:
 def test_a_missing_checkpoint_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="could not be loaded"):
         ClipScorer(str(tmp_path / "nope"), device="cpu")
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_not_randomly_filled(tmp_path: Path) -> None:
+    from dreamrelation.testing.evaluation import write_tiny_vlm
+
+    # CLIPModel.from_pretrained loads a LLaVA folder (its vision tower is a CLIP) and fills the
+    # text tower and projections at random; the scorer must not turn that into numbers
+    folder = write_tiny_vlm(tmp_path / "llava")
+    with pytest.raises(ConfigError, match=r"llava'? is not a CLIP checkpoint: \d+ weights missing"):
+        ClipScorer(str(folder), device="cpu")

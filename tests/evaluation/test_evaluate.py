@@ -124,7 +124,7 @@ def test_evaluate_scores_judges_and_measures_fvd(endpoint, models, tmp_path: Pat
     ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert len(questions) == 6 and "Does the video show a dog is hugging a cat?" in questions[1]
+    assert len(questions) == 6 and "Does the video show that a dog is hugging a cat?" in questions[1]
     results = json.loads((videos / "evaluation" / "results.json").read_text())
     overall = results["overall"]
     assert overall["relation_accuracy"] == pytest.approx(0.5) and overall["n_unparsed"] == 0
@@ -200,6 +200,20 @@ def test_evaluate_errors_name_the_file_or_the_endpoint(models, tmp_path: Path) -
     assert (
         r.exit_code == 2 and "http://127.0.0.1:9/v1/chat/completions" in output and "SOME_KEY_VAR" in output
     )
+
+
+def test_fvd_on_videos_shorter_than_the_i3d_clip_names_the_video_and_the_setting(tmp_path: Path) -> None:
+    from dreamrelation.testing.evaluation import write_random_i3d
+
+    videos = _write_folder(tmp_path / "gen", 2, seed=0)  # 9 frames each; the I3D protocol takes 16
+    reference = _write_folder(tmp_path / "ref", 2, seed=1, manifest=False)
+    weights = write_random_i3d(tmp_path / "i3d.safetensors")
+    args = ["evaluate", str(videos), "--metrics", "fvd", "--reference", str(reference)]
+    args += ["--i3d-weights", str(weights), "--device", "cpu"]
+    r = CliRunner().invoke(app, args)
+    output = " ".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    assert "v0.mp4: has 9 frames, but FVD (i3d-logits) takes 16" in output and "fvd.num_frames" in output
 
 
 def test_generate_takes_prompts_or_a_prompt_file_not_both(tmp_path: Path) -> None:

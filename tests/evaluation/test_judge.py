@@ -37,9 +37,8 @@ def _video(tmp_path: Path, frames: int = 10) -> tuple[Path, np.ndarray]:
 def test_question_uses_the_shared_relation_template_with_the_prompt_subjects() -> None:
     assert question_for(ENTRY, 8) == QUESTION_TEMPLATE.format(n=8, clause="a dog is shaking hands with a cat")
     shipped = load_prompt_file("paper", relations="walking_apart")[0]
-    assert f"Does the video show {shipped.subject1} and {shipped.subject2} are walking apart" in question_for(
-        shipped, 8
-    )
+    clause = f"{shipped.subject1} and {shipped.subject2} are walking apart"
+    assert f"Does the video show that {clause}" in question_for(shipped, 8)
     no_subjects = PromptEntry("x", "Two robots hug.", 0, "hugging")
     assert '"Two robots hug"' in question_for(no_subjects, 4)
     assert question_for(PromptEntry("y", "A cat.", 0), 4) is None
@@ -151,3 +150,86 @@ def test_tiny_local_vlm_answers_through_the_same_flow(tmp_path: Path) -> None:
 
     with pytest.raises(JudgeError, match="could not be loaded"):
         LocalVLMJudge(str(tmp_path / "missing"), device="cpu")
+
+
+def _torchvision_available() -> bool:
+    from transformers.utils import is_torchvision_available
+
+    return is_torchvision_available()
+
+
+@pytest.mark.skipif(
+    not _torchvision_available(), reason="transformers' Qwen2.5-VL processor needs torchvision"
+)
+def test_tiny_qwen25_vl_answers_through_the_same_flow(tmp_path: Path) -> None:
+    import torch
+
+    from dreamrelation.testing.evaluation import QWEN_SPECIAL, TINY_QWEN_WORDS, write_tiny_qwen25_vl
+
+    folder = write_tiny_qwen25_vl(tmp_path / "qwen")
+    judge = LocalVLMJudge(str(folder), device="cpu", max_new_tokens=3)
+    assert type(judge.processor).__name__ == "Qwen2_5_VLProcessor"
+    assert type(judge.model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    path, frames = _video(tmp_path)  # 24 x 32 frames: a 4 x 6 patch grid each, 6 tokens after 2x2 merging
+    question = "w1 w2 a is yes"
+    images = [Image.fromarray(f) for f in frames[[0, 4, 9]]]
+
+    inputs = judge.model_inputs(question, images)
+    config = judge.model.config
+    assert inputs["image_grid_thw"].tolist() == [[1, 4, 6]] * 3  # one grid per frame
+    # each frame's 24 patches, its two copies stacked in time (temporal_patch_size 2) x 3 x 14 x 14
+    assert tuple(inputs["pixel_values"].shape) == (3 * 24, 3 * 2 * 14 * 14)
+    ids = inputs["input_ids"][0].tolist()
+    assert ids.count(config.image_token_id) == 3 * 6
+    assert ids.count(config.vision_start_token_id) == ids.count(config.vision_end_token_id) == 3
+    tokens = judge.processor.tokenizer.convert_ids_to_tokens(ids)
+    text = " ".join(tokens)
+    assert text.startswith("<|im_start|> system You are a helpful assistant. <|im_end|> <|im_start|> user")
+    assert text.endswith("w1 w2 a is yes <|im_end|> <|im_start|> assistant")
+    # the pixels are the frames: the first frame's first patch, normalised as the processor says
+    processor = judge.processor.image_processor
+    resized = np.asarray(images[0].resize((84, 56), Image.BICUBIC), dtype=np.float32) / 255
+    normalised = (resized - np.array(processor.image_mean)) / np.array(processor.image_std)
+    first_patch = torch.tensor(normalised[:14, :14].transpose(2, 0, 1), dtype=torch.float32)
+    got = inputs["pixel_values"][0].reshape(3, 2, 14, 14)
+    torch.testing.assert_close(got[:, 0], first_patch, atol=0.05, rtol=0)  # resampling differs slightly
+    torch.testing.assert_close(got[:, 1], got[:, 0])
+
+    # greedy decoding by hand: the argmax of a full forward pass, one token at a time
+    ids, greedy = inputs["input_ids"], []
+    pixels = {k: inputs[k] for k in ("pixel_values", "image_grid_thw")}
+    with torch.no_grad():
+        for _ in range(3):
+            types = torch.zeros_like(ids)
+            types[:, : inputs["input_ids"].shape[1]] = inputs["mm_token_type_ids"]
+            logits = judge.model(input_ids=ids, mm_token_type_ids=types, **pixels, use_cache=False).logits
+            greedy.append(int(logits[0, -1].argmax()))
+            ids = torch.cat([ids, torch.tensor([[greedy[-1]]])], dim=1)
+            if greedy[-1] == config.text_config.eos_token_id:
+                break
+    expected = judge.processor.tokenizer.decode(greedy, skip_special_tokens=True).strip()
+
+    cache = AnswerCache(tmp_path / "cache")
+    first = judge_video(judge, cache, path, frames, question, 3)
+    assert first.reply == expected and not first.cached  # greedy, though the checkpoint samples
+    words = first.reply.split()  # at most 3 new tokens, special ones dropped
+    assert 1 <= len(words) <= 3 and set(words) <= set(TINY_QWEN_WORDS) - set(QWEN_SPECIAL)
+    assert first.answer == parse_yes_no(first.reply)
+    assert judge.ask(question, images) == first.reply
+    assert judge_video(judge, cache, path, frames, question, 3).cached
+
+    # bf16 (the GPU default): pixels take the model's dtype, the patch grid and ids stay integers
+    half = LocalVLMJudge(str(folder), device="cpu", dtype="bfloat16", max_new_tokens=3)
+    inputs = half.model_inputs(question, images)
+    assert inputs["pixel_values"].dtype == torch.bfloat16 == half.model.dtype
+    assert inputs["image_grid_thw"].dtype == inputs["input_ids"].dtype == torch.int64
+    assert set(half.ask(question, images).split()) <= set(TINY_QWEN_WORDS) - set(QWEN_SPECIAL)
+
+
+@pytest.mark.skipif(_torchvision_available(), reason="checks the error shown where torchvision is missing")
+def test_qwen25_vl_without_torchvision_names_the_missing_package(tmp_path: Path) -> None:
+    from dreamrelation.testing.evaluation import write_tiny_qwen25_vl
+
+    folder = write_tiny_qwen25_vl(tmp_path / "qwen")
+    with pytest.raises(JudgeError, match=r"needs a package that is not installed.*[Tt]orchvision"):
+        LocalVLMJudge(str(folder), device="cpu")

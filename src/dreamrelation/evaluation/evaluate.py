@@ -100,15 +100,18 @@ class EvaluateConfig(_Strict):
     device: str | None = None
 
     @model_validator(mode="after")
-    def _fvd_needs_its_inputs(self) -> EvaluateConfig:
-        if "fvd" in self.chosen_metrics():
-            if self.reference is None:
-                raise ValueError("fvd needs reference videos: set reference (--reference DIR)")
-            if self.fvd.extractor == "i3d" and self.fvd.i3d_weights is None:
-                raise ValueError(
-                    "FVD with I3D needs local weights: set fvd.i3d_weights (--i3d-weights FILE), "
-                    "or use fvd.extractor videomae (--fvd videomae)"
-                )
+    def _fvd_needs_reference_videos(self) -> EvaluateConfig:
+        if "fvd" in self.chosen_metrics() and self.reference is None:
+            raise ValueError("fvd needs reference videos: set reference (--reference DIR)")
+        return self
+
+    @model_validator(mode="after")
+    def _fvd_needs_its_weights(self) -> EvaluateConfig:
+        if "fvd" in self.chosen_metrics() and self.fvd.extractor == "i3d" and self.fvd.i3d_weights is None:
+            raise ValueError(
+                "FVD with I3D needs local weights: set fvd.i3d_weights (--i3d-weights FILE), "
+                "or use fvd.extractor videomae (--fvd videomae)"
+            )
         return self
 
     def chosen_metrics(self) -> list[str]:
@@ -188,6 +191,21 @@ def reference_videos(folder: Path) -> list[Path]:
     if len(videos) < 2:
         raise InputError(folder, f"holds {len(videos)} video(s)", "FVD needs at least 2 reference videos")
     return videos
+
+
+def _fvd_features(extractor, frames: np.ndarray, path: Path, settings: FVDSettings) -> np.ndarray:  # noqa: ANN001
+    """The extractor's features of one video; a video shorter than its clip names itself and the fix."""
+    needed = getattr(extractor, "num_frames", 0)  # an extractor of its own may take any length
+    if len(frames) < needed:
+        if settings.extractor == "i3d":
+            fix = (
+                f"render at least {needed} frames, or lower fvd.num_frames to {len(frames)} or less "
+                "(then FVD is not the standard 16-frame protocol)"
+            )
+        else:
+            fix = f"render at least {needed} frames, or use a VideoMAE checkpoint with fewer frames"
+        raise InputError(path, f"has {len(frames)} frames, but FVD ({extractor.name}) takes {needed}", fix)
+    return extractor(frames)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -291,12 +309,12 @@ def evaluate_folder(
                 row["judge_answer"] = {True: "yes", False: "no", None: "unparsed"}[verdict.answer]
                 row["judge_reply"] = verdict.reply
             if fvd_extractor is not None:
-                generated_features.append(fvd_extractor(frames))
+                generated_features.append(_fvd_features(fvd_extractor, frames, record.video, config.fvd))
             rows.append(row)
             progress.advance(task)
         reference_features = []
         for path in references:
-            reference_features.append(fvd_extractor(read_frames(path)))
+            reference_features.append(_fvd_features(fvd_extractor, read_frames(path), path, config.fvd))
             progress.advance(task)
 
     per_relation: dict[str, dict] = {}

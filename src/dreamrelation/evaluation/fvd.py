@@ -237,15 +237,17 @@ class VideoMAEFeatures:
         from transformers import VideoMAEImageProcessor, VideoMAEModel
 
         from dreamrelation.devices import resolve_device
+        from dreamrelation.evaluation.checkpoints import require_all_weights
 
         try:
             self.processor = VideoMAEImageProcessor.from_pretrained(model)
-            self.model = VideoMAEModel.from_pretrained(model)
+            self.model, info = VideoMAEModel.from_pretrained(model, output_loading_info=True)
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"VideoMAE model {model!r} could not be loaded ({exc}); give a hub id such as "
                 f"{DEFAULT_VIDEOMAE_MODEL} or a local folder"
             ) from None
+        require_all_weights(model, info, "VideoMAE", DEFAULT_VIDEOMAE_MODEL)
         self.device = resolve_device(device or "auto")
         self.model.to(self.device).eval()
         self.num_frames = self.model.config.num_frames

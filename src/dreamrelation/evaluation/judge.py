@@ -6,7 +6,7 @@ transformers model (``LocalVLMJudge``: ``AutoModelForImageTextToText`` + ``AutoP
 a Qwen2.5-VL checkpoint). Both see the same thing: ``num_frames`` frames sampled evenly from the
 video (first and last included), in order, and one question built from the shared relation table:
 
-    These are {n} frames sampled evenly from a video, in temporal order. Does the video show
+    These are {n} frames sampled evenly from a video, in temporal order. Does the video show that
     {clause}? Answer with one word: yes or no.
 
 ``{clause}`` is the relation's NTU template with the prompt's subjects, e.g. "a dog is shaking
@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -39,9 +40,12 @@ from dreamrelation.evaluation.prompts import PromptEntry
 from dreamrelation.files import write_text_atomic
 from dreamrelation.relations import get_relation
 
+if TYPE_CHECKING:
+    from transformers import BatchFeature
+
 QUESTION_TEMPLATE = (
     "These are {n} frames sampled evenly from a video, in temporal order. "
-    "Does the video show {clause}? Answer with one word: yes or no."
+    "Does the video show that {clause}? Answer with one word: yes or no."
 )
 
 
@@ -273,6 +277,16 @@ class LocalVLMJudge(Judge):
         try:
             self.processor = AutoProcessor.from_pretrained(model)
             self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype)
+        except ImportError as exc:  # e.g. Qwen2-VL/Qwen2.5-VL's video processor needs torchvision
+            reason = " ".join(str(exc).split()).split(". ")[0]
+            fix = (
+                "install the torchvision build that matches your torch (same version, same index as torch)"
+                if "torchvision" in reason.lower()
+                else "install the package it names"
+            )
+            raise JudgeError(
+                f"judge model {model!r} needs a package that is not installed ({reason}); {fix}"
+            ) from None
         except (OSError, ValueError) as exc:
             raise JudgeError(
                 f"judge model {model!r} could not be loaded ({exc}); give a hub id or a local folder "
@@ -282,14 +296,21 @@ class LocalVLMJudge(Judge):
         self.max_new_tokens = max_new_tokens
         self.name = f"local:{model}"
 
-    def ask(self, question: str, images: Sequence[Image.Image]) -> str:
-        import torch
-
+    def model_inputs(self, question: str, images: Sequence[Image.Image]) -> BatchFeature:
+        """What ``ask`` feeds the model: the chat-templated user turn (one image part per frame,
+        then the question) through the processor, which expands each image's placeholder to its
+        patch grid (Qwen2.5-VL: ``image_grid_thw``; LLaVA: a fixed count), on the model's device;
+        only floating tensors (pixels) take the model's dtype."""
         content = [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]
         messages = [{"role": "user", "content": content}]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=[text], images=list(images), return_tensors="pt")
-        inputs = inputs.to(self.device, dtype=self.model.dtype)  # dtype: floating tensors only
+        return inputs.to(self.device, dtype=self.model.dtype)
+
+    def ask(self, question: str, images: Sequence[Image.Image]) -> str:
+        import torch
+
+        inputs = self.model_inputs(question, images)
         with torch.no_grad():
             output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         new_tokens = output[:, inputs["input_ids"].shape[1] :]

@@ -80,6 +80,119 @@ def write_tiny_vlm(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+# Qwen2.5-VL's special tokens, in the order (and so the relative ids) of the real vocabulary.
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
+QWEN_SPECIAL += ["<|image_pad|>", "<|video_pad|>"]
+TINY_QWEN_WORDS = ["<unk>", "system", "user", "assistant", "You", "are", "a", "helpful", "assistant."]
+TINY_QWEN_WORDS += ["yes", "no", "is"] + [f"w{i}" for i in range(45)]
+
+# Behaves like Qwen2.5-VL's own template (default system turn, one vision block per image or
+# video, text parts verbatim, the assistant header as the generation prompt); written here.
+QWEN25_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or 'image' in part or 'image_url' in part %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' or 'video' in part %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in part %}{{ part['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def write_tiny_qwen25_vl(folder: Path, seed: int = 0) -> Path:
+    """A random Qwen2.5-VL (windowed ViT with 2x2 patch merging + M-RoPE decoder) in the layout of
+    the hub checkpoints: ``config.json``, ``generation_config.json`` (it samples, like the hub's
+    ``do_sample: true``, here at temperature 1.5: the judge must override it), the weights, a
+    tokenizer with Qwen's special tokens and chat template, and ``preprocessor_config.json`` of a
+    ``Qwen2VLImageProcessor`` whose pixel limits turn a 24 x 32 frame into a 4 x 6 patch grid
+    (6 image tokens). ``AutoProcessor`` builds ``Qwen2_5_VLProcessor`` from it, which in
+    transformers 5 needs torchvision (for its video processor); writing the folder does not."""
+    import json
+
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+    )
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    folder = Path(folder)
+    vocab = {w: i for i, w in enumerate(TINY_QWEN_WORDS + QWEN_SPECIAL)}
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+        additional_special_tokens=QWEN_SPECIAL,
+        model_max_length=4096,
+    )
+    tokenizer.chat_template = QWEN25_VL_CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    # the slow (PIL) class writes the same file as the torchvision one; it needs no torchvision
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=56 * 56, max_pixels=56 * 84, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    image_processor.save_pretrained(folder)
+    ids = {token: vocab[token] for token in QWEN_SPECIAL}
+    vision = dict(
+        depth=2,
+        hidden_size=16,
+        intermediate_size=32,
+        num_heads=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=16,
+        window_size=56,
+        fullatt_block_indexes=[1],
+    )
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+        bos_token_id=None,
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    config = Qwen2_5_VLConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
+    generation = {  # sampling, so that a judge that did not force greedy decoding answers at random
+        "do_sample": True,
+        "temperature": 1.5,
+        "top_k": 0,
+        "top_p": 1.0,
+        "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    return folder
+
+
 def write_tiny_clip(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
     """A random CLIP with a locally written byte-level vocabulary (no merges) and its processor."""
     import json
@@ -143,7 +256,9 @@ def write_tiny_videomae(folder: Path, seed: int = 0, image_size: int = 32, num_f
 
 
 def write_random_i3d(path: Path, seed: int = 0) -> Path:
-    """Random I3D weights (BN statistics too) as a safetensors state dict."""
+    """Random I3D weights (BN statistics too) as a safetensors state dict. Convolutions are He-
+    initialised: with PyTorch's default init the signal dies over I3D's depth and every video gets
+    the same features (to 1e-7), which would make FVD 0 and any preprocessing check vacuous."""
     import torch
     from safetensors.torch import save_file
 
@@ -152,6 +267,9 @@ def write_random_i3d(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = InceptionI3d()
     with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv3d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
         for name, tensor in model.state_dict().items():
             if name.endswith("running_var"):
                 tensor.uniform_(0.5, 1.5)
