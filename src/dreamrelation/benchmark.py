@@ -914,7 +914,7 @@ def write_tables(
         "",
         *([f"Command: `{command}`  "] if command else []),
         f"Model `{cfg.model.model}` ({cfg.model.dtype}); methods {', '.join(methods)}; seeds {cfg.seeds} "
-        f"(mean ± std over seeds); prompts `{cfg.prompts.set}`"
+        f"(mean ± std over seeds, the population std: ± 0.000 with one seed); prompts `{cfg.prompts.set}`"
         + (f", first {cfg.prompts.per_relation} per relation" if cfg.prompts.per_relation else "")
         + f"; sampling {gen.num_inference_steps} steps, CFG {gen.guidance_scale:g}, "
         f"{gen.num_frames}x{gen.height}x{gen.width}.  ",

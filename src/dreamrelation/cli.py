@@ -236,7 +236,9 @@ def generate(
         help="The file training wrote (relation_lora / relation_token / motion_embeddings .safetensors);"
         " omit for the base model.",
     ),
-    output: Path = setting("output", "--output", "-o", help="Folder for the MP4s and GIF previews."),
+    output: Path = setting(
+        "output", "--output", "-o", help="Folder for the MP4s (and GIF previews, except with --prompts)."
+    ),
     config: Path = CONFIG_OPT,
     sets: list[str] = SET_OPT,
     backbone: BackboneChoice = BACKBONE_OPT,

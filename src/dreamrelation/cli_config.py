@@ -24,8 +24,8 @@ import typer
 _KEY_IN_HELP = re.compile(r"--set ([\w.]+)=…")
 
 SET_HELP = (
-    "Any setting of the command's config, e.g. --set lora.rank=8 (repeatable; YAML values; beats"
-    " --config and the named flags). Every key: --help-config."
+    "Any setting of the command's config as --set key.path=value (e.g. lora.rank=8 for train; repeatable;"
+    " YAML values; beats --config and the named flags). Every key: --help-config."
 )
 CONFIG_HELP = "YAML file with the command's settings (docs/config.md); flags given here override it."
 EPILOG = (

@@ -334,7 +334,8 @@ def toy_report(
         f"# Toy-world benchmark: {title}",
         "",
         *([f"Command: `{command}`  "] if command else []),
-        f"Seeds: {seeds} (mean ± std over seeds); {experiment.exemplars} exemplars, "
+        f"Seeds: {seeds} (mean ± std over seeds, the population std: ± 0.000 with one seed); "
+        f"{experiment.exemplars} exemplars, "
         f"{experiment.train_steps} training steps, {experiment.eval_prompts} evaluation prompts with "
         f"held-out subjects and backgrounds per relation and seed; base model `{experiment.model}`, sampling "
         f"{experiment.sampling_steps} steps, CFG {experiment.guidance_scale:g}. Scored by the toy oracle "
