@@ -81,7 +81,7 @@ def test_the_preset_gives_the_toy_experiments_numbers_and_resumes(tmp_path: Path
     # the toy report: one relation, no direct LoRA, so the claim is not tested; the runner's table too
     assert report == (output / "toy_benchmark.md").read_text()
     assert report.startswith("# Toy-world benchmark: hugging")
-    assert "## hugging (0 complete seeds)" in report and "| wo_rcl |" in report and "min of CPU" in report
+    assert "## hugging (1 complete seed)" in report and "| wo_rcl |" in report and "min of CPU" in report
     assert "Claim not tested: the run lacks `dreamrelation` or `direct_lora`" in report
     assert (output / "benchmark.md").is_file()
 

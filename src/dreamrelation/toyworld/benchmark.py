@@ -347,7 +347,9 @@ def toy_report(
     ]
     scopes = ([("averaged", relations)] if len(relations) > 1 else []) + [(r, [r]) for r in relations]
     for scope, names in scopes:
-        n = len(complete_seeds(results, names, seeds))
+        # complete: every row of the table has the seed (an ablation run has no direct LoRA row);
+        # the verdict counts the seeds complete for the two methods it compares
+        n = len(complete_seeds(results, names, seeds, methods))
         summary = runner.average_over_relations(results, names, methods, seeds, tuple(labels))
         heading = f"Averaged over {', '.join(names)}" if scope == "averaged" else scope
         lines += [
@@ -355,7 +357,7 @@ def toy_report(
             "",
             *runner.markdown_table(summary, labels),
             "",
-            verdict(summary, n),
+            verdict(summary, len(complete_seeds(results, names, seeds))),
             "",
         ]
     return "\n".join(lines)
