@@ -159,6 +159,21 @@ class Schedule:
         self.start = self.invocation_start - elapsed_s  # the run's start, earlier invocations included
         self._probe_start = 0.0
 
+    @classmethod
+    def resumed(cls, config: Any, state: dict[str, Any]) -> Schedule:
+        """The schedule of a run with ``config`` (``steps``, ``time_budget_s``, ``run_steps``,
+        ``run_time_s``) from its loop ``state`` (``step``, ``total_steps``, ``elapsed_s``): a fresh
+        run's or a checkpoint's."""
+        return cls(
+            config.steps,
+            config.time_budget_s,
+            state["step"],
+            state["total_steps"],
+            state["elapsed_s"],
+            config.run_steps,
+            config.run_time_s,
+        )
+
     @property
     def fixed_total(self) -> int | None:
         """The length to keep on resume (None while a time budget has not fixed it yet)."""

@@ -342,15 +342,7 @@ def train_codec(
 
     # 2. the loop: render -> weighted L1 -> step -> EMA; the budget fixes the schedule's length
     step = state["step"]
-    schedule = Schedule(
-        config.steps,
-        config.time_budget_s,
-        step,
-        state["total_steps"],
-        state["elapsed_s"],
-        config.run_steps,
-        config.run_time_s,
-    )
+    schedule = Schedule.resumed(config, state)
     last_checkpoint = time.perf_counter()
     window: list[torch.Tensor] = []  # losses stay on the device until logged (no per-step sync)
     cpu_start = time.process_time() - state.get("cpu_time_s", 0.0)

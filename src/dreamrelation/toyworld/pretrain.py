@@ -384,15 +384,7 @@ def pretrain(
 
     # 2. the loop: rendered batches -> latents + text -> flow-matching step -> EMA
     step = state["step"]
-    schedule = Schedule(
-        config.steps,
-        config.time_budget_s,
-        step,
-        state["total_steps"],
-        state["elapsed_s"],
-        config.run_steps,
-        config.run_time_s,
-    )
+    schedule = Schedule.resumed(config, state)
     state["runs"].append(run_entry(step, schedule.total, device))
     losses: list[torch.Tensor] = []
     last_checkpoint = time.perf_counter()
