@@ -57,7 +57,7 @@ MAX_SEQUENCE_LENGTH = 32  # the longest toy caption is 22 tokens with its </s>
 LATENT_SCALING_FACTOR = 2.6
 # Sampling settings chosen on the calibration prompts for the shipped base model (docs/toy_backbone.md).
 NUM_INFERENCE_STEPS = 24
-GUIDANCE_SCALE = 7.0
+GUIDANCE_SCALE = 3.0
 
 # The transformer sizes (docs/toy_backbone.md has the calibration that chose them).
 # "patch2_2x384": the first shipped design, 2 blocks of 6 heads x 64 at patch 2: a token is 2 frames x
