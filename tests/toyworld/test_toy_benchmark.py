@@ -3,6 +3,7 @@ numbers, resuming, the YAML it prints, and the toy report (verdict, relation ave
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import statistics
@@ -17,10 +18,12 @@ from dreamrelation.benchmark import load_benchmark_config, plan
 from dreamrelation.cli import app
 from dreamrelation.testing.benchmark import counting_stages
 from dreamrelation.testing.toy import toy_reference_metrics, toy_train_config
+from dreamrelation.toyworld.backbone import SHIPPED_WEIGHTS
 from dreamrelation.toyworld.benchmark import (
     MIN_SEEDS_FOR_VERDICT,
     claim_verdict,
     complete_seeds,
+    model_label,
     preset_config,
     run_toy_benchmark,
     toy_report,
@@ -200,3 +203,8 @@ def test_the_report_averages_over_relations_and_judges_only_complete_seeds() -> 
     pushing = report.split("## pushing")[1]
     assert "(3 complete seeds)" in pushing and "**shown**" in pushing
     assert "1.0 min (wall), 2.0 min of CPU" in report
+    # "shipped" names other weights after a retraining: the report says which
+    weights = SHIPPED_WEIGHTS / "transformer" / "diffusion_pytorch_model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    assert f"base model `shipped` (transformer sha256 {digest}…)" in report
+    assert model_label("/no/such/folder") == "`/no/such/folder`"

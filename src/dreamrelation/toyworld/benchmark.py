@@ -312,6 +312,21 @@ def verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> s
     return claim_verdict(summary)
 
 
+def model_label(model: str) -> str:
+    """``model`` as a report names it: with the first 12 hex digits of its transformer weights' sha256
+    when they are on disk, since "shipped" names different weights after a retraining."""
+    import hashlib
+
+    from dreamrelation.toyworld.backbone import SHIPPED_WEIGHTS
+
+    folder = SHIPPED_WEIGHTS if model == "shipped" else Path(model)
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        return f"`{model}`"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    return f"`{model}` (transformer sha256 {digest}…)"
+
+
 def toy_report(
     results: dict[str, dict[str, dict[str, dict[str, float]]]],
     experiment: ExperimentConfig,
@@ -337,7 +352,8 @@ def toy_report(
         f"Seeds: {seeds} (mean ± std over seeds, the population std: ± 0.000 with one seed); "
         f"{experiment.exemplars} exemplars, "
         f"{experiment.train_steps} training steps, {experiment.eval_prompts} evaluation prompts with "
-        f"held-out subjects and backgrounds per relation and seed; base model `{experiment.model}`, sampling "
+        "held-out subjects and backgrounds per relation and seed; "
+        f"base model {model_label(experiment.model)}, sampling "
         f"{experiment.sampling_steps} steps, CFG {experiment.guidance_scale:g}. Scored by the toy oracle "
         "(docs/toyworld.md); the runner's tables and raw results are beside this report (benchmark.md, "
         "results.json).  ",
