@@ -286,3 +286,30 @@ def test_codec_command_stopped_early_says_how_to_continue(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     runs = json.loads((tmp_path / "codec" / "recipe.json").read_text())["runs"]
     assert [run["from_step"] for run in runs] == [0, 1]
+
+
+def test_the_finished_codec_replaces_its_folder_whole_and_never_a_folder_of_other_files(
+    tmp_path: Path,
+) -> None:
+    from dreamrelation.errors import InputError
+
+    common = {**TINY, "steps": 2, "batch_size": 1, "warmup_steps": 1, "threads": 1, "device": "cpu"}
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="choose a new or empty --output"):
+        train_codec(other, show_progress=False, **common)
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    # a finished folder run again is saved again, swapped in whole: nothing left beside it
+    train_codec(tmp_path / "codec", show_progress=False, **common)
+    before = LearnedToyCodec.from_pretrained(tmp_path / "codec").state_dict()
+    again = train_codec(tmp_path / "codec", show_progress=False, **common)
+    assert again["finished"] and sorted(p.name for p in tmp_path.iterdir()) == ["codec", "mine"]
+    after = LearnedToyCodec.from_pretrained(tmp_path / "codec").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert sorted(p.name for p in (tmp_path / "codec").iterdir()) == [
+        "checkpoint",
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "recipe.json",
+    ]

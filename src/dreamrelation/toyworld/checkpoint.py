@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from dreamrelation.checkpoint import optimizer_from_tensors, optimizer_to_tensors
 from dreamrelation.devices import machine_description
-from dreamrelation.errors import ConfigError
+from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.files import atomic_folder
 
 #: the checkpoint's folder inside the output folder
@@ -47,6 +47,21 @@ RESUME_FREE_SETTINGS = (
 BUDGET_PROBE_STEPS = (10, 60)
 
 _PREFIXES = ("model.", "ema.", "optimizer.", "extra.")
+
+
+def check_output_folder(out: Path, finished_file: str, what: str) -> None:
+    """The finished model replaces ``out`` whole: refuse a folder that holds anything but nothing, a
+    finished model (``finished_file`` in it) or a checkpoint of one (``what`` names it in the error)."""
+    # a kill while the first checkpoint was written leaves only a hidden temporary folder (files.py)
+    if not out.is_dir() or all(p.name.startswith(".") and ".tmp-" in p.name for p in out.iterdir()):
+        return
+    if (out / finished_file).is_file() or (out / CHECKPOINT_DIR / "state.json").is_file():
+        return
+    raise InputError(
+        out,
+        f"holds other files than {what} or its checkpoint, and the finished {what} replaces the whole folder",
+        "choose a new or empty --output folder",
+    )
 
 
 def save_checkpoint(
@@ -209,6 +224,7 @@ class Schedule:
 __all__ = [
     "BUDGET_PROBE_STEPS",
     "CHECKPOINT_DIR",
+    "check_output_folder",
     "RESUME_FREE_SETTINGS",
     "Schedule",
     "check_resume_settings",

@@ -26,10 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dreamrelation.devices import resolve_device
 from dreamrelation.errors import ConfigError
-from dreamrelation.files import write_text_atomic
+from dreamrelation.files import atomic_folder
 from dreamrelation.toyworld.checkpoint import (
     CHECKPOINT_DIR,
     Schedule,
+    check_output_folder,
     check_resume_settings,
     load_checkpoint,
     machine_record,
@@ -317,7 +318,7 @@ def train_codec(
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out, "config.json", "a codec")
 
     # 1. the model, its EMA and the optimizer (or the checkpoint of an interrupted run)
     codec = build_codec(config).to(device).train()
@@ -409,28 +410,35 @@ def train_codec(
     final.eval()
     stats_videos, _ = codec_clips(10**9, config.model_copy(update={"batch_size": 64}))
     final.set_latent_statistics(to_pixels(torch.from_numpy(stats_videos)).to(device))
-    final.to("cpu").save_pretrained(str(out), safe_serialization=True)
-    save_checkpoint(
-        checkpoint, codec.cpu(), ema, optimizer, {**state, "config": json.loads(config.model_dump_json())}
-    )
-    record = {
-        "finished": True,
-        "config": json.loads(config.model_dump_json()),
-        "steps": step,
-        "clips_seen": step * config.batch_size,
-        "parameters": sum(p.numel() for p in final.parameters()),
-        "wall_time_s": round(wall, 1),
-        # on a shared machine the process gets less than a core: its own CPU time says how much
-        "cpu_time_s": round(state["cpu_time_s"], 1),
-        "loss_curve": state["losses"],
-        "validation": state["validation"],
-        "runs": state["runs"],
-        **machine_record(device),
-    }
-    if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
-        # The stage this one continued from, with its own command and acceptance: the exact lineage.
-        record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
-    write_text_atomic(out / "recipe.json", json.dumps(record, indent=2) + "\n")
+    # the codec folder, swapped in whole: the weights, the final checkpoint (a rerun of the same
+    # command then only saves again) and the record
+    with atomic_folder(out) as folder:
+        final.to("cpu").save_pretrained(str(folder), safe_serialization=True)
+        save_checkpoint(
+            folder / CHECKPOINT_DIR,
+            codec.cpu(),
+            ema,
+            optimizer,
+            {**state, "config": json.loads(config.model_dump_json())},
+        )
+        record = {
+            "finished": True,
+            "config": json.loads(config.model_dump_json()),
+            "steps": step,
+            "clips_seen": step * config.batch_size,
+            "parameters": sum(p.numel() for p in final.parameters()),
+            "wall_time_s": round(wall, 1),
+            # on a shared machine the process gets less than a core: its own CPU time says how much
+            "cpu_time_s": round(state["cpu_time_s"], 1),
+            "loss_curve": state["losses"],
+            "validation": state["validation"],
+            "runs": state["runs"],
+            **machine_record(device),
+        }
+        if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
+            # The stage this one continued from, with its own command and acceptance: the exact lineage.
+            record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
+        (folder / "recipe.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 
 

@@ -38,7 +38,6 @@ from rich.progress import (
 
 from dreamrelation.backbones.mochi import use_batched_attention
 from dreamrelation.devices import machine_description, resolve_device, use_bf16_autocast
-from dreamrelation.errors import InputError
 from dreamrelation.files import atomic_folder
 from dreamrelation.generate import render_batch, to_uint8
 from dreamrelation.toyworld.backbone import (
@@ -53,6 +52,7 @@ from dreamrelation.toyworld.backbone import (
 from dreamrelation.toyworld.checkpoint import (
     CHECKPOINT_DIR,
     Schedule,
+    check_output_folder,
     check_resume_settings,
     load_checkpoint,
     run_entry,
@@ -343,7 +343,7 @@ def pretrain(
     config = PretrainConfig(**values)
     out = Path(config.output)
     checkpoint = out / CHECKPOINT_DIR
-    _check_output_folder(out)
+    check_output_folder(out, "model_index.json", "a toy pipeline")
     resuming = check_resume_settings(checkpoint, config)  # other settings: refused before any work
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -500,21 +500,6 @@ def _all_losses(earlier: torch.Tensor, new: list[torch.Tensor]) -> torch.Tensor:
     if not new:
         return earlier.float()
     return torch.cat([earlier.float(), torch.stack(new).float().cpu()])
-
-
-def _check_output_folder(out: Path) -> None:
-    """The finished pipeline replaces ``out`` whole: refuse a folder that holds anything else."""
-    # a kill while the first checkpoint was written leaves only a hidden temporary folder (files.py)
-    if not out.is_dir() or all(p.name.startswith(".") and ".tmp-" in p.name for p in out.iterdir()):
-        return
-    if (out / "model_index.json").is_file() or (out / CHECKPOINT_DIR / "state.json").is_file():
-        return
-    raise InputError(
-        out,
-        "holds other files than a toy pipeline or its checkpoint, and the finished pipeline replaces "
-        "the whole folder",
-        "choose a new or empty --output folder",
-    )
 
 
 def _progress(show: bool) -> Progress:
