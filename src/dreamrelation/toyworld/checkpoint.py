@@ -50,8 +50,8 @@ _PREFIXES = ("model.", "ema.", "optimizer.", "extra.")
 
 
 def check_output_folder(out: Path, finished_file: str, what: str) -> None:
-    """The finished model replaces ``out`` whole: refuse a folder that holds anything but nothing, a
-    finished model (``finished_file`` in it) or a checkpoint of one (``what`` names it in the error)."""
+    """The finished model replaces ``out`` whole: accept a new or empty folder, a finished model
+    (``finished_file`` in it) or a checkpoint of one; refuse anything else (``what`` names the model)."""
     # a kill while the first checkpoint was written leaves only a hidden temporary folder (files.py)
     if not out.is_dir() or all(p.name.startswith(".") and ".tmp-" in p.name for p in out.iterdir()):
         return
