@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from dreamrelation.toyworld.backbone import SHIPPED_WEIGHTS, ToyBackbone
-from dreamrelation.toyworld.oracle import SUBJECT_FRAMES, track_subjects
+from dreamrelation.toyworld.oracle import subject_verdict, track_subjects
 from dreamrelation.toyworld.pretrain import evaluation_prompts, sample_videos
 from dreamrelation.toyworld.protocol import CALIBRATION_PROMPT_SEED
 from dreamrelation.toyworld.world import RELATIONS
@@ -26,14 +26,9 @@ FRAMES = (0, 5, 10, 15)
 
 
 def verdict(video: np.ndarray, subjects: list[tuple[str, str]]) -> list[str]:
-    """``ok``, ``missing`` (its colour in fewer than half the frames) or ``drawn as SHAPE``."""
-    out = []
-    for track, (shape, _color) in zip(track_subjects(video, subjects), subjects, strict=True):
-        if track.present.mean() < SUBJECT_FRAMES:
-            out.append("missing")
-        else:
-            out.append("ok" if track.shape() == shape else f"drawn as {track.shape()}")
-    return out
+    """The oracle's verdict on each prompted subject (``oracle.subject_verdict``)."""
+    tracks = track_subjects(video, subjects)
+    return [subject_verdict(track, shape) for track, (shape, _color) in zip(tracks, subjects, strict=True)]
 
 
 def main() -> None:

@@ -29,8 +29,10 @@ from dreamrelation.toyworld.oracle import (
     frechet_distance,
     relation_accuracy,
     subject_fidelity,
+    subject_verdict,
     temporal_consistency,
     toy_fvd,
+    track_subjects,
 )
 from dreamrelation.toyworld.world import (
     BACKGROUNDS,
@@ -110,6 +112,16 @@ def test_subject_fidelity_drops_when_a_subject_has_the_wrong_colour_or_shape(gro
     assert subject_fidelity(recoloured, subjects) == 0.0
     wrong_shape = [((("cross" if a[0] != "cross" else "square"), a[1]), b) for a, b in subjects]
     assert subject_fidelity(videos, wrong_shape) == 0.0
+
+
+def test_subject_verdict_names_what_was_drawn(ground_truth):
+    videos, subjects, _ = ground_truth["hugging"]
+    video, (first, second) = videos[0], subjects[0]
+    wrong = "cross" if first[0] != "cross" else "square"
+    absent = next(c for c in COLORS if c not in (first[1], second[1]))
+    asked = [first, second, (wrong, first[1]), (second[0], absent)]
+    verdicts = [subject_verdict(t, s[0]) for t, s in zip(track_subjects(video, asked), asked, strict=True)]
+    assert verdicts == ["ok", "ok", f"drawn as {first[0]}", "missing"]
 
 
 def test_relation_survives_noise_and_missing_frames(ground_truth):

@@ -367,8 +367,12 @@ def detect_background(video: np.ndarray) -> str:
     return min(scores, key=scores.__getitem__)
 
 
-def _subject_faithful(track: SubjectTrack, shape: str) -> bool:
-    return bool(track.present.mean() >= SUBJECT_FRAMES and track.shape() == shape)
+def subject_verdict(track: SubjectTrack, shape: str) -> str:
+    """``ok`` (faithful), ``missing`` (its colour in fewer than half the frames) or ``drawn as SHAPE``."""
+    if track.present.mean() < SUBJECT_FRAMES:
+        return "missing"
+    drawn = track.shape()
+    return "ok" if drawn == shape else f"drawn as {drawn}"
 
 
 def subject_fidelity(videos: Sequence[np.ndarray], prompts_subjects: Sequence[Sequence[Subject]]) -> float:
@@ -377,7 +381,7 @@ def subject_fidelity(videos: Sequence[np.ndarray], prompts_subjects: Sequence[Se
     faithful = []
     for video, subjects in zip(videos, prompts_subjects, strict=True):
         tracks = track_subjects(video, subjects)
-        faithful.append(all(_subject_faithful(t, s[0]) for t, s in zip(tracks, subjects, strict=True)))
+        faithful.append(all(subject_verdict(t, s[0]) == "ok" for t, s in zip(tracks, subjects, strict=True)))
     return float(np.mean(faithful))
 
 
