@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamrelation.errors import ConfigError
+from dreamrelation.errors import InputError
 from dreamrelation.evaluation.clip import ClipScorer
 from dreamrelation.testing.evaluation import write_tiny_clip
 
@@ -48,8 +48,8 @@ def test_a_still_video_is_perfectly_consistent(tiny_clip: Path) -> None:
     assert "temporal_consistency" not in scorer.score(frame, "a cat")  # one frame: undefined, not 0
 
 
-def test_a_missing_checkpoint_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="could not be loaded"):
+def test_a_missing_checkpoint_is_an_input_error_naming_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="nope: CLIP processor folder does not exist"):
         ClipScorer(str(tmp_path / "nope"), device="cpu")
 
 
@@ -59,5 +59,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_not_randomly_filled(tmp
     # CLIPModel.from_pretrained loads a LLaVA folder (its vision tower is a CLIP) and fills the
     # text tower and projections at random; the scorer must not turn that into numbers
     folder = write_tiny_vlm(tmp_path / "llava")
-    with pytest.raises(ConfigError, match=r"llava'? is not a CLIP checkpoint: \d+ weights missing"):
+    with pytest.raises(
+        InputError, match=r"llava: is not a complete CLIP model checkpoint: \d+ weights missing"
+    ):
         ClipScorer(str(folder), device="cpu")

@@ -31,19 +31,19 @@ class ClipScorer:
         from transformers import CLIPModel, CLIPProcessor
 
         from dreamrelation.devices import resolve_device
-        from dreamrelation.errors import ConfigError
-        from dreamrelation.evaluation.checkpoints import require_all_weights
+        from dreamrelation.pretrained import load_pretrained, require_all_weights
 
         self.device = resolve_device(device or "auto")
-        try:
-            self.processor = CLIPProcessor.from_pretrained(model)
-            clip, info = CLIPModel.from_pretrained(model, output_loading_info=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"CLIP model {model!r} could not be loaded ({exc}); give a hub id such as "
-                f"{DEFAULT_CLIP_MODEL} or a local folder with a CLIP checkpoint and its processor"
-            ) from None
-        require_all_weights(model, info, "CLIP", DEFAULT_CLIP_MODEL)
+        self.processor = load_pretrained(
+            "CLIP processor", model, CLIPProcessor.from_pretrained, DEFAULT_CLIP_MODEL
+        )
+        clip, info = load_pretrained(
+            "CLIP model",
+            model,
+            lambda s: CLIPModel.from_pretrained(s, output_loading_info=True),
+            DEFAULT_CLIP_MODEL,
+        )
+        require_all_weights("CLIP model", model, info, DEFAULT_CLIP_MODEL)
         self.model = clip.to(self.device).eval()
         self.name = model
         self.batch_size = batch_size

@@ -237,17 +237,18 @@ class VideoMAEFeatures:
         from transformers import VideoMAEImageProcessor, VideoMAEModel
 
         from dreamrelation.devices import resolve_device
-        from dreamrelation.evaluation.checkpoints import require_all_weights
+        from dreamrelation.pretrained import load_pretrained, require_all_weights
 
-        try:
-            self.processor = VideoMAEImageProcessor.from_pretrained(model)
-            self.model, info = VideoMAEModel.from_pretrained(model, output_loading_info=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"VideoMAE model {model!r} could not be loaded ({exc}); give a hub id such as "
-                f"{DEFAULT_VIDEOMAE_MODEL} or a local folder"
-            ) from None
-        require_all_weights(model, info, "VideoMAE", DEFAULT_VIDEOMAE_MODEL)
+        self.processor = load_pretrained(
+            "VideoMAE processor", model, VideoMAEImageProcessor.from_pretrained, DEFAULT_VIDEOMAE_MODEL
+        )
+        self.model, info = load_pretrained(
+            "VideoMAE model",
+            model,
+            lambda s: VideoMAEModel.from_pretrained(s, output_loading_info=True),
+            DEFAULT_VIDEOMAE_MODEL,
+        )
+        require_all_weights("VideoMAE model", model, info, DEFAULT_VIDEOMAE_MODEL)
         self.device = resolve_device(device or "auto")
         self.model.to(self.device).eval()
         self.num_frames = self.model.config.num_frames

@@ -266,6 +266,7 @@ class LocalVLMJudge(Judge):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         from dreamrelation.devices import resolve_device
+        from dreamrelation.pretrained import require_all_weights
 
         self.device = resolve_device(device or "auto")
         torch_dtype = {
@@ -276,7 +277,9 @@ class LocalVLMJudge(Judge):
         }[dtype]
         try:
             self.processor = AutoProcessor.from_pretrained(model)
-            self.model = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype)
+            self.model, info = AutoModelForImageTextToText.from_pretrained(
+                model, dtype=torch_dtype, output_loading_info=True
+            )
         except ImportError as exc:  # e.g. Qwen2-VL/Qwen2.5-VL's video processor needs torchvision
             reason = " ".join(str(exc).split()).split(". ")[0]
             fix = (
@@ -292,6 +295,8 @@ class LocalVLMJudge(Judge):
                 f"judge model {model!r} could not be loaded ({exc}); give a hub id or a local folder "
                 "of an image-text-to-text model (e.g. Qwen/Qwen2.5-VL-7B-Instruct)"
             ) from None
+        # a checkpoint missing weights (another architecture, a partial download) would answer at random
+        require_all_weights("judge model", model, info, "Qwen/Qwen2.5-VL-7B-Instruct")
         self.model.to(self.device).eval()
         self.max_new_tokens = max_new_tokens
         self.name = f"local:{model}"

@@ -23,6 +23,7 @@ from PIL import Image
 
 from dreamrelation.errors import InputError
 from dreamrelation.prepare.tracking import Box, Detection
+from dreamrelation.pretrained import load_pretrained, require_all_weights, resolve_source
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 DEFAULT_SEGMENTER = "facebook/sam-vit-base"
@@ -40,29 +41,8 @@ class Segmenter(Protocol):
         ...
 
 
-def _resolve(kind: str, source: str) -> tuple[str, Path | None]:
-    """``source`` as transformers should read it, and the local folder (None for a hub id)."""
-    path = Path(source).expanduser()
-    if path.is_absolute() or source.startswith((".", "~")) or path.exists():
-        if not path.is_dir():
-            raise InputError(
-                path, f"{kind} folder does not exist", "pass a folder saved with save_pretrained or a hub id"
-            )
-        return str(path), path
-    return source, None
-
-
-def _load(kind: str, source: str, loader):  # noqa: ANN001, ANN202 - from_pretrained of any class
-    target, local = _resolve(kind, source)
-    try:
-        return loader(target)
-    except (OSError, ValueError, KeyError) as error:
-        raise InputError(
-            local or Path(source),
-            f"cannot load the {kind} ({type(error).__name__}: {error})",
-            f"download it first (`hf download {source}` with network access) or pass a local folder "
-            "holding its config, weights and processor files",
-        ) from error
+def _default(kind: str) -> str:
+    return DEFAULT_DETECTOR if kind.startswith("detector") else DEFAULT_SEGMENTER
 
 
 def _load_model(kind: str, source: str, model_class, model_type: str):  # noqa: ANN001, ANN202
@@ -70,23 +50,17 @@ def _load_model(kind: str, source: str, model_class, model_type: str):  # noqa: 
     would otherwise fill them with random values and only warn)."""
     from transformers import AutoConfig
 
-    config = _load(kind, source, AutoConfig.from_pretrained)
-    where = _resolve(kind, source)[1] or Path(source)
+    config = load_pretrained(kind, source, AutoConfig.from_pretrained, _default(kind))
     if config.model_type != model_type:
-        default = DEFAULT_DETECTOR if kind == "detector" else DEFAULT_SEGMENTER
         raise InputError(
-            where,
+            resolve_source(kind, source)[1] or Path(source),
             f"is a {config.model_type!r} checkpoint, but the {kind} must be {model_type!r}",
-            f"pass a {model_type} checkpoint (default {default})",
+            f"pass a {model_type} checkpoint (default {_default(kind)})",
         )
-    model, info = _load(kind, source, lambda s: model_class.from_pretrained(s, output_loading_info=True))
-    if info.get("missing_keys"):
-        missing = sorted(info["missing_keys"])
-        raise InputError(
-            where,
-            f"the {kind} checkpoint lacks {len(missing)} weights (e.g. {missing[0]})",
-            "re-download the checkpoint; a partial one would run with random weights",
-        )
+    model, info = load_pretrained(
+        kind, source, lambda s: model_class.from_pretrained(s, output_loading_info=True), _default(kind)
+    )
+    require_all_weights(kind, source, info, _default(kind))
     return model
 
 
@@ -139,7 +113,9 @@ class GroundingDinoDetector:
         from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
         model = _load_model("detector", source, GroundingDinoForObjectDetection, "grounding-dino")
-        processor = _load("detector processor", source, AutoProcessor.from_pretrained)
+        processor = load_pretrained(
+            "detector processor", source, AutoProcessor.from_pretrained, DEFAULT_DETECTOR
+        )
         return cls(model, processor, device, **kwargs)
 
     @torch.no_grad()
@@ -197,7 +173,9 @@ class SamSegmenter:
         from transformers import AutoProcessor, SamModel
 
         model = _load_model("segmenter", source, SamModel, "sam")
-        processor = _load("segmenter processor", source, AutoProcessor.from_pretrained)
+        processor = load_pretrained(
+            "segmenter processor", source, AutoProcessor.from_pretrained, DEFAULT_SEGMENTER
+        )
         return cls(model, processor, device)
 
     @torch.no_grad()
