@@ -8,7 +8,6 @@ command bodies, so `dreamrelation --help` answers without torch.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import warnings
@@ -100,8 +99,8 @@ def pretrain_command(
     from dreamrelation.checks import preflight_toy_pretrain
     from dreamrelation.cli import _run
     from dreamrelation.devices import resolve_device
-    from dreamrelation.files import write_text_atomic
     from dreamrelation.toyworld.backbone import ToyBackbone
+    from dreamrelation.toyworld.checkpoint import update_recipe
     from dreamrelation.toyworld.pretrain import PretrainConfig, evaluate_base, pretrain
 
     cfg = _run(config_from_cli, ctx, PretrainConfig, config, sets)
@@ -112,13 +111,11 @@ def pretrain_command(
         _print_unfinished(record, output)
         return
     arguments = sys.argv[sys.argv.index("pretrain") + 1 :] if "pretrain" in sys.argv else sys.argv[1:]
-    record["command"] = shlex.join(["dreamrelation", "toy", "pretrain", *arguments])
+    record = update_recipe(output, command=shlex.join(["dreamrelation", "toy", "pretrain", *arguments]))
     if eval_per_relation > 0:
         evaluated = ToyBackbone.from_pretrained(output).to(resolve_device(cfg.device))
-        record["evaluation"] = evaluate_base(
-            evaluated, eval_per_relation, prompt_seed=eval_prompt_seed, batch_size=32
-        )
-    write_text_atomic(Path(output) / "recipe.json", json.dumps(record, indent=2) + "\n")
+        evaluation = evaluate_base(evaluated, eval_per_relation, prompt_seed=eval_prompt_seed, batch_size=32)
+        record = update_recipe(output, evaluation=evaluation)
     table = Table(title=f"toy base model -> {output}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -192,7 +189,7 @@ def codec_train_command(
     """Train the learned toy codec on clips rendered on the fly, then check its round trip with the
     oracle (acceptance: subject fidelity and relation accuracy >= 0.98) and write recipe.json."""
     from dreamrelation.cli import _run
-    from dreamrelation.files import write_text_atomic
+    from dreamrelation.toyworld.checkpoint import update_recipe
     from dreamrelation.toyworld.codec import CodecConfig, evaluate_codec, load_codec, train_codec
 
     config = _run(config_from_cli, ctx, CodecConfig, config, sets)
@@ -203,12 +200,12 @@ def codec_train_command(
         _print_unfinished(record, output)
         return
     arguments = sys.argv[sys.argv.index("train") + 1 :] if "train" in sys.argv else sys.argv[1:]
-    record["command"] = shlex.join(["dreamrelation", "toy", "codec", "train", *arguments])
+    command = shlex.join(["dreamrelation", "toy", "codec", "train", *arguments])
+    record = update_recipe(output, command=command)
     if eval_per_relation > 0:
         scores = evaluate_codec(load_codec(output, resolved), eval_per_relation)
-        record["acceptance"] = scores
+        record = update_recipe(output, acceptance=scores)
         console.print(_acceptance_table(scores, f"codec round trip -> {output}"))
-    write_text_atomic(Path(output) / "recipe.json", json.dumps(record, indent=2) + "\n")
     console.print(
         f"{record['steps']} steps, {record['wall_time_s']:.0f} s, last loss {record['loss_curve'][-1][1]:.4f}"
     )
@@ -249,7 +246,7 @@ def codec_evaluate_command(
     codec and let the frozen oracle judge (subject fidelity and relation accuracy >= 0.98)."""
     from dreamrelation.cli import _run
     from dreamrelation.errors import InputError
-    from dreamrelation.files import write_text_atomic
+    from dreamrelation.toyworld.checkpoint import update_recipe
     from dreamrelation.toyworld.codec import evaluate_codec, load_codec
 
     def load() -> LearnedToyCodec:
@@ -265,9 +262,6 @@ def codec_evaluate_command(
     scores = evaluate_codec(codec_model, per_relation, seed)
     console.print(_acceptance_table(scores, f"codec round trip: {folder}"))
     if write:
-        recipe = folder / "recipe.json"
-        record = json.loads(recipe.read_text()) if recipe.is_file() else {}
-        record["acceptance"] = scores
-        write_text_atomic(recipe, json.dumps(record, indent=2) + "\n")
+        update_recipe(folder, acceptance=scores)
     if not scores["passed"]:
         raise typer.Exit(1)

@@ -284,8 +284,16 @@ def test_codec_command_stopped_early_says_how_to_continue(tmp_path: Path) -> Non
     assert "stopped at step 1 of 2" in result.output and not (tmp_path / "codec" / "config.json").exists()
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    runs = json.loads((tmp_path / "codec" / "recipe.json").read_text())["runs"]
-    assert [run["from_step"] for run in runs] == [0, 1]
+    recipe = json.loads((tmp_path / "codec" / "recipe.json").read_text())
+    assert [run["from_step"] for run in recipe["runs"]] == [0, 1]
+    assert recipe["command"].startswith("dreamrelation toy codec train")
+    # `codec evaluate --write` adds the acceptance check to the recipe and keeps the rest
+    evaluate = ["toy", "codec", "evaluate", str(tmp_path / "codec"), "--per-relation", "1", "--write"]
+    result = CliRunner().invoke(app, evaluate)
+    assert result.exit_code == 1, result.output  # two steps of training: the round trip fails
+    written = json.loads((tmp_path / "codec" / "recipe.json").read_text())
+    assert written["acceptance"]["passed"] is False
+    assert {k: v for k, v in written.items() if k != "acceptance"} == recipe
 
 
 def test_the_finished_codec_replaces_its_folder_whole_and_never_a_folder_of_other_files(

@@ -7,7 +7,9 @@ loop state as JSON, swapped in whole (:func:`dreamrelation.files.atomic_folder`)
 command again resumes it; :func:`check_resume_settings` refuses a checkpoint written with other
 settings. :class:`Schedule` is the run's length — ``steps``, or fixed once by a time budget from the
 throughput of the first steps and kept on resume — and where one invocation stops (``run_steps``,
-``run_time_s``), which is how a long run is cut into calls of a limited length.
+``run_time_s``), which is how a long run is cut into calls of a limited length. A finished folder's
+``recipe.json`` is written by the loop (:func:`write_recipe`); the CLI adds the command and the
+acceptance check to it (:func:`update_recipe`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from safetensors.torch import load_file, save_file
 from dreamrelation.checkpoint import optimizer_from_tensors, optimizer_to_tensors
 from dreamrelation.devices import machine_description
 from dreamrelation.errors import ConfigError, InputError
-from dreamrelation.files import atomic_folder
+from dreamrelation.files import atomic_folder, write_text_atomic
 
 #: the checkpoint's folder inside the output folder
 CHECKPOINT_DIR = "checkpoint"
+RECIPE_FILE = "recipe.json"  # a finished model folder's record: config, curves, command, evaluation
 #: settings a resume may change: they alter neither the batches nor the model (a lower ``steps``
 #: ends the run sooner, the cosine decay re-fitted to the new end)
 RESUME_FREE_SETTINGS = (
@@ -47,6 +50,24 @@ RESUME_FREE_SETTINGS = (
 BUDGET_PROBE_STEPS = (10, 60)
 
 _PREFIXES = ("model.", "ema.", "optimizer.", "extra.")
+
+
+def read_recipe(folder: str | Path | None) -> dict[str, Any] | None:
+    """``folder``'s recipe.json, or None when no folder is given or it holds none."""
+    if folder is None or not (Path(folder) / RECIPE_FILE).is_file():
+        return None
+    return json.loads((Path(folder) / RECIPE_FILE).read_text(encoding="utf-8"))
+
+
+def write_recipe(folder: str | Path, record: dict[str, Any]) -> None:
+    write_text_atomic(Path(folder) / RECIPE_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def update_recipe(folder: str | Path, **fields: Any) -> dict[str, Any]:
+    """Add ``fields`` (the command that made it, an evaluation) to ``folder``'s recipe.json."""
+    record = {**(read_recipe(folder) or {}), **fields}
+    write_recipe(folder, record)
+    return record
 
 
 def check_output_folder(out: Path, finished_file: str, what: str) -> None:
@@ -224,12 +245,16 @@ class Schedule:
 __all__ = [
     "BUDGET_PROBE_STEPS",
     "CHECKPOINT_DIR",
-    "check_output_folder",
+    "RECIPE_FILE",
     "RESUME_FREE_SETTINGS",
     "Schedule",
+    "check_output_folder",
     "check_resume_settings",
     "load_checkpoint",
     "machine_record",
+    "read_recipe",
     "run_entry",
     "save_checkpoint",
+    "update_recipe",
+    "write_recipe",
 ]

@@ -34,8 +34,10 @@ from dreamrelation.toyworld.checkpoint import (
     check_resume_settings,
     load_checkpoint,
     machine_record,
+    read_recipe,
     run_entry,
     save_checkpoint,
+    write_recipe,
 )
 from dreamrelation.toyworld.learned_codec import LearnedToyCodec
 from dreamrelation.toyworld.oracle import NONE, classify_relation, detect_background, subject_fidelity
@@ -435,10 +437,10 @@ def train_codec(
             "runs": state["runs"],
             **machine_record(device),
         }
-        if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
+        if (init_recipe := read_recipe(config.init_from)) is not None:
             # The stage this one continued from, with its own command and acceptance: the exact lineage.
-            record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
-        (folder / "recipe.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            record["init_recipe"] = init_recipe
+        write_recipe(folder, record)
     return record
 
 

@@ -55,8 +55,10 @@ from dreamrelation.toyworld.checkpoint import (
     check_output_folder,
     check_resume_settings,
     load_checkpoint,
+    read_recipe,
     run_entry,
     save_checkpoint,
+    write_recipe,
 )
 from dreamrelation.toyworld.codec import CodecConfig
 from dreamrelation.toyworld.oracle import (
@@ -484,14 +486,13 @@ def pretrain(
         }
         if device.type == "cuda":
             record["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        if config.codec is not None and (Path(config.codec) / "recipe.json").is_file():
+        if (codec_recipe := read_recipe(config.codec)) is not None:
             # The learned codec's own training and acceptance (its loss curve is long: keep the summary).
-            codec_recipe = json.loads((Path(config.codec) / "recipe.json").read_text())
             record["codec_recipe"] = {k: v for k, v in codec_recipe.items() if k not in ("loss_curve",)}
-        if config.init_from is not None and (Path(config.init_from) / "recipe.json").is_file():
+        if (init_recipe := read_recipe(config.init_from)) is not None:
             # The stage this one continued from, with its own command and evaluation: the exact lineage.
-            record["init_recipe"] = json.loads((Path(config.init_from) / "recipe.json").read_text())
-        (folder / "recipe.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            record["init_recipe"] = init_recipe
+        write_recipe(folder, record)
     return record
 
 
