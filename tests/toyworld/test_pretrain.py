@@ -17,9 +17,10 @@ from dreamrelation.cli import app
 from dreamrelation.devices import native_bf16, use_bf16_autocast
 from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.toyworld import checkpoint as checkpoint_module
-from dreamrelation.toyworld.backbone import ToyBackbone
-from dreamrelation.toyworld.checkpoint import Schedule
+from dreamrelation.toyworld.backbone import ToyBackbone, toy_tokenizer, toy_vocabulary
+from dreamrelation.toyworld.checkpoint import Schedule, check_resume_settings
 from dreamrelation.toyworld.pretrain import (
+    CONTEXT_NOISE_WORDS,
     VALIDATION_SIGMAS,
     PretrainConfig,
     batch_loader,
@@ -27,6 +28,7 @@ from dreamrelation.toyworld.pretrain import (
     pretrain,
     training_clips,
 )
+from dreamrelation.toyworld.world import BACKGROUNDS, COLORS, GENERIC_MOTIONS, RELATIONS, SHAPES
 
 pytestmark = pytest.mark.filterwarnings("ignore:In CPU autocast")
 
@@ -39,6 +41,45 @@ def test_rendering_workers_give_the_same_batches_as_the_loop() -> None:
     # a resumed run's loader starts at its step
     resumed = list(batch_loader(config, first_step=1))
     assert len(resumed) == 2 and resumed[0][1] == training_clips(1, config)[1]
+
+
+def test_context_noise_words_are_known_tokens_that_no_caption_uses_and_name_nothing() -> None:
+    tokenizer = toy_tokenizer()
+    ids = [tokenizer(word, add_special_tokens=False).input_ids for word in CONTEXT_NOISE_WORDS]
+    assert all(len(i) == 1 and i[0] != tokenizer.unk_token_id for i in ids)
+    named = set(toy_vocabulary()) | set(COLORS) | set(SHAPES) | set(BACKGROUNDS)
+    named |= {w for t in (*RELATIONS, *GENERIC_MOTIONS) for w in t.split("_")}
+    assert named.isdisjoint(CONTEXT_NOISE_WORDS)
+
+
+def test_caption_context_noise_changes_only_captions_and_keeps_subjects_and_background() -> None:
+    plain = PretrainConfig(output=Path("unused"), batch_size=16, seed=2)
+    noisy = plain.model_copy(update={"caption_context_noise": 0.5})
+    videos, captions = training_clips(5, plain)
+    noisy_videos, noisy_captions = training_clips(5, noisy)
+    assert np.array_equal(videos, noisy_videos)
+    changed = [(c, n) for c, n in zip(captions, noisy_captions, strict=True) if c != n]
+    subject_and_background_words = {"a", "an", "on", "background.", *COLORS, *SHAPES}
+    subject_and_background_words |= {w for b in BACKGROUNDS.values() for w in b.split()}
+    assert 3 <= len(changed) <= 13  # about half of 16
+    for caption, noisy_caption in changed:
+        # "a red circle is moving while a blue square stands still on a dark background." ->
+        # "dog a red circle of cat a blue square at on a dark background."
+        words = noisy_caption.split()
+        assert words[-4:] == caption.split()[-4:]  # "on a dark background."
+        kept = [w for w in words if w not in CONTEXT_NOISE_WORDS]
+        assert kept == [w for w in caption.split() if w in subject_and_background_words]
+        assert len(kept) < len(words)  # at least one word between the subjects
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_as_its_default(tmp_path: Path) -> None:
+    config = PretrainConfig(output=tmp_path, batch_size=2)
+    older = json.loads(config.model_dump_json())
+    del older["caption_context_noise"]
+    (tmp_path / "state.json").write_text(json.dumps({"config": older}))
+    assert check_resume_settings(tmp_path, config)
+    with pytest.raises(ConfigError, match=r"other settings \(caption_context_noise\)"):
+        check_resume_settings(tmp_path, config.model_copy(update={"caption_context_noise": 0.3}))
 
 
 def test_bf16_autocast_only_where_asked_or_native() -> None:

@@ -74,9 +74,12 @@ from dreamrelation.toyworld.world import (
     DEFAULT_SIZE,
     GENERIC_MOTIONS,
     RELATIONS,
+    Scene,
     Subject,
+    caption_for,
     render,
     sample_scenes,
+    subject_phrase,
 )
 
 
@@ -117,6 +120,10 @@ class PretrainConfig(BaseModel):
     ema_decay: float = Field(0.995, ge=0, lt=1)
     #: probability of training a clip with the empty prompt (for CFG)
     caption_dropout: float = Field(0.1, ge=0, lt=1)
+    #: probability that a clip's caption keeps only its subjects and background, its motion words
+    #: replaced by random words no toy caption uses (:func:`context_noise_caption`): the subjects'
+    #: tokens then meet unseen neighbours in pretraining, as they do in relation prompts
+    caption_context_noise: float = Field(0.0, ge=0, lt=1)
     #: shift of the noise levels towards noise (1: uniform noise levels)
     sigma_shift: float = Field(3.0, ge=1)
     #: generic motions trained on (relations are held out)
@@ -181,6 +188,34 @@ class PretrainConfig(BaseModel):
 
 # ----------------------------------------------------------------------------- data
 
+#: words of the toy tokenizer that no toy caption or prompt uses and that name no relation, colour
+#: or shape: the stand-ins for the unseen relation words next to a subject (tests check both)
+CONTEXT_NOISE_WORDS = (
+    "of", "at", "people", "man", "woman", "cat", "dog", "bear", "raccoon", "tiger", "panda",
+    "monkey", "rabbit", "fox", "lion", "horse", "cow", "robot", "astronaut", "plain", "field",
+    "room", "street", "park", "beach", "video",
+)  # fmt: skip
+
+
+def context_noise_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """``scene``'s subjects and background with random :data:`CONTEXT_NOISE_WORDS` around them
+    instead of its motion words: 0-1 before the first subject, 1-3 between, 0-2 after the second,
+    e.g. "a red circle dog at a blue square on a dark background.".
+
+    Why: the toy text encoder mixes each token with its neighbours (offsets -2..+2), so in "{a} is
+    pushing {b} on ..." the second subject's embedding carries "pushing" and "on", words a base
+    trained on generic captions never saw there, and the base then often fails to draw it
+    (benchmarks/toy_subject_context.py). Trained on these captions, the model must find a subject
+    from its own phrase whatever stands next to it."""
+
+    def words(low: int, high: int) -> list[str]:
+        picks = rng.integers(len(CONTEXT_NOISE_WORDS), size=int(rng.integers(low, high + 1)))
+        return [CONTEXT_NOISE_WORDS[i] for i in picks]
+
+    background = caption_for(scene).rsplit(" on a ", 1)[1]  # "dark background."
+    first, second = subject_phrase(scene.subject1), subject_phrase(scene.subject2)
+    return " ".join([*words(0, 1), first, *words(1, 3), second, *words(0, 2), "on", "a", background])
+
 
 def training_clips(
     step: int, config: PretrainConfig, frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE
@@ -188,13 +223,16 @@ def training_clips(
     """The batch of step ``step``: (B, F, H, W, 3) uint8 clips of generic motions and their captions,
     a pure function of (seed, step) over all shapes, colours and backgrounds."""
     rng = np.random.default_rng([config.seed, step])
+    # its own stream, so the clips (and the captions without noise) are the same at any noise rate
+    noise_rng = np.random.default_rng([config.seed, step, 1])
     videos, captions = [], []
     for _ in range(config.batch_size):
         motion = config.motions[int(rng.integers(len(config.motions)))]
         scene = sample_scenes(motion, 1, rng, frames=frames, size=size)[0]
         clip = render(scene)
         videos.append(clip.frames)
-        captions.append(clip.caption)
+        noisy = noise_rng.random() < config.caption_context_noise
+        captions.append(context_noise_caption(scene, noise_rng) if noisy else clip.caption)
     return np.stack(videos), captions
 
 
