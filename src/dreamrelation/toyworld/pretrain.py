@@ -121,7 +121,7 @@ class PretrainConfig(BaseModel):
     #: probability of training a clip with the empty prompt (for CFG)
     caption_dropout: float = Field(0.1, ge=0, lt=1)
     #: probability that a clip's caption keeps only its subjects and background, its motion words
-    #: replaced by random words no toy caption uses (:func:`context_noise_caption`): the subjects'
+    #: replaced by random words no toy caption uses (pretrain.context_noise_caption): the subjects'
     #: tokens then meet unseen neighbours in pretraining, as they do in relation prompts
     caption_context_noise: float = Field(0.0, ge=0, lt=1)
     #: shift of the noise levels towards noise (1: uniform noise levels)
