@@ -134,9 +134,10 @@ def check_resume_settings(folder: Path, config: BaseModel) -> bool:
     previous = json.loads((folder / "state.json").read_text(encoding="utf-8")).get("config", {})
     mine = json.loads(config.model_dump_json())
     # a setting added since the checkpoint was written counts as its default (its old behaviour)
-    fields = type(config).model_fields
-    added = {k: f.default for k, f in fields.items() if k not in previous and not f.is_required()}
-    previous = {**json.loads(json.dumps(added, default=str)), **previous}
+    if previous:
+        fields = type(config).model_fields
+        added = {k: f.default for k, f in fields.items() if k not in previous and not f.is_required()}
+        previous = {**json.loads(json.dumps(added, default=str)), **previous}
     differing = sorted(k for k in mine if k not in RESUME_FREE_SETTINGS and previous.get(k) != mine[k])
     if differing:
         raise ConfigError(
