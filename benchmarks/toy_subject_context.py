@@ -1,6 +1,7 @@
 """Why the toy base misses the *second* subject of most relation prompts: its words' context.
 
     python benchmarks/toy_subject_context.py [MODEL] [--runs BENCHMARK_OUTPUT [--method base] | --sample N]
+    python benchmarks/toy_subject_context.py [MODEL] --swap N
 
 The toy text encoder binds a colour to its shape by mixing every token with its neighbours at
 offsets -2..+2 (``toyworld.backbone.build_text_encoder``). The base is pretrained on the four
@@ -16,6 +17,12 @@ relation word and by "on", which it never saw there. This prints, per relation:
    over every finished seed; with ``--sample N``, in MODEL's videos of N calibration prompts per
    relation (prompt seed 2025, the default sampler; about 5 s a video on one CPU thread).
 
+3. ``--swap N``, the intervention: N calibration prompts per relation rendered twice from the same
+   noise, once as they are and once with the second subject's three token vectors replaced by those
+   of the same phrase in the best-matching generic caption (everything else, the relation words
+   included, untouched). If the unseen neighbours are the cause, the second subject's misses fall to
+   the generic relations' level in the swapped videos.
+
 It measures; it changes nothing. Part 1 needs only the text encoder (seconds on a CPU); ``--runs``
 only the oracle on videos already rendered.
 """
@@ -30,23 +37,50 @@ import numpy as np
 import torch
 
 from dreamrelation.devices import resolve_device
-from dreamrelation.toyworld.backbone import SHIPPED_WEIGHTS, ToyBackbone
+from dreamrelation.generate import to_uint8
+from dreamrelation.toyworld.backbone import GUIDANCE_SCALE, NUM_INFERENCE_STEPS, SHIPPED_WEIGHTS, ToyBackbone
 from dreamrelation.toyworld.oracle import subject_verdict, track_subjects
 from dreamrelation.toyworld.pretrain import evaluation_prompts, sample_videos
 from dreamrelation.toyworld.protocol import CALIBRATION_PROMPT_SEED
 from dreamrelation.toyworld.video_io import read_mp4
-from dreamrelation.toyworld.world import GENERIC_MOTIONS, RELATIONS, Subject, subject_phrase
+from dreamrelation.toyworld.world import (
+    DEFAULT_FRAMES,
+    DEFAULT_SIZE,
+    GENERIC_MOTIONS,
+    RELATIONS,
+    Subject,
+    subject_phrase,
+)
 
 
 def phrase_embeddings(tokenizer, text_encoder, text: str, phrase: str) -> torch.Tensor:  # noqa: ANN001
     """The encoder's output vectors of ``phrase``'s tokens where it first occurs in ``text``."""
-    ids = tokenizer(text, return_tensors="pt").input_ids
+    ids = tokenizer(text, return_tensors="pt").input_ids.to(text_encoder.device)
     with torch.no_grad():
         hidden = text_encoder(ids).last_hidden_state[0]
     words = tokenizer(phrase, add_special_tokens=False).input_ids
     row = ids[0].tolist()
     start = next(i for i in range(len(row)) if row[i : i + len(words)] == words)
     return hidden[start : start + len(words)]
+
+
+def nearest_generic(tokenizer, text_encoder, prompt: str, subjects: tuple[Subject, Subject]):  # noqa: ANN001, ANN201
+    """(first similarity, second similarity, the generic caption nearest for the second subject)."""
+    background = prompt.rsplit(" on a ", 1)[1]
+    a, b = (subject_phrase(s) for s in subjects)
+    generic = [f"{t.format(a=a, b=b)} on a {background}" for t in GENERIC_MOTIONS.values()]
+    scores = []
+    for phrase in (a, b):
+        here = phrase_embeddings(tokenizer, text_encoder, prompt, phrase)
+        scores.append(
+            [
+                torch.cosine_similarity(here, phrase_embeddings(tokenizer, text_encoder, t, phrase), dim=-1)
+                .mean()
+                .item()
+                for t in generic
+            ]
+        )
+    return max(scores[0]), max(scores[1]), generic[int(np.argmax(scores[1]))]
 
 
 def context_similarity(model: str, n_prompts: int) -> dict[str, tuple[float, float]]:
@@ -56,24 +90,12 @@ def context_similarity(model: str, n_prompts: int) -> dict[str, tuple[float, flo
     items = evaluation_prompts(n_prompts, CALIBRATION_PROMPT_SEED)
     result = {}
     for relation in RELATIONS:
-        first, second = [], []
-        for _relation, prompt, subjects in (item for item in items if item[0] == relation):
-            background = prompt.rsplit(" on a ", 1)[1]
-            a, b = (subject_phrase(s) for s in subjects)
-            generic = [f"{t.format(a=a, b=b)} on a {background}" for t in GENERIC_MOTIONS.values()]
-            for phrase, out in ((a, first), (b, second)):
-                here = phrase_embeddings(tokenizer, text_encoder, prompt, phrase)
-                out.append(
-                    max(
-                        torch.cosine_similarity(
-                            here, phrase_embeddings(tokenizer, text_encoder, text, phrase), dim=-1
-                        )
-                        .mean()
-                        .item()
-                        for text in generic
-                    )
-                )
-        result[relation] = (float(np.mean(first)), float(np.mean(second)))
+        scores = [
+            nearest_generic(tokenizer, text_encoder, prompt, subjects)[:2]
+            for name, prompt, subjects in items
+            if name == relation
+        ]
+        result[relation] = (float(np.mean([f for f, _ in scores])), float(np.mean([s for _, s in scores])))
     return result
 
 
@@ -121,6 +143,58 @@ def not_drawn_in_samples(model: str, per_relation: int, device: str = "auto") ->
     return counts
 
 
+@torch.no_grad()
+def swap_second_subject(model: str, per_relation: int, device: str = "auto") -> tuple[Counts, Counts]:
+    """Counts for the calibration prompts as they are and with the second subject's token vectors
+    taken from the nearest generic caption (same noise seeds)."""
+    backbone = ToyBackbone.from_pretrained(model).to(resolve_device(device))
+    pipe = backbone.pipeline
+    pipe.set_progress_bar_config(disable=True)
+    items = [i for i in evaluation_prompts(per_relation, CALIBRATION_PROMPT_SEED) if i[0] in RELATIONS]
+    max_length = backbone.max_sequence_length
+
+    def encode(texts: list[str]) -> tuple[torch.Tensor, ...]:
+        return pipe.encode_prompt(texts, max_sequence_length=max_length, device=pipe.device)
+
+    embeds, mask, negative, negative_mask = encode([prompt for _, prompt, _ in items])
+    swapped = embeds.clone()
+    for row, (_relation, prompt, subjects) in enumerate(items):
+        phrase = subject_phrase(subjects[1])
+        generic = nearest_generic(pipe.tokenizer, pipe.text_encoder, prompt, subjects)[2]
+        reference = encode([generic])[0][0]
+        words = pipe.tokenizer(phrase, add_special_tokens=False).input_ids
+        here, there = (pipe.tokenizer(t).input_ids for t in (prompt, generic))
+        start = next(i for i in range(len(here)) if here[i : i + len(words)] == words)
+        source = next(i for i in range(len(there)) if there[i : i + len(words)] == words)
+        swapped[row, start : start + len(words)] = reference[source : source + len(words)]
+    counts = []
+    for prompt_embeds in (embeds, swapped):
+        frames = []
+        for begin in range(0, len(items), 16):
+            chunk = slice(begin, begin + 16)
+            out = pipe(
+                prompt_embeds=prompt_embeds[chunk],
+                prompt_attention_mask=mask[chunk],
+                negative_prompt_embeds=negative[chunk],
+                negative_prompt_attention_mask=negative_mask[chunk],
+                num_frames=DEFAULT_FRAMES,
+                height=DEFAULT_SIZE,
+                width=DEFAULT_SIZE,
+                num_inference_steps=NUM_INFERENCE_STEPS,
+                # video i from generator seed i, as sample_videos draws them
+                generator=[torch.Generator().manual_seed(begin + i) for i in range(len(items[chunk]))],
+                output_type="np",
+                guidance_scale=GUIDANCE_SCALE,
+                max_sequence_length=max_length,
+            )
+            frames.extend(to_uint8(np.asarray(out.frames, dtype=np.float32)))
+        tally: Counts = {}
+        for video, (relation, _prompt, subjects) in zip(frames, items, strict=True):
+            _count(tally, relation, video, list(subjects))
+        counts.append(tally)
+    return counts[0], counts[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,6 +204,7 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--runs", type=Path, help="output folder of `dreamrelation benchmark toy`")
     source.add_argument("--sample", type=int, help="render this many calibration prompts per relation")
+    source.add_argument("--swap", type=int, help="the intervention, on this many prompts per relation")
     parser.add_argument("--method", default="base", help="with --runs: whose videos")
     parser.add_argument("--device", default="auto", help="with --sample: auto (a GPU if any), cpu, cuda")
     args = parser.parse_args()
@@ -139,6 +214,15 @@ def main() -> None:
         drawn, label = not_drawn_in_runs(args.runs, args.method), args.method
     elif args.sample:
         drawn, label = not_drawn_in_samples(args.model, args.sample, args.device), "sampled"
+    if args.swap:
+        as_is, swapped = swap_second_subject(args.model, args.swap, args.device)
+        print("| relation | videos | subject 2 not drawn, prompt as is | with generic subject-2 vectors |")
+        print("| --- | --- | --- | --- |")
+        for relation in RELATIONS:
+            n, _, before = as_is[relation]
+            after = swapped[relation][2]
+            print(f"| {relation} | {n} | {before} ({before / n:.0%}) | {after} ({after / n:.0%}) |")
+        return
     header = "| relation | subject 1 similarity | subject 2 similarity |"
     if drawn:
         header += f" {label}: videos | subject 1 not drawn | subject 2 not drawn |"
