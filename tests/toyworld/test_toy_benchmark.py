@@ -85,7 +85,7 @@ def test_the_preset_gives_the_toy_experiments_numbers_and_resumes(tmp_path: Path
     assert report == (output / "toy_benchmark.md").read_text()
     assert report.startswith("# Toy-world benchmark: hugging")
     assert "## hugging (1 complete seed)" in report and "| wo_rcl |" in report and "min of CPU" in report
-    assert "Claim not tested: the run lacks `dreamrelation` or `direct_lora`" in report
+    assert "Claim not tested: the run lacks `direct_lora` (the claim compares the two)." in report
     assert (output / "benchmark.md").is_file()
 
     # a rerun trains, renders and caches nothing

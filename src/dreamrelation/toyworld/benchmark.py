@@ -279,8 +279,9 @@ def claim_verdict(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
     """The paper's claim, tested on the summary: DreamRelation beats direct LoRA on relation accuracy
     AND has lower appearance leakage (the oracle's), each gap larger than the larger of the two
     methods' seed std."""
-    if "dreamrelation" not in summary or "direct_lora" not in summary:
-        return "Claim not tested: the run lacks `dreamrelation` or `direct_lora`."
+    missing = [f"`{m}`" for m in ("dreamrelation", "direct_lora") if m not in summary]
+    if missing:
+        return f"Claim not tested: the run lacks {' and '.join(missing)} (the claim compares the two)."
     ours, direct = summary["dreamrelation"], summary["direct_lora"]
     parts, shown = [], True
     for metric, better in (("oracle_relation_accuracy", 1), ("oracle_appearance_leakage", -1)):
