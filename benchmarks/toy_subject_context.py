@@ -53,15 +53,20 @@ from dreamrelation.toyworld.world import (
 )
 
 
+def phrase_span(tokenizer, text: str, phrase: str) -> slice:  # noqa: ANN001
+    """Token positions of ``phrase`` where it first occurs in ``text`` (as the pipeline tokenizes)."""
+    words = tokenizer(phrase, add_special_tokens=False).input_ids
+    row = tokenizer(text).input_ids
+    start = next(i for i in range(len(row)) if row[i : i + len(words)] == words)
+    return slice(start, start + len(words))
+
+
 def phrase_embeddings(tokenizer, text_encoder, text: str, phrase: str) -> torch.Tensor:  # noqa: ANN001
     """The encoder's output vectors of ``phrase``'s tokens where it first occurs in ``text``."""
     ids = tokenizer(text, return_tensors="pt").input_ids.to(text_encoder.device)
     with torch.no_grad():
         hidden = text_encoder(ids).last_hidden_state[0]
-    words = tokenizer(phrase, add_special_tokens=False).input_ids
-    row = ids[0].tolist()
-    start = next(i for i in range(len(row)) if row[i : i + len(words)] == words)
-    return hidden[start : start + len(words)]
+    return hidden[phrase_span(tokenizer, text, phrase)]
 
 
 def nearest_generic(tokenizer, text_encoder, prompt: str, subjects: tuple[Subject, Subject]):  # noqa: ANN001, ANN201
@@ -162,11 +167,8 @@ def swap_second_subject(model: str, per_relation: int, device: str = "auto") -> 
         phrase = subject_phrase(subjects[1])
         generic = nearest_generic(pipe.tokenizer, pipe.text_encoder, prompt, subjects)[2]
         reference = encode([generic])[0][0]
-        words = pipe.tokenizer(phrase, add_special_tokens=False).input_ids
-        here, there = (pipe.tokenizer(t).input_ids for t in (prompt, generic))
-        start = next(i for i in range(len(here)) if here[i : i + len(words)] == words)
-        source = next(i for i in range(len(there)) if there[i : i + len(words)] == words)
-        swapped[row, start : start + len(words)] = reference[source : source + len(words)]
+        target = phrase_span(pipe.tokenizer, prompt, phrase)
+        swapped[row, target] = reference[phrase_span(pipe.tokenizer, generic, phrase)]
     counts = []
     for prompt_embeds in (embeds, swapped):
         frames = []
