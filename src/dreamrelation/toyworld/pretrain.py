@@ -70,13 +70,13 @@ from dreamrelation.toyworld.oracle import (
 )
 from dreamrelation.toyworld.protocol import CALIBRATION_PROMPT_SEED
 from dreamrelation.toyworld.world import (
+    BACKGROUNDS,
     DEFAULT_FRAMES,
     DEFAULT_SIZE,
     GENERIC_MOTIONS,
     RELATIONS,
     Scene,
     Subject,
-    caption_for,
     render,
     sample_scenes,
     subject_phrase,
@@ -212,8 +212,8 @@ def context_noise_caption(scene: Scene, rng: np.random.Generator) -> str:
         picks = rng.integers(len(CONTEXT_NOISE_WORDS), size=int(rng.integers(low, high + 1)))
         return [CONTEXT_NOISE_WORDS[i] for i in picks]
 
-    background = caption_for(scene).rsplit(" on a ", 1)[1]  # "dark background."
     first, second = subject_phrase(scene.subject1), subject_phrase(scene.subject2)
+    background = f"{BACKGROUNDS[scene.background]}."  # as caption_for ends: "on a dark background."
     return " ".join([*words(0, 1), first, *words(1, 3), second, *words(0, 2), "on", "a", background])
 
 
