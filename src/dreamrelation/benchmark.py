@@ -746,19 +746,27 @@ def run_benchmark(
             disable=not show_progress,
         ) as progress:
             _run_stages(plan_, stages, progress)
-    # runs without an evaluation of their own keep the numbers of an earlier results.json (a results
-    # file copied alone, or one of the old `benchmark toy`)
-    results = read_results(out / "results.json")
+    results = collect_results(plan_)
+    if not report_only:
+        write_text_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
+    minutes = (time.perf_counter() - started) / 60
+    return write_tables(plan_, results, command, minutes)
+
+
+def collect_results(plan_: Plan) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """``results[relation][method][seed][metric]`` of the plan's output folder: every run's own
+    evaluation, over the numbers of the folder's results.json. Runs without an evaluation of their own
+    keep the file's (a results file copied alone, or one of the old `benchmark toy`); a run evaluated
+    after the file was last written (an invocation stopped before its end, or another process's) counts
+    too, so ``--report-only`` reports what is on disk."""
+    results = read_results(plan_.output / "results.json")
     for run in plan_.runs:
         path = run.folder / "evaluation" / "results.json"
         if path.is_file():
             overall = json.loads(path.read_text("utf-8"))["overall"]
             metrics = {k: float(v) for k, v in overall.items() if k in METRIC_LABELS and v is not None}
             results.setdefault(run.relation, {}).setdefault(run.method, {})[str(run.seed)] = metrics
-    if not report_only:
-        write_text_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
-    minutes = (time.perf_counter() - started) / 60
-    return write_tables(plan_, results, command, minutes)
+    return results
 
 
 def _run_stages(plan_: Plan, stages: Stages, progress) -> None:  # noqa: ANN001 - a rich Progress
@@ -988,6 +996,7 @@ __all__ = [
     "RelationData",
     "Variant",
     "average_over_relations",
+    "collect_results",
     "load_benchmark_config",
     "markdown_table",
     "plan",

@@ -94,6 +94,13 @@ def test_the_preset_gives_the_toy_experiments_numbers_and_resumes(tmp_path: Path
     assert again.count("| wo_rcl |") == 1
     assert calls == Counter()
 
+    # an invocation stopped after its evaluations but before it wrote results.json (or another process
+    # beside it): --report-only reads the runs' own evaluations, so its tables are the same
+    (output / "results.json").unlink()
+    tables = run_toy_benchmark(*args, report_only=True, show_progress=False, stages=counting_stages(calls))
+    assert tables.split("min of CPU.")[1] == report.split("min of CPU.")[1]
+    assert "| dreamrelation | 0." in tables and calls == Counter()
+
 
 def test_print_config_writes_a_yaml_that_benchmark_run_reads(tmp_path: Path) -> None:
     output = tmp_path / "bench"

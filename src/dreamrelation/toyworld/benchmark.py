@@ -255,7 +255,7 @@ def run_toy_benchmark(
     runner.run_benchmark(
         config, output, command=command, show_progress=show_progress, stages=stages, report_only=report_only
     )
-    results = runner.read_results(output / "results.json")
+    results = runner.collect_results(runner.plan(config, output, check_data=False))
     minutes = ((time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60)
     report = toy_report(results, experiment, list(relations), list(seeds), list(methods), command, minutes)
     docs = docs if docs is not None else output / "toy_benchmark.md"
