@@ -21,6 +21,7 @@ from dreamrelation.testing.toy import toy_reference_metrics, toy_train_config
 from dreamrelation.toyworld.backbone import SHIPPED_WEIGHTS
 from dreamrelation.toyworld.benchmark import (
     MIN_SEEDS_FOR_VERDICT,
+    ablation_verdict,
     claim_verdict,
     complete_seeds,
     model_label,
@@ -185,6 +186,31 @@ def test_claim_verdict_needs_both_gaps_beyond_the_seed_spread() -> None:
     # Both better, but by less than the seed spread: not shown.
     assert "**not shown**" in claim_verdict(_summary((0.6, 0.1), (0.5, 0.2), 0.15))
     assert "not tested" in claim_verdict({"base": {}})
+
+
+def test_ablation_verdict_judges_each_variant_against_dreamrelation_by_the_seed_spread() -> None:
+    def row(accuracy: float, std: float) -> dict:
+        return {"oracle_relation_accuracy": (accuracy, std)}
+
+    summary = {
+        "base": row(0.0, 0.0),
+        "dreamrelation": row(0.30, 0.05),
+        "wo_hmt": row(0.10, 0.08),  # 0.20 below, spread 0.08: holds
+        "wo_rcl": row(0.25, 0.02),  # 0.05 below, spread 0.05: not shown (the gap must beat it)
+        "wo_subject_lora": row(0.50, 0.10),  # 0.20 above, spread 0.10: the opposite
+    }
+    judged = ablation_verdict(summary, MIN_SEEDS_FOR_VERDICT)
+    lines = judged.splitlines()
+    assert lines[0].startswith("Ablations (the paper:")
+    assert (
+        lines[2] == "- wo_hmt: DreamRelation 0.300 vs 0.100 (higher by +0.200; seed std up to 0.080) → holds"
+    )
+    assert lines[3].endswith("0.250 (higher by +0.050; seed std up to 0.050) → not shown")
+    assert lines[4].startswith("- wo_subject_lora:") and lines[4].endswith("→ **the opposite**")
+    assert len(lines) == 5  # base is no variant
+    too_few = ablation_verdict(summary, MIN_SEEDS_FOR_VERDICT - 1)
+    assert too_few.startswith("Ablations not judged yet: 2 complete")
+    assert ablation_verdict({"dreamrelation": row(0.3, 0.0), "direct_lora": row(0.4, 0.0)}, 3) == ""
 
 
 def test_the_report_averages_over_relations_and_judges_only_complete_seeds() -> None:
