@@ -99,7 +99,8 @@ def test_the_preset_gives_the_toy_experiments_numbers_and_resumes(tmp_path: Path
     # beside it): --report-only reads the runs' own evaluations, so its tables are the same
     (output / "results.json").unlink()
     tables = run_toy_benchmark(*args, report_only=True, show_progress=False, stages=counting_stages(calls))
-    assert tables.split("min of CPU.")[1] == report.split("min of CPU.")[1]
+    assert tables.split("made them.")[1] == report.split("min of CPU.")[1]
+    assert "Report only (`--report-only`" in tables and "this invocation ran" not in tables
     assert "| dreamrelation | 0." in tables and calls == Counter()
 
 

@@ -256,7 +256,7 @@ def run_toy_benchmark(
         config, output, command=command, show_progress=show_progress, stages=stages, report_only=report_only
     )
     results = runner.collect_results(runner.plan(config, output, check_data=False))
-    minutes = ((time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60)
+    minutes = None if report_only else ((time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60)
     report = toy_report(results, experiment, list(relations), list(seeds), list(methods), command, minutes)
     docs = docs if docs is not None else output / "toy_benchmark.md"
     write_text_atomic(docs, report)
@@ -366,10 +366,11 @@ def toy_report(
     seeds: list[int],
     methods: list[str],
     command: str,
-    minutes: tuple[float, float],
+    minutes: tuple[float, float] | None,
 ) -> str:
     """The toy report (Markdown): per scope (relation-averaged when several, then each relation) the
-    runner's mean ± std table over seeds and the claim's verdict; ``minutes``: (wall, CPU)."""
+    runner's mean ± std table over seeds and the claim's verdict; ``minutes``: (wall, CPU) of the
+    invocation that ran the runs, None for a report-only one (it ran nothing, so it times nothing)."""
     import torch
 
     from dreamrelation.devices import machine_description
@@ -390,7 +391,10 @@ def toy_report(
         "(docs/toyworld.md); the runner's tables and raw results are beside this report (benchmark.md, "
         "results.json).  ",
         f"Machine: {machine_description(torch.device('cpu'))}; this invocation ran {minutes[0]:.1f} min "
-        f"(wall), {minutes[1]:.1f} min of CPU.",
+        f"(wall), {minutes[1]:.1f} min of CPU."
+        if minutes
+        else f"Report only (`--report-only`, on {machine_description(torch.device('cpu'))}): it ran nothing; "
+        "the runs' machines and times are those of the invocations that made them.",
         "",
     ]
     scopes = ([("averaged", relations)] if len(relations) > 1 else []) + [(r, [r]) for r in relations]
