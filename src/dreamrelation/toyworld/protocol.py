@@ -10,6 +10,9 @@ from __future__ import annotations
 CALIBRATION_PROMPT_SEED = 2025
 #: prompt seed of the base model's acceptance evaluation (never looked at while developing a recipe)
 ACCEPTANCE_PROMPT_SEED = 90210
+#: prompt seed of the next base's acceptance, fixed on 2026-12-05 before any model was scored on it:
+#: 90210 has by then scored the fourth and fifth stages, so a base chosen after them is judged here too
+FRESH_ACCEPTANCE_PROMPT_SEED = 271828
 
 #: the fidelity and relation accuracy the oracle must keep on round-tripped ground truth (issue 8)
 ACCEPTANCE_THRESHOLD = 0.98
