@@ -375,6 +375,7 @@ def toy_report(
 
     from dreamrelation.devices import machine_description
 
+    machine = machine_description(torch.device("cpu"))
     present = {m for r in results.values() for s in r.values() for run in s.values() for m in run}
     labels = {m: runner.METRIC_LABELS[m] for m in runner.METRIC_LABELS if m in ORACLE_METRICS or m in present}
     title = relations[0] if len(relations) == 1 else f"{len(relations)} relations"
@@ -390,10 +391,9 @@ def toy_report(
         f"{experiment.sampling_steps} steps, CFG {experiment.guidance_scale:g}. Scored by the toy oracle "
         "(docs/toyworld.md); the runner's tables and raw results are beside this report (benchmark.md, "
         "results.json).  ",
-        f"Machine: {machine_description(torch.device('cpu'))}; this invocation ran {minutes[0]:.1f} min "
-        f"(wall), {minutes[1]:.1f} min of CPU."
+        f"Machine: {machine}; this invocation ran {minutes[0]:.1f} min (wall), {minutes[1]:.1f} min of CPU."
         if minutes
-        else f"Report only (`--report-only`, on {machine_description(torch.device('cpu'))}): it ran nothing; "
+        else f"Report only (`--report-only`, on {machine}): it ran nothing; "
         "the runs' machines and times are those of the invocations that made them.",
         "",
     ]
