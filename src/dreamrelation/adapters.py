@@ -5,6 +5,9 @@ separate peft adapters. Text and vision tokens use different projection modules 
 adapter automatically has separate text and vision weights. Activating a subset with
 :func:`activate` makes peft skip the others in the forward pass and freezes them, so they get no
 gradient and AdamW (which skips parameters whose ``grad`` is None) neither moves nor decays them.
+With ``inactive="zero_scaled"`` (the authors' code) every adapter is computed and trainable, the
+others at scale 0: their output is exactly the base's, their gradient is zero (not None), and AdamW's
+momentum and weight decay keep moving them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import torch
 from peft import LoraConfig
@@ -25,6 +29,8 @@ ADAPTERS: tuple[str, ...] = ("relation", "subject1", "subject2", "ffn")
 SELECTABLE: tuple[str, ...] = ("relation", "subject1", "subject2")
 #: adapters used at inference: subject LoRAs are excluded so exemplar appearance stays out
 INFERENCE_ADAPTERS: tuple[str, ...] = ("relation", "ffn")
+#: the optional fourth HMT draw (``hmt.inference_draw``): the inference adapters on the relation mask
+INFERENCE_DRAW = "inference"
 
 
 class TripletConfig(BaseModel):
@@ -133,10 +139,34 @@ def lora_layers(module: torch.nn.Module) -> Iterable[tuple[str, BaseTunerLayer]]
             yield name, sub
 
 
-def activate(transformer: torch.nn.Module, adapters: Sequence[str], trainable: bool = True) -> None:
-    """Make exactly ``adapters`` active (computed) and, if ``trainable``, the only ones with grads."""
+def _full_scaling(layer: BaseTunerLayer) -> dict[str, float]:
+    """The layer's own alpha/r per adapter, recorded before any adapter is scaled to 0."""
+    if not hasattr(layer, "_dreamrelation_scaling"):
+        layer._dreamrelation_scaling = dict(layer.scaling)
+    return layer._dreamrelation_scaling
+
+
+def activate(
+    transformer: torch.nn.Module,
+    adapters: Sequence[str],
+    trainable: bool = True,
+    inactive: Literal["frozen", "zero_scaled"] = "frozen",
+) -> None:
+    """Make exactly ``adapters`` contribute to the output and, if ``trainable``, train.
+
+    ``inactive="frozen"``: the others are skipped in the forward pass and get no gradient.
+    ``inactive="zero_scaled"``: every adapter is computed and trainable, the others at scale 0.
+    """
     adapters = list(adapters)
     for _, layer in lora_layers(transformer):
+        full = _full_scaling(layer)
+        if inactive == "zero_scaled" and trainable:
+            # peft's set_adapter also flips requires_grad: every adapter of the layer trains
+            layer.set_adapter(list(full))
+            for adapter, scale in full.items():
+                layer.scaling[adapter] = scale if adapter in adapters else 0.0
+            continue
+        layer.scaling.update(full)
         # peft's set_adapter also flips requires_grad: active -> True, inactive -> False.
         layer.set_adapter(adapters)
         if not trainable:
@@ -147,12 +177,23 @@ def activate(transformer: torch.nn.Module, adapters: Sequence[str], trainable: b
 def adapters_for_selection(selected: str, present: Sequence[str]) -> list[str]:
     """The LoRA selection strategy (HMT): which adapters run and train when ``selected`` is drawn.
 
-    relation -> relation + both subject LoRAs + ffn; subject_i -> subject_i + ffn.
+    relation -> relation + both subject LoRAs + ffn; subject_i -> subject_i + ffn;
+    :data:`INFERENCE_DRAW` -> relation + ffn (the inference adapters).
     """
-    if selected not in SELECTABLE:
-        raise ValueError(f"cannot select {selected!r}; choose from {', '.join(SELECTABLE)}")
-    wanted = ["relation", "subject1", "subject2", "ffn"] if selected == "relation" else [selected, "ffn"]
+    if selected == INFERENCE_DRAW:
+        wanted = list(INFERENCE_ADAPTERS)
+    elif selected in SELECTABLE:
+        wanted = ["relation", "subject1", "subject2", "ffn"] if selected == "relation" else [selected, "ffn"]
+    else:
+        raise ValueError(
+            f"cannot select {selected!r}; choose from {', '.join((*SELECTABLE, INFERENCE_DRAW))}"
+        )
     return [a for a in wanted if a in present]
+
+
+def selection_mask(selected: str) -> str:
+    """The mask a selection's loss is weighted by: its own, the relation mask for the inference draw."""
+    return "relation" if selected == INFERENCE_DRAW else selected
 
 
 def adapter_parameters(transformer: torch.nn.Module, adapter: str) -> dict[str, torch.nn.Parameter]:
@@ -199,7 +240,7 @@ def merged_lora(
             if adapter not in layer.lora_A:
                 continue
             a = layer.lora_A[adapter].weight.detach().float().cpu()
-            b = layer.lora_B[adapter].weight.detach().float().cpu() * layer.scaling[adapter]
+            b = layer.lora_B[adapter].weight.detach().float().cpu() * _full_scaling(layer)[adapter]
             lists = merged.setdefault(name, ([], []))
             lists[0].append(a)
             lists[1].append(b)

@@ -109,6 +109,17 @@ class LossConfig(_Strict):
     memory_bank_size: int = Field(64, gt=0)
 
 
+class HmtConfig(_Strict):
+    """How Hybrid Mask Training's LoRA selection treats the adapters (``loss.hybrid_masks`` turns it on)."""
+
+    #: adapters not selected on a step: "frozen" (skipped in the forward pass, no gradient, so AdamW
+    #: neither moves nor decays them) or "zero_scaled" (computed at scale 0 and kept in the optimizer,
+    #: as in the authors' code: AdamW's momentum and weight decay move them on every step)
+    inactive_adapters: Literal["frozen", "zero_scaled"] = "frozen"
+    #: add a fourth draw that trains the inference combination (relation + FFN on the relation mask)
+    inference_draw: bool = False
+
+
 class TrainConfig(_Strict):
     """`dreamrelation train`: learn a relation from one or several caches."""
 
@@ -123,6 +134,7 @@ class TrainConfig(_Strict):
     motion_inversion: MotionInversionConfig = MotionInversionConfig()
     lora: TripletConfig = TripletConfig()
     loss: LossConfig = LossConfig()
+    hmt: HmtConfig = HmtConfig()
     #: training iterations (paper: 2400)
     max_steps: int = Field(2400, gt=0)
     #: videos per iteration and process
@@ -198,6 +210,10 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _hybrid_masks_need_an_adapter(self) -> TrainConfig:
         if not self.loss.hybrid_masks:
+            if self.hmt.inference_draw:
+                raise ValueError(
+                    "hmt.inference_draw is a draw of hybrid mask training; set loss.hybrid_masks: true"
+                )
             return self
         if self.method not in LORA_METHODS:
             raise ValueError(
@@ -208,6 +224,8 @@ class TrainConfig(_Strict):
             raise ValueError(
                 "hybrid_masks needs at least one of relation/subject1/subject2 in lora.placement"
             )
+        if self.hmt.inference_draw and "relation" not in self.lora.present():
+            raise ValueError("hmt.inference_draw trains the relation LoRA; add relation to lora.placement")
         return self
 
     @model_validator(mode="after")

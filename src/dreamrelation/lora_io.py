@@ -21,6 +21,7 @@ from safetensors import safe_open
 from dreamrelation.adapters import INFERENCE_ADAPTERS, merged_lora, triplet_state_dict
 from dreamrelation.cache import atomic_save
 from dreamrelation.errors import InputError
+from dreamrelation.methods.settings import LORA_METHODS
 
 INFERENCE_LORA = "relation_lora.safetensors"
 TRIPLET = "triplet.safetensors"
@@ -71,7 +72,7 @@ def save_lora_files(
 
 
 #: methods whose file is a diffusers LoRA; the others' files are applied by their method class
-LORA_FILE_METHODS = ("dreamrelation", "direct_lora")
+LORA_FILE_METHODS = LORA_METHODS
 
 
 def read_lora_metadata(path: Path) -> dict[str, object]:

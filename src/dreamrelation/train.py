@@ -25,6 +25,7 @@ from diffusers.optimization import get_scheduler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
+from dreamrelation.adapters import selection_mask
 from dreamrelation.backbones import Backbone, load_backbone
 from dreamrelation.cache import MASK_ORDER, CachedDataset
 from dreamrelation.checkpoint import list_checkpoints, load_newest_intact, save_checkpoint, set_rng_state
@@ -289,7 +290,7 @@ class Trainer:
         if selected is None:
             mask = torch.zeros_like(compared[:, :1])
         else:
-            mask = batch["masks"][:, MASK_ORDER.index(selected)].unsqueeze(1)
+            mask = batch["masks"][:, MASK_ORDER.index(selection_mask(selected))].unsqueeze(1)
         loss_fn = mask_weighted_loss if loss_cfg.mask_loss == "paper" else combined_mask_loss
         rec = loss_fn(compared, compared_target, mask, loss_cfg.mask_weight if selected else 0.0)
 

@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from dreamrelation.adapters import (
+    INFERENCE_DRAW,
     TripletConfig,
     activate,
     adapter_parameters,
     adapters_for_selection,
     add_triplet,
     lora_layers,
+    merged_lora,
+    selection_mask,
 )
 from dreamrelation.backbones import load_backbone
 
@@ -103,6 +106,67 @@ def test_selection_strategy() -> None:
     assert adapters_for_selection("relation", ["relation", "ffn"]) == ["relation", "ffn"]
     with pytest.raises(ValueError, match="choose from"):
         adapters_for_selection("ffn", present)
+    # the fourth draw (hmt.inference_draw) trains what inference uses, on the relation mask
+    assert adapters_for_selection(INFERENCE_DRAW, present) == ["relation", "ffn"]
+    assert adapters_for_selection(INFERENCE_DRAW, ["relation"]) == ["relation"]
+    assert selection_mask(INFERENCE_DRAW) == "relation" and selection_mask("subject1") == "subject1"
+
+
+def _trained_triplet_and_input():
+    bb = load_backbone("mochi", "tiny")
+    add_triplet(bb, TripletConfig(rank=2, alpha=4), seed=0)
+    with torch.no_grad():  # peft starts B at zero; give every adapter a non-zero update
+        for name, p in bb.transformer.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
+    x = torch.randn(1, 12, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        cond = bb.encode_prompts(["a cat is hugging a dog."])
+    return bb, x, cond
+
+
+def test_zero_scaled_inactive_adapters_change_nothing_in_the_forward_pass() -> None:
+    bb, x, cond = _trained_triplet_and_input()
+    selected = adapters_for_selection("subject1", ["relation", "subject1", "subject2", "ffn"])
+    activate(bb.transformer, selected)
+    frozen = bb.predict(x, torch.tensor([0.5]), cond)
+    activate(bb.transformer, selected, inactive="zero_scaled")
+    zero_scaled = bb.predict(x, torch.tensor([0.5]), cond)
+    assert torch.equal(frozen, zero_scaled)
+    # ...but every adapter is computed and trains: the unselected get a zero gradient, not None
+    zero_scaled.square().mean().backward()
+    for adapter in ("relation", "subject2"):
+        grads = [p.grad for p in adapter_parameters(bb.transformer, adapter).values()]
+        assert all(g is not None and not g.any() for g in grads)
+    assert any(p.grad.any() for p in adapter_parameters(bb.transformer, "subject1").values())
+    # the saved update keeps each adapter's full alpha/r, whatever the last step scaled to 0
+    merged = merged_lora(bb.transformer, ["relation", "ffn"])
+    activate(bb.transformer, ["relation", "ffn"], trainable=False)
+    assert all(
+        torch.equal(merged[k][1], v[1]) for k, v in merged_lora(bb.transformer, ["relation", "ffn"]).items()
+    )
+    layer = dict(lora_layers(bb.transformer))["transformer_blocks.0.attn1.to_q"]
+    assert layer.scaling["relation"] == 2.0
+
+
+@pytest.mark.parametrize(("inactive", "moves"), [("frozen", False), ("zero_scaled", True)])
+def test_adamw_moves_an_unselected_adapter_only_when_zero_scaled(inactive: str, moves: bool) -> None:
+    bb, x, cond = _trained_triplet_and_input()
+    present = ["relation", "subject1", "subject2", "ffn"]
+    params = [p for n, p in bb.transformer.named_parameters() if "lora_" in n]
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01)
+    for selected in ("relation", "subject1"):  # relation trains on step 1, is not selected on step 2
+        activate(bb.transformer, adapters_for_selection(selected, present), inactive=inactive)
+        optimizer.zero_grad(set_to_none=True)
+        bb.predict(x, torch.tensor([0.5]), cond).square().mean().backward()
+        optimizer.step()
+        if selected == "relation":
+            before = {
+                k: p.detach().clone() for k, p in adapter_parameters(bb.transformer, "relation").items()
+            }
+    after = adapter_parameters(bb.transformer, "relation")
+    moved = any(not torch.equal(before[k], after[k].detach()) for k in before)
+    assert moved is moves
 
 
 def test_inactive_adapters_are_not_computed_and_get_no_grad() -> None:

@@ -28,6 +28,7 @@ from dreamrelation.methods.reversion import (
     sample_focal_sigma,
     steering_loss,
 )
+from dreamrelation.methods.settings import TRIPLET_RECIPES
 from dreamrelation.testing import tiny_train_config, write_two_subject_dataset
 from dreamrelation.train import Trainer
 
@@ -111,7 +112,12 @@ def _base_video(backbone: str, prompt: str) -> np.ndarray:
 # Every method on every backbone, except where another test already covers the backbone-specific part:
 # motion_inversion_rcl is motion_inversion's class plus the trainer's RCL term, and direct_lora's file
 # is the LoRA that tests/core/test_generation.py loads on every backbone (kept here on Mochi and toy).
-ONE_BACKBONE = {"motion_inversion_rcl": ("mochi",), "direct_lora": ("mochi", "toy")}
+# The triplet recipes are DreamRelation's class with other defaults: one backbone each.
+ONE_BACKBONE = {
+    "motion_inversion_rcl": ("mochi",),
+    "direct_lora": ("mochi", "toy"),
+    **{recipe: ("toy",) for recipe in TRIPLET_RECIPES},
+}
 CASES = [
     (method, backbone)
     for method in METHOD_NAMES
@@ -350,6 +356,56 @@ def test_each_method_sets_its_defaults_unless_the_user_does(tmp_path: Path) -> N
     assert paper.method == "dreamrelation" and paper.learning_rate == 2e-4 and paper.loss.hybrid_masks
     with pytest.raises(ConfigError, match="method"):
         load_config(TrainConfig, **common, method="textual_inversion")
+
+
+# recipe -> (adapters it creates, what HMT draws from, what the inference file holds, HMT settings)
+RECIPES = {
+    "dreamrelation": (["relation", "subject1", "subject2", "ffn"], ["relation", "subject1", "subject2"]),
+    "dreamrelation_official_optimizer": (
+        ["relation", "subject1", "subject2", "ffn"],
+        ["relation", "subject1", "subject2"],
+    ),
+    "dreamrelation_inference_steps": (
+        ["relation", "subject1", "subject2", "ffn"],
+        ["relation", "subject1", "subject2", "inference"],
+    ),
+    "relation_only": (["relation"], ["relation"]),
+    "relation_ffn": (["relation", "ffn"], ["relation"]),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_each_triplet_recipe_has_its_adapters_selection_and_file(
+    recipe: str, caches: dict[str, Path], tmp_path: Path
+) -> None:
+    present, selectable = RECIPES[recipe]
+    trainer = Trainer(
+        _config(caches["toy"], tmp_path / "run", "toy", recipe, max_steps=8, checkpoint_every=8)
+    )
+    assert trainer.method.present == present and trainer.method.selectable == selectable
+    assert trainer.config.loss.hybrid_masks and trainer.config.loss.contrastive_weight == 0.01
+    zero_scaled = recipe == "dreamrelation_official_optimizer"
+    assert trainer.config.hmt.inactive_adapters == ("zero_scaled" if zero_scaled else "frozen")
+    drawn = {trainer.method.select(step) for step in range(64)}
+    assert drawn == set(selectable)
+    result = trainer.run(show_progress=False)
+    meta = read_lora_metadata(result.lora_path)
+    assert meta["dreamrelation.method"] == recipe
+    assert meta["dreamrelation.adapters"] == ",".join(a for a in ("relation", "ffn") if a in present)
+    assert read_lora_metadata(result.triplet_path)["dreamrelation.adapters"] == ",".join(present)
+
+
+def test_inference_draw_needs_hybrid_masks_and_a_relation_lora(tmp_path: Path) -> None:
+    common = {"cache": [str(tmp_path)], "output": str(tmp_path)}
+    with pytest.raises(ConfigError, match="hybrid_masks"):
+        load_config(TrainConfig, **common, **{"hmt.inference_draw": True, "loss.hybrid_masks": False})
+    with pytest.raises(ConfigError, match="relation"):
+        load_config(
+            TrainConfig,
+            **common,
+            method="dreamrelation_inference_steps",
+            **{"lora.placement": {"ffn": ["out"]}},
+        )
 
 
 @pytest.mark.parametrize("method", ["motion_inversion_rcl", "reversion"])

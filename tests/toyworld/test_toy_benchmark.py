@@ -22,10 +22,12 @@ from dreamrelation.toyworld.backbone import SHIPPED_WEIGHTS
 from dreamrelation.toyworld.benchmark import (
     MIN_SEEDS_FOR_VERDICT,
     ablation_verdict,
+    beats,
     claim_verdict,
     complete_seeds,
     model_label,
     preset_config,
+    recipe_verdict,
     run_toy_benchmark,
     toy_report,
 )
@@ -212,6 +214,47 @@ def test_ablation_verdict_judges_each_variant_against_dreamrelation_by_the_seed_
     too_few = ablation_verdict(summary, MIN_SEEDS_FOR_VERDICT - 1)
     assert too_few.startswith("Ablations not judged yet: 2 complete")
     assert ablation_verdict({"dreamrelation": row(0.3, 0.0), "direct_lora": row(0.4, 0.0)}, 3) == ""
+
+
+def test_a_recipe_beats_another_only_by_more_than_the_larger_seed_std() -> None:
+    def row(accuracy: tuple[float, float], leakage: tuple[float, float]) -> dict:
+        return {"oracle_relation_accuracy": accuracy, "oracle_appearance_leakage": leakage}
+
+    summary = {
+        "direct_lora": row((0.117, 0.042), (0.047, 0.017)),
+        "dreamrelation": row((0.016, 0.014), (0.081, 0.010)),
+        "relation_only": row((0.300, 0.050), (0.020, 0.005)),  # +0.183 > 0.050; -0.027 > 0.017
+        "relation_ffn": row((0.150, 0.040), (0.047, 0.030)),  # +0.033 < 0.042: a tie
+        "dreamrelation_official_optimizer": row((0.010, 0.010), (0.200, 0.010)),  # -0.107 > 0.042
+    }
+    assert beats(summary, "relation_only", "direct_lora") == {
+        "oracle_relation_accuracy": "beats",
+        "oracle_appearance_leakage": "beats",
+    }
+    assert beats(summary, "relation_ffn", "direct_lora") == {
+        "oracle_relation_accuracy": "ties",
+        "oracle_appearance_leakage": "ties",
+    }
+    assert beats(summary, "dreamrelation_official_optimizer", "direct_lora") == {
+        "oracle_relation_accuracy": "loses",
+        "oracle_appearance_leakage": "loses",
+    }
+    # equal to the spread is not beyond it
+    assert (
+        beats({"a": row((0.2, 0.1), (0, 0)), "b": row((0.1, 0.1), (0, 0))}, "a", "b")[
+            "oracle_relation_accuracy"
+        ]
+        == "ties"
+    )
+    lines = recipe_verdict(summary, MIN_SEEDS_FOR_VERDICT).splitlines()
+    assert lines[0].startswith("Recipes (a row beats another")
+    assert (
+        "- relation_only vs direct_lora: relation accuracy 0.300 vs 0.117 → beats; "
+        "leakage 0.020 vs 0.047 → beats"
+    ) in lines
+    assert len(lines) == 2 + 3 * 2  # three recipes, each against direct LoRA and DreamRelation
+    assert recipe_verdict(summary, 1).startswith("Recipes not judged yet: 1 complete seed,")
+    assert recipe_verdict({"direct_lora": summary["direct_lora"]}, 3) == ""
 
 
 def test_the_report_averages_over_relations_and_judges_only_complete_seeds() -> None:

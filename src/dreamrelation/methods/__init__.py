@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 _MODULES = {
     "dreamrelation": ("dreamrelation.methods.lora", "DreamRelationMethod"),
     "direct_lora": ("dreamrelation.methods.lora", "DirectLoraMethod"),
+    "dreamrelation_official_optimizer": ("dreamrelation.methods.lora", "OfficialOptimizerMethod"),
+    "dreamrelation_inference_steps": ("dreamrelation.methods.lora", "InferenceStepsMethod"),
+    "relation_only": ("dreamrelation.methods.lora", "RelationOnlyMethod"),
+    "relation_ffn": ("dreamrelation.methods.lora", "RelationFfnMethod"),
     "reversion": ("dreamrelation.methods.reversion", "ReVersionMethod"),
     "motion_inversion": ("dreamrelation.methods.motion_inversion", "MotionInversionMethod"),
     "motion_inversion_rcl": ("dreamrelation.methods.motion_inversion", "MotionInversionRclMethod"),

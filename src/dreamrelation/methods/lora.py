@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from dreamrelation.adapters import (
+    INFERENCE_ADAPTERS,
+    INFERENCE_DRAW,
     SELECTABLE,
     activate,
     adapters_for_selection,
@@ -48,6 +50,8 @@ class DreamRelationMethod(TrainingMethod):
         self.targets = add_triplet(backbone, config.lora, seed=config.seed)
         self.present = list(self.targets)
         self.selectable = [a for a in SELECTABLE if a in self.present]
+        if config.hmt.inference_draw:
+            self.selectable.append(INFERENCE_DRAW)
         if config.loss.hybrid_masks and any(i.masks is None for i in dataset.items):
             raise ConfigError(
                 "hybrid_masks needs subject masks; cache the data with masks or set hybrid_masks: false"
@@ -60,7 +64,8 @@ class DreamRelationMethod(TrainingMethod):
         return self._params
 
     def select(self, step: int) -> str | None:
-        """HMT LoRA selection: one of relation/subject1/subject2 uniformly (same on every process)."""
+        """HMT LoRA selection: one of relation/subject1/subject2 (and the inference draw, with
+        ``hmt.inference_draw``) uniformly (same on every process)."""
         if not self.config.loss.hybrid_masks:
             return None
         choice = torch.randint(len(self.selectable), (1,), generator=_generator(self.config.seed, 1, step))
@@ -69,7 +74,7 @@ class DreamRelationMethod(TrainingMethod):
     def begin_step(self, step: int) -> str | None:
         selected = self.select(step)
         active = self.present if selected is None else adapters_for_selection(selected, self.present)
-        activate(self.transformer, active)
+        activate(self.transformer, active, inactive=self.config.hmt.inactive_adapters)
         return selected
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -79,7 +84,7 @@ class DreamRelationMethod(TrainingMethod):
         load_triplet_state_dict(self.transformer, state)
 
     def inference_mode(self) -> None:
-        activate(self.transformer, [a for a in ("relation", "ffn") if a in self.present], trainable=False)
+        activate(self.transformer, [a for a in INFERENCE_ADAPTERS if a in self.present], trainable=False)
 
     def output_paths(self, output: Path) -> tuple[Path, Path | None]:
         return Path(output) / INFERENCE_LORA, Path(output) / TRIPLET
@@ -94,3 +99,27 @@ class DirectLoraMethod(DreamRelationMethod):
     """Plain LoRA (same rank) on all attention projections of both streams; plain loss."""
 
     name = "direct_lora"
+
+
+class OfficialOptimizerMethod(DreamRelationMethod):
+    """DreamRelation with the authors' optimizer: unselected adapters at scale 0, kept in AdamW."""
+
+    name = "dreamrelation_official_optimizer"
+
+
+class InferenceStepsMethod(DreamRelationMethod):
+    """DreamRelation whose HMT also draws the inference combination (relation + FFN, relation mask)."""
+
+    name = "dreamrelation_inference_steps"
+
+
+class RelationOnlyMethod(DreamRelationMethod):
+    """The relation LoRA alone on Q, K: relation-mask-weighted loss on every step, with RCL."""
+
+    name = "relation_only"
+
+
+class RelationFfnMethod(DreamRelationMethod):
+    """The relation and FFN LoRAs, no subject LoRAs (the ablation "w/o subject LoRAs")."""
+
+    name = "relation_ffn"

@@ -12,17 +12,39 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MethodName = Literal["dreamrelation", "direct_lora", "reversion", "motion_inversion", "motion_inversion_rcl"]
+MethodName = Literal[
+    "dreamrelation",
+    "direct_lora",
+    "dreamrelation_official_optimizer",
+    "dreamrelation_inference_steps",
+    "relation_only",
+    "relation_ffn",
+    "reversion",
+    "motion_inversion",
+    "motion_inversion_rcl",
+]
 METHOD_NAMES: tuple[str, ...] = (
     "dreamrelation",
     "direct_lora",
+    "dreamrelation_official_optimizer",
+    "dreamrelation_inference_steps",
+    "relation_only",
+    "relation_ffn",
     "reversion",
     "motion_inversion",
     "motion_inversion_rcl",
 )
+#: recipes of the relation LoRA triplet: DreamRelation's machinery with other adapters or another
+#: Hybrid Mask Training; each is a method name whose defaults are below (docs/baselines.md)
+TRIPLET_RECIPES: tuple[str, ...] = (
+    "dreamrelation_official_optimizer",
+    "dreamrelation_inference_steps",
+    "relation_only",
+    "relation_ffn",
+)
 #: the methods that train the LoRA triplet (the others have no adapter for Hybrid Mask Training
 #: to select; tests/methods/test_baselines.py checks this against the method classes)
-LORA_METHODS: tuple[str, ...] = ("dreamrelation", "direct_lora")
+LORA_METHODS: tuple[str, ...] = ("dreamrelation", "direct_lora", *TRIPLET_RECIPES)
 
 #: A basis of English prepositions: ReVersion's positives (relations live near prepositions in
 #: the text-embedding space). Written for this project, not taken from the ReVersion release.
@@ -81,6 +103,16 @@ _NO_MASKS_NO_RCL: dict[str, Any] = {"loss.hybrid_masks": False, "loss.contrastiv
 #: TrainConfig defaults per method (dotted keys), applied where the user set nothing.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dreamrelation": {},
+    # the authors' optimizer: adapters not selected on a step are computed at scale 0, so AdamW's
+    # momentum and weight decay keep moving them (here, by default, they are frozen for the step)
+    "dreamrelation_official_optimizer": {"hmt.inactive_adapters": "zero_scaled"},
+    # HMT with a fourth draw that trains the combination used at inference (relation + FFN on the
+    # relation mask), which the paper's three draws never train as such
+    "dreamrelation_inference_steps": {"hmt.inference_draw": True},
+    # the relation LoRA alone on Q, K (both streams), every step on the relation mask, with RCL
+    "relation_only": {"lora.placement": {"relation": ["q", "k"]}},
+    # relation + FFN LoRAs, no subject LoRAs (the ablation "w/o subject LoRAs")
+    "relation_ffn": {"lora.placement": {"relation": ["q", "k"], "ffn": ["out"]}},
     # plain LoRA on every attention projection of every stream, one adapter, plain loss
     "direct_lora": {"lora.placement": {"relation": ["q", "k", "v", "out"]}, **_NO_MASKS_NO_RCL},
     # the ReVersion release: constant lr 2.5e-4 scaled by its batch of 8 (2 x 4 accumulation),

@@ -22,6 +22,7 @@ from typing import Any
 from dreamrelation import benchmark as runner
 from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.files import atomic_folder, write_text_atomic
+from dreamrelation.methods.settings import TRIPLET_RECIPES
 from dreamrelation.toyworld.experiment import ExperimentConfig, exemplar_clips
 from dreamrelation.toyworld.world import DEFAULT_FRAMES, DEFAULT_SIZE, RELATIONS, write_dataset_folder
 
@@ -71,7 +72,7 @@ TOY_VARIANTS: dict[str, dict[str, Any]] = {
     },
 }
 #: every row `benchmark toy` can run, in its default order
-METHODS = (runner.BASE, "direct_lora", "dreamrelation", *TOY_VARIANTS)
+METHODS = (runner.BASE, "direct_lora", "dreamrelation", *TRIPLET_RECIPES, *TOY_VARIANTS)
 #: the fewest seeds with which the claim is judged
 MIN_SEEDS_FOR_VERDICT = 3
 #: the oracle's metrics, the toy report's columns
@@ -344,6 +345,50 @@ def ablation_verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: 
     return heading + "\n\n" + "\n".join(f"- {part}" for part in parts)
 
 
+def beats(summary: dict[str, dict[str, tuple[float, float]]], row: str, other: str) -> dict[str, str]:
+    """The comparison rule of docs/toyworld.md ("The recipes"): per metric, ``row`` "beats" ``other``
+    when its mean is better (relation accuracy higher, appearance leakage lower) by more than the larger
+    of the two rows' seed std, "loses" when worse by more than that, else "ties"."""
+    outcome = {}
+    for metric, better in (("oracle_relation_accuracy", 1), ("oracle_appearance_leakage", -1)):
+        (mine, my_std), (theirs, their_std) = summary[row][metric], summary[other][metric]
+        gap, spread = better * (mine - theirs), max(my_std, their_std)
+        outcome[metric] = "beats" if gap > spread else "loses" if -gap > spread else "ties"
+    return outcome
+
+
+def recipe_verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+    """Each :data:`TRIPLET_RECIPES` row against direct LoRA and DreamRelation by :func:`beats` ("" when
+    the summary has no recipe row); a recipe that beats direct LoRA on relation accuracy is the one the
+    README recommends."""
+    rows = [m for m in TRIPLET_RECIPES if m in summary]
+    if not rows:
+        return ""
+    if seeds < MIN_SEEDS_FOR_VERDICT:
+        return (
+            f"Recipes not judged yet: {seeds} complete seed{'s' if seeds != 1 else ''}, and the rule needs "
+            f"{MIN_SEEDS_FOR_VERDICT}."
+        )
+    parts = []
+    for row in rows:
+        for other in ("direct_lora", "dreamrelation"):
+            if other not in summary:
+                continue
+            outcome = beats(summary, row, other)
+            accuracy, leakage = "oracle_relation_accuracy", "oracle_appearance_leakage"
+            parts.append(
+                f"{row} vs {other}: relation accuracy {summary[row][accuracy][0]:.3f} vs "
+                f"{summary[other][accuracy][0]:.3f} → {outcome[accuracy]}; "
+                f"leakage {summary[row][leakage][0]:.3f} vs {summary[other][leakage][0]:.3f} → "
+                f"{outcome[leakage]}"
+            )
+    heading = (
+        "Recipes (a row beats another when its mean is better by more than the larger seed std; "
+        "docs/toyworld.md):"
+    )
+    return heading + "\n\n" + "\n".join(f"- {part}" for part in parts)
+
+
 def model_label(model: str) -> str:
     """``model`` as a report names it: with the first 12 hex digits of its transformer weights' sha256
     when they are on disk, since "shipped" names different weights after a retraining."""
@@ -412,6 +457,6 @@ def toy_report(
             verdict(summary, len(complete_seeds(results, names, seeds))),
             "",
         ]
-        judged = ablation_verdict(summary, n)
-        lines += [judged, ""] if judged else []
+        for judged in (ablation_verdict(summary, n), recipe_verdict(summary, n)):
+            lines += [judged, ""] if judged else []
     return "\n".join(lines)
