@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The recipes' toy comparison (docs/toyworld.md, "What carries the relation"): two queues side by side,
+# one torch thread each, seeds 0-2, each run resumable (rerun this script to resume).
+# Usage: benchmarks/toy_variants.sh [OUTPUT]   (default runs/toy-variants)
+set -uo pipefail
+out=${1:-runs/toy-variants}
+export OMP_NUM_THREADS=1
+toy() { dreamrelation benchmark toy --steps 1600 --seeds "$1" --methods "$2" --relation "$3" --output "$out/$2"; }
+queue_a() {
+  for seed in 0 1 2; do
+    toy "$seed" relation_only all
+    toy "$seed" relation_ffn walking_towards,hugging,high_five,pushing,following,punching
+  done
+}
+queue_b() {
+  for seed in 0 1 2; do
+    toy "$seed" dreamrelation_inference_steps all
+    toy "$seed" dreamrelation_official_optimizer all
+  done
+}
+mkdir -p "$out"
+queue_a > "$out/queue_a.log" 2>&1 &
+queue_b > "$out/queue_b.log" 2>&1 &
+wait
