@@ -155,11 +155,11 @@ def main() -> None:
 
         # Same process minus the work: interpreter + torch + typer/rich imports.
         _, _, baseline_rss = run_measured(
-            ["dreamrelation.analysis.cli", "subspace", "--help"], tmp_path / "base.log"
+            ["dreamrelation.cli.analyze", "subspace", "--help"], tmp_path / "base.log"
         )
 
         command = [
-            "dreamrelation.analysis.cli",
+            "dreamrelation.cli.analyze",
             "subspace",
             str(tmp_path / "mochi"),
             "--ranks",

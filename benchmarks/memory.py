@@ -216,8 +216,8 @@ def write_synthetic_cache(root: Path, model: str, n_items: int = 4, seed: int = 
     conditioning of ``model``'s geometry (what `dreamrelation cache` would write, minus the encoders)."""
     import torch
 
-    from dreamrelation.cache import MANIFEST, MASK_ORDER, atomic_save
-    from dreamrelation.files import write_text_atomic
+    from dreamrelation.cache import MANIFEST, MASK_ORDER
+    from dreamrelation.files import atomic_save, write_text_atomic
 
     spec = MODELS[model]
     channels, frames, height, width = spec["latent_shape"]
@@ -288,7 +288,7 @@ def run_row(row: str, model: str, device: str, dtype: str, cache: Path, warmup: 
     from dreamrelation.config import TrainConfig, load_config
     from dreamrelation.devices import machine_description
     from dreamrelation.errors import DreamRelationError, TrainingError
-    from dreamrelation.train import Trainer
+    from dreamrelation.training.loop import Trainer
 
     cuda = device == "cuda"
     record: dict = {"row": row, "savers": ROWS[row], "machine": machine_description(torch.device(device))}

@@ -13,7 +13,7 @@ relation word and by "on", which it never saw there. This prints, per relation:
    in the nearest generic caption: mean cosine similarity over ``--prompts`` calibration prompts
    (prompt seed 2025), taking the best-matching generic template for each;
 2. how often the oracle finds the first / the second subject not drawn (``oracle.subject_verdict``):
-   with ``--runs`` (the output folder of ``dreamrelation benchmark toy``), in that method's videos
+   with ``--runs`` (the output folder of ``dreamrelation toy benchmark``), in that method's videos
    over every finished seed; with ``--sample N``, in MODEL's videos of N calibration prompts per
    relation (prompt seed 2025, the default sampler; about 5 s a video on one CPU thread).
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from dreamrelation.devices import resolve_device
-from dreamrelation.generate import to_uint8
+from dreamrelation.generation.render import to_uint8
 from dreamrelation.toyworld.backbone import GUIDANCE_SCALE, NUM_INFERENCE_STEPS, SHIPPED_WEIGHTS, ToyBackbone
 from dreamrelation.toyworld.oracle import subject_verdict, track_subjects
 from dreamrelation.toyworld.pretrain import evaluation_prompts, sample_videos
@@ -123,7 +123,7 @@ def _count(counts: Counts, relation: str, video: np.ndarray, subjects: list[Subj
 
 
 def not_drawn_in_runs(runs: Path, method: str) -> Counts:
-    """Counts over ``method``'s finished video folders of a ``benchmark toy`` output."""
+    """Counts over ``method``'s finished video folders of a ``toy benchmark`` output."""
     counts: Counts = {}
     for relation in RELATIONS:
         for manifest in sorted((runs / "runs" / relation / method).glob("seed*/videos/manifest.json")):
@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default=str(SHIPPED_WEIGHTS))
     parser.add_argument("--prompts", type=int, default=10, help="calibration prompts per relation")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--runs", type=Path, help="output folder of `dreamrelation benchmark toy`")
+    source.add_argument("--runs", type=Path, help="output folder of `dreamrelation toy benchmark`")
     source.add_argument("--sample", type=int, help="render this many calibration prompts per relation")
     source.add_argument("--swap", type=int, help="the intervention, on this many prompts per relation")
     parser.add_argument("--method", default="base", help="with --runs: whose videos")

@@ -5,7 +5,7 @@
 set -uo pipefail
 out=${1:-runs/toy-variants}
 export OMP_NUM_THREADS=1
-toy() { dreamrelation benchmark toy --steps 1600 --seeds "$1" --methods "$2" --relation "$3" --output "$out/$2"; }
+toy() { dreamrelation toy benchmark --steps 1600 --seeds "$1" --methods "$2" --relation "$3" --output "$out/$2"; }
 queue_a() {
   for seed in 0 1 2; do
     toy "$seed" relation_only all

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 VARIANTS = {
-    "plain_lora": {"method": "direct_lora"},  # the direct LoRA baseline (dreamrelation.methods)
+    "plain_lora": {"method": "direct_lora"},  # the direct LoRA baseline (dreamrelation.training.methods)
     "dreamrelation": {},
 }
 
@@ -72,7 +72,7 @@ def run_variant(name: str, cache: Path, steps: int, warmup: int, out: Path) -> d
     import torch
 
     from dreamrelation.testing import tiny_train_config
-    from dreamrelation.train import Trainer
+    from dreamrelation.training.loop import Trainer
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     cfg = tiny_train_config(

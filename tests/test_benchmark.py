@@ -22,7 +22,7 @@ from dreamrelation.benchmark import (
 )
 from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.testing import write_two_subject_dataset
-from dreamrelation.testing.benchmark import counting_stages
+from dreamrelation.testing.runner_stages import counting_stages
 
 METHODS = ["direct_lora"]
 SEEDS = [0, 1]
@@ -209,8 +209,8 @@ def test_cli_reports_a_bad_config_in_one_line_with_exit_2(tmp_path: Path, tiny_c
 def test_toy_backbone_adds_the_oracle_metrics(tmp_path: Path, tiny_clip: Path) -> None:
     from dreamrelation.evaluation.evaluate import read_frames
     from dreamrelation.toyworld import oracle
-    from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts, exemplar_clips
-    from dreamrelation.toyworld.experiment import reference_videos as toy_references
+    from dreamrelation.toyworld.presets.experiment import ExperimentConfig, evaluation_prompts, exemplar_clips
+    from dreamrelation.toyworld.presets.experiment import reference_videos as toy_references
     from dreamrelation.toyworld.world import write_dataset_folder
 
     exemplars = ExperimentConfig(relation="hugging", exemplars=2)
@@ -300,8 +300,8 @@ def test_per_seed_dataset_folders_are_cached_and_trained_per_seed(tmp_path: Path
     """``{seed}`` in a relation's data: one cache per (relation, seed), each seed trained on its own
     exemplars; a variant (alone in ``methods``) trains as its own row; the toy set draws its prompts
     per seed; a rerun does no work and a changed variant is refused."""
-    from dreamrelation.evaluation.manifest import read_manifest
-    from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts, exemplar_clips
+    from dreamrelation.generation.manifest import read_manifest
+    from dreamrelation.toyworld.presets.experiment import ExperimentConfig, evaluation_prompts, exemplar_clips
     from dreamrelation.toyworld.world import write_dataset_folder
 
     for seed in (0, 1):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dreamrelation.losses import (
+from dreamrelation.training.losses import (
     MemoryBank,
     batch_relational_contrastive_loss,
     combined_mask_loss,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dreamrelation.masks import latent_masks, relation_mask, temporal_groups
+from dreamrelation.data.masks import latent_masks, relation_mask, temporal_groups
 
 # ---------------------------------------------------------------- temporal groups
 

@@ -15,20 +15,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dreamrelation.backbones import Backbone, default_device, load_backbone
-from dreamrelation.checks import subjects_present
-from dreamrelation.config import CacheConfig, dump_config
-from dreamrelation.data import VideoItem, check_item, load_subject_masks, read_video, scan_dataset
-from dreamrelation.errors import InputError
-from dreamrelation.files import atomic_target, write_text_atomic
-from dreamrelation.masks import latent_masks
+from dreamrelation.config import CacheConfig, ModelSpec, dump_config
+from dreamrelation.data import (
+    VideoItem,
+    check_item,
+    load_subject_masks,
+    read_video,
+    scan_dataset,
+    subjects_present,
+)
+from dreamrelation.data.masks import latent_masks
+from dreamrelation.errors import ConfigError, InputError
+from dreamrelation.files import atomic_save, write_text_atomic
 
 MASK_ORDER = ("subject1", "subject2", "relation")
 MANIFEST = "manifest.json"
@@ -39,12 +47,6 @@ class CacheSummary:
     encoded: list[str]
     skipped: list[str]
     output: Path
-
-
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file so that a crash never leaves a half-written file at ``path``."""
-    with atomic_target(path) as temp:  # disk full, Ctrl-C: no stray temporary file
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temp), metadata=metadata)
 
 
 def _fingerprint(item: VideoItem, config: CacheConfig) -> str:
@@ -272,3 +274,49 @@ class CachedDataset:
     @property
     def relations(self) -> list[str]:
         return sorted({i.relation for i in self.items})
+
+
+def read_cache_manifest(root: str | Path) -> dict[str, Any]:
+    """A cache folder's manifest, checked: readable JSON, its item files and null prompt present."""
+    root = Path(root)
+    path = root / "manifest.json"
+    fix = "re-run `dreamrelation cache` for this data"
+    if not path.is_file():
+        raise InputError(path, "no cache manifest", fix)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        items = manifest["items"]
+        files = [root / entry["file"] for entry in items]
+        manifest["backbone"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(path, f"the cache manifest is damaged ({type(exc).__name__}: {exc})", fix) from None
+    for file in [*files, root / "null_prompt.safetensors"]:
+        if not file.is_file():
+            raise InputError(file, "a cached file is missing", fix)
+    return manifest
+
+
+def check_cache_matches_model(caches: Sequence[Path], spec: ModelSpec) -> None:
+    """Every cache was encoded by the model that will be trained (same backbone and weights)."""
+    for root in caches:
+        manifest = read_cache_manifest(root)
+        if manifest["backbone"] != spec.backbone:
+            raise ConfigError(
+                f"{root}: the cache was made with backbone {manifest['backbone']}, training uses "
+                f"{spec.backbone}; re-run `dreamrelation cache --backbone {spec.backbone}` or train with "
+                f"--backbone {manifest['backbone']}"
+            )
+        cached_model = manifest.get("model")
+        if cached_model is not None and not _same_model(cached_model, spec.model):
+            raise ConfigError(
+                f"{root}: the cache was made with --model {cached_model}, training uses --model "
+                f"{spec.model}; latents and text embeddings differ between models: re-run "
+                f"`dreamrelation cache --model {spec.model}` or train with --model {cached_model}"
+            )
+
+
+def _same_model(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    return pa.is_dir() and pb.is_dir() and pa.resolve() == pb.resolve()

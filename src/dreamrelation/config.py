@@ -12,9 +12,9 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dreamrelation.adapters import SELECTABLE, TripletConfig
 from dreamrelation.errors import ConfigError
-from dreamrelation.methods.settings import (
+from dreamrelation.training.adapter_config import SELECTABLE, TripletConfig
+from dreamrelation.training.methods.settings import (
     LORA_METHODS,
     MethodName,
     MotionInversionConfig,

@@ -31,7 +31,7 @@ SECTIONS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("generate",), "dreamrelation.config:GenerateConfig"),
     (("evaluate",), "dreamrelation.evaluation.evaluate:EvaluateConfig"),
     (("benchmark run",), "dreamrelation.benchmark:BenchmarkConfig"),
-    (("demo", "benchmark toy"), "dreamrelation.toyworld.experiment:ExperimentConfig"),
+    (("demo", "toy demo", "toy benchmark"), "dreamrelation.toyworld.presets.experiment:ExperimentConfig"),
     (("toy pretrain",), "dreamrelation.toyworld.pretrain:PretrainConfig"),
     (("toy codec train",), "dreamrelation.toyworld.codec:CodecConfig"),
 )

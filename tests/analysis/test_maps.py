@@ -12,7 +12,6 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from dreamrelation.adapters import TripletConfig, add_triplet
 from dreamrelation.analysis.maps import (
     AttentionMaps,
     FeatureMaps,
@@ -24,11 +23,12 @@ from dreamrelation.analysis.maps import (
     save_feature_figure,
     upsample_maps,
 )
-from dreamrelation.analysis.maps_cli import register
 from dreamrelation.backbones import load_backbone
+from dreamrelation.cli.maps import register
 from dreamrelation.errors import ConfigError
-from dreamrelation.generate import render
-from dreamrelation.lora_io import save_lora_files
+from dreamrelation.generation.lora_files import save_lora_files
+from dreamrelation.generation.render import render
+from dreamrelation.training.adapters import TripletConfig, add_triplet
 
 # 32x32 gives Mochi and Wan a 2x2 token grid (VAE 8x, patch 2); HunyuanVideo has patch 1.
 GEOMETRY = {

@@ -25,7 +25,7 @@ from dreamrelation.analysis import (
     save_report,
     subspace_similarity,
 )
-from dreamrelation.analysis.cli import analyze_app
+from dreamrelation.cli.analyze import analyze_app
 from dreamrelation.errors import ConfigError, InputError
 
 RANKS = (2, 4, 8)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dreamrelation.adapters import (
+from dreamrelation.backbones import load_backbone
+from dreamrelation.training.adapters import (
     INFERENCE_DRAW,
     TripletConfig,
     activate,
@@ -16,7 +17,6 @@ from dreamrelation.adapters import (
     merged_lora,
     selection_mask,
 )
-from dreamrelation.backbones import load_backbone
 
 
 def _blocks(prefix: str, n: int, names: list[str]) -> list[str]:

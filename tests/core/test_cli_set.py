@@ -55,7 +55,7 @@ CASES = [
     (["demo", "-o", "{tmp}/demo"], "rank=4", "rank", 4),
     (["benchmark", "run", "{tmp}/bench.yaml"], "seeds=[5, 6]", "seeds", [5, 6]),
     (["benchmark", "run", "{tmp}/bench.yaml"], "train.max_steps=7", "train", {"max_steps": 7}),
-    (["benchmark", "toy", "-o", "{tmp}/tb"], "learning_rate=0.002", "learning_rate", 0.002),
+    (["toy", "benchmark", "-o", "{tmp}/tb"], "learning_rate=0.002", "learning_rate", 0.002),
     (["toy", "pretrain", "-o", "{tmp}/base"], "sigma_shift=2.0", "sigma_shift", 2.0),
     (["toy", "codec", "train", "-o", "{tmp}/codec"], "sprite_weight=4.0", "sprite_weight", 4.0),
     (["prepare", "ntu", "--ntu", "{tmp}", "-o", "{tmp}/n"], "min_frames=90", "min_frames", 90),
@@ -184,12 +184,12 @@ def test_setting_flags_name_real_keys_and_repeat_no_default() -> None:
     """Every named flag of a config command is a declared shorthand for one --set key, and shows
     no default of its own (the config's is in --help-config)."""
     from dreamrelation.benchmark import BenchmarkConfig
-    from dreamrelation.cli_config import flag_key
+    from dreamrelation.cli.options import flag_key
     from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig
     from dreamrelation.config_keys import is_settable
     from dreamrelation.evaluation.evaluate import EvaluateConfig
     from dreamrelation.prepare.config import MasksConfig, NtuConfig, VideosConfig
-    from dreamrelation.toyworld.experiment import ExperimentConfig
+    from dreamrelation.toyworld.presets.experiment import ExperimentConfig
     from dreamrelation.toyworld.pretrain import PretrainConfig
 
     commands = {

@@ -8,10 +8,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dreamrelation.adapters import TripletConfig, add_triplet
 from dreamrelation.backbones import load_backbone
-from dreamrelation.comfyui import COMFYUI_LORA, comfyui_state_dict, fuse_lora, linear_out_features
-from dreamrelation.lora_io import save_lora_files
+from dreamrelation.generation.comfyui import (
+    COMFYUI_LORA,
+    comfyui_state_dict,
+    fuse_lora,
+    linear_out_features,
+    write_comfyui_lora,
+)
+from dreamrelation.generation.lora_files import save_lora_files
+from dreamrelation.training.adapters import TripletConfig, add_triplet
 
 # The original checkpoints' names for the two-block tiny models, written out by hand from the
 # conversion facts (genmo Mochi, Wan-Video Wan2.1, Tencent HunyuanVideo), for relation (Q, K) +
@@ -124,6 +130,7 @@ def test_comfyui_lora_matches_original_names_and_the_trained_update(backbone: st
     lora_path, _ = save_lora_files(
         bb.transformer, tmp_path, "{}", backbone, ["relation", "subject1", "subject2", "ffn"]
     )
+    write_comfyui_lora(lora_path, linear_out_features(bb.transformer))  # as the method's save does
     comfy = load_file(str(tmp_path / COMFYUI_LORA))
     ours = load_file(str(lora_path))
 
@@ -181,6 +188,7 @@ def test_export_command_rewrites_the_comfyui_file_and_refuses_a_non_lora(tmp_pat
     add_triplet(bb, TripletConfig(rank=2, alpha=2))
     config = '{"model": {"backbone": "wan", "model": "tiny"}}'
     lora_path, triplet_path = save_lora_files(bb.transformer, tmp_path, config, "wan", ["relation", "ffn"])
+    write_comfyui_lora(lora_path, linear_out_features(bb.transformer))
     written = load_file(str(tmp_path / COMFYUI_LORA))
     out = tmp_path / "elsewhere.safetensors"
     result = CliRunner().invoke(app, ["export", "comfyui", str(lora_path), "-o", str(out)])

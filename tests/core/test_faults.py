@@ -230,7 +230,7 @@ def test_damaged_newest_checkpoint_falls_back_to_an_intact_one(mochi_cache: Path
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(
     mochi_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dreamrelation.train import Trainer
+    from dreamrelation.training.loop import Trainer
 
     original = Trainer.training_step
 
@@ -251,8 +251,8 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(
 
 
 def test_same_seed_same_lora_initialisation_on_any_model() -> None:
-    from dreamrelation.adapters import TripletConfig, add_triplet, triplet_state_dict
     from dreamrelation.backbones import load_backbone
+    from dreamrelation.training.adapters import TripletConfig, add_triplet, triplet_state_dict
 
     states = []
     for global_seed in (1, 2):
@@ -268,9 +268,9 @@ def test_same_seed_same_lora_initialisation_on_any_model() -> None:
 # ----- LoRA files -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_lora(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dreamrelation.adapters import TripletConfig, add_triplet
     from dreamrelation.backbones import load_backbone
-    from dreamrelation.lora_io import save_lora_files
+    from dreamrelation.generation.lora_files import save_lora_files
+    from dreamrelation.training.adapters import TripletConfig, add_triplet
 
     out = tmp_path_factory.mktemp("lora")
     backbone = load_backbone("mochi", "tiny")
@@ -362,7 +362,7 @@ def test_disk_full_while_writing_videos_leaves_no_temporary_files(
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(
     mochi_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dreamrelation.checkpoint as checkpoint_module
+    import dreamrelation.training.checkpoints as checkpoint_module
 
     run = tmp_path / "run"
     config = _train_config(tmp_path, "checkpoint_every: 1\n")

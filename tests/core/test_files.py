@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from dreamrelation import files
-from dreamrelation.checks import disk_full_message
-from dreamrelation.files import atomic_folder, atomic_target, write_text_atomic
+from dreamrelation.files import atomic_folder, atomic_target, disk_full_message, write_text_atomic
 
 
 def test_writes_utf8_exactly_as_given(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from dreamrelation.config import TrainConfig, load_config
-from dreamrelation.train import Trainer
+from dreamrelation.training.loop import Trainer
 
 STEPS = 3
 
@@ -22,7 +22,7 @@ WORKER = """
 import json, sys, torch
 from safetensors.torch import save_file
 from dreamrelation.config import TrainConfig, load_config
-from dreamrelation.train import Trainer
+from dreamrelation.training.loop import Trainer
 settings, out = json.loads(sys.argv[1]), sys.argv[2]
 torch.set_num_threads(1)
 trainer = Trainer(load_config(TrainConfig, **settings, output=out, fsdp=True))

@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dreamrelation.adapters import TripletConfig, activate, add_triplet, load_triplet_state_dict
 from dreamrelation.backbones import load_backbone
 from dreamrelation.config import GenerateConfig, load_config
 from dreamrelation.errors import InputError
-from dreamrelation.generate import generate, load_inference_lora, render
-from dreamrelation.lora_io import read_lora_metadata, save_lora_files
+from dreamrelation.generation.lora_files import read_lora_metadata, save_lora_files
+from dreamrelation.generation.render import generate, load_inference_lora, render
+from dreamrelation.training.adapters import TripletConfig, activate, add_triplet, load_triplet_state_dict
 
 GEOMETRY = {
     "mochi": {"num_frames": 7, "height": 16, "width": 16},

@@ -12,7 +12,7 @@ from diffusers import HunyuanVideoPipeline
 from dreamrelation.backbones import load_backbone
 from dreamrelation.config import GenerateConfig, load_config
 from dreamrelation.errors import ConfigError
-from dreamrelation.generate import apply_memory_options, generate
+from dreamrelation.generation.render import apply_memory_options, generate
 
 
 def test_hunyuan_generation_uses_embedded_guidance_only_like_its_pipeline_defaults() -> None:

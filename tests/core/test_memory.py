@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from dreamrelation.adapters import adapter_parameters
 from dreamrelation.backbones import TransformerOnly, load_backbone
 from dreamrelation.config import TrainConfig
 from dreamrelation.errors import ConfigError
-from dreamrelation.losses import MemoryBank
-from dreamrelation.memory import (
+from dreamrelation.testing import tiny_train_config
+from dreamrelation.training.adapters import adapter_parameters
+from dreamrelation.training.loop import Trainer
+from dreamrelation.training.losses import MemoryBank
+from dreamrelation.training.memory_savers import (
     CHECKPOINTING_THRESHOLD,
     checkpointed_indices,
     needs_checkpointing,
     transformer_blocks,
 )
-from dreamrelation.testing import tiny_train_config
-from dreamrelation.train import Trainer
 
 
 def _config(cache_dir: Path, output: Path, **overrides: object) -> TrainConfig:
@@ -226,7 +226,7 @@ def test_only_the_chosen_blocks_run_their_forward_again(
 def test_adamw8bit_on_cpu_keeps_8bit_states_and_float32_weights() -> None:
     """bitsandbytes' CPU kernel: a least-squares fit converges, the moments are uint8 blocks."""
     pytest.importorskip("bitsandbytes")
-    from dreamrelation.memory import make_optimizer
+    from dreamrelation.training.memory_savers import make_optimizer
 
     torch.manual_seed(0)
     weight = torch.nn.Parameter(torch.zeros(64, 128))  # 8192 elements: above bitsandbytes' 4096 floor
@@ -272,7 +272,7 @@ def test_adamw8bit_trains_the_adapters_on_cpu(mochi_cache: Path, tmp_path: Path)
 
 def test_fp16_overflow_step_is_skipped_and_halves_the_scale(mochi_cache: Path, tmp_path: Path) -> None:
     trainer = Trainer(_config(mochi_cache, tmp_path / "run", mixed_precision="fp16", max_grad_norm=1.0))
-    from dreamrelation.memory import LossScaling
+    from dreamrelation.training.memory_savers import LossScaling
 
     assert trainer.loss_scaling is not None and trainer.loss_scaling.scale == 2.0**16
     trainer.loss_scaling = scaling = LossScaling(torch.device("cpu"), init_scale=2.0**8)
@@ -302,7 +302,7 @@ def test_fp16_steps_match_fp32_and_gradients_are_unscaled(mochi_cache: Path, tmp
     their update;
     the gradients the optimizer sees are the true ones (not scale x). Starting scale 2^8: at 2^16
     the tiny model's first steps overflow (λ_m = 50 makes large gradients) and are skipped."""
-    from dreamrelation.memory import LossScaling
+    from dreamrelation.training.memory_savers import LossScaling
 
     fp32 = Trainer(_config(mochi_cache, tmp_path / "fp32", weight_decay=0.0))
     fp16 = Trainer(_config(mochi_cache, tmp_path / "fp16", weight_decay=0.0, mixed_precision="fp16"))
@@ -434,7 +434,7 @@ def test_train_flags_switch_each_saver(mochi_cache: Path, tmp_path: Path) -> Non
     from typer.testing import CliRunner
 
     from dreamrelation.cli import app
-    from dreamrelation.lora_io import read_lora_metadata
+    from dreamrelation.generation.lora_files import read_lora_metadata
 
     common = ["train", "--cache", str(mochi_cache), "--backbone", "mochi", "--model", "tiny"]
     common += ["--dtype", "float32", "--max-steps", "1"]
@@ -445,7 +445,7 @@ def test_train_flags_switch_each_saver(mochi_cache: Path, tmp_path: Path) -> Non
         "--gradient-accumulation-steps",
         "2",
     ]
-    flags += ["--lr-schedule", "cosine", "--latent-sampling", "sample"]
+    flags += ["--set", "lr_schedule=cosine", "--set", "latent_sampling=sample"]
     result = CliRunner().invoke(app, [*common, "--output", str(tmp_path / "run"), *flags])
     assert result.exit_code == 0, result.output
     saved = read_lora_metadata(tmp_path / "run" / "relation_lora.safetensors")["dreamrelation.config"]

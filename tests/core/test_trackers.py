@@ -9,8 +9,8 @@ import pytest
 from dreamrelation.config import TrainConfig
 from dreamrelation.errors import ConfigError
 from dreamrelation.testing import tiny_train_config
-from dreamrelation.trackers import check_trackers, tracker_config
-from dreamrelation.train import Trainer
+from dreamrelation.training.loop import Trainer
+from dreamrelation.training.trackers import check_trackers, tracker_config
 
 
 def _config(cache: Path, output: Path, **extra: object) -> TrainConfig:

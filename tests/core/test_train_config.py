@@ -8,9 +8,9 @@ import pytest
 
 from dreamrelation.config import TrainConfig, load_config
 from dreamrelation.errors import ConfigError
-from dreamrelation.methods import METHOD_NAMES, method_class
-from dreamrelation.methods.lora import DreamRelationMethod
-from dreamrelation.methods.settings import LORA_METHODS
+from dreamrelation.training.methods import METHOD_NAMES, method_class
+from dreamrelation.training.methods.lora import DreamRelationMethod
+from dreamrelation.training.methods.settings import LORA_METHODS
 
 # a cache folder that does not exist: every check below must fire without reading it
 COMMON = {"cache": ["/nonexistent/cache"], "output": "/nonexistent/run"}

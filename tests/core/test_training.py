@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dreamrelation.adapters import adapter_parameters, triplet_state_dict
-from dreamrelation.checkpoint import list_checkpoints
 from dreamrelation.config import TrainConfig
 from dreamrelation.errors import ConfigError, TrainingError
 from dreamrelation.testing import tiny_train_config
-from dreamrelation.train import Trainer
+from dreamrelation.training.adapters import adapter_parameters, triplet_state_dict
+from dreamrelation.training.checkpoints import list_checkpoints
+from dreamrelation.training.loop import Trainer
 
 
 def _config(cache_dir: Path, output: Path, **overrides: object) -> TrainConfig:
@@ -54,7 +54,7 @@ def test_selection_is_uniform_over_the_three_loras(mochi_cache: Path, tmp_path: 
 
 def _fixed_loss(trainer: Trainer) -> float:
     """Plain flow-matching loss on fixed noise and noise levels, inference adapters active."""
-    from dreamrelation.adapters import activate
+    from dreamrelation.training.adapters import activate
 
     activate(trainer.transformer, ["relation", "subject1", "subject2", "ffn"], trainable=False)
     gen = torch.Generator().manual_seed(123)
@@ -192,7 +192,7 @@ def test_two_process_data_parallel(mochi_cache: Path, tmp_path: Path) -> None:
         "--nproc_per_node",
         "2",
         "-m",
-        "dreamrelation.cli",
+        "dreamrelation.cli.app",
         "train",
         "--config",
         str(config),

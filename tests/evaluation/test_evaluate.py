@@ -109,16 +109,16 @@ def test_evaluate_scores_judges_and_measures_fvd(endpoint, models, tmp_path: Pat
         server.url,
         "--judge-model",
         "test-vlm",
-        "--judge-cache",
-        str(tmp_path / "cache"),
-        "--judge-frames",
-        "3",
-        "--clip-model",
-        str(models["clip"]),
+        "--set",
+        f"judge.cache={tmp_path / 'cache'}",
+        "--set",
+        "judge.num_frames=3",
+        "--set",
+        f"clip_model={models['clip']}",
         "--fvd",
         "videomae",
-        "--videomae-model",
-        str(models["videomae"]),
+        "--set",
+        f"fvd.videomae_model={models['videomae']}",
         "--device",
         "cpu",
     ]
@@ -168,7 +168,7 @@ def test_evaluate_errors_name_the_file_or_the_endpoint(models, tmp_path: Path) -
     videos = _write_folder(tmp_path / "gen", 2, seed=0)
     (videos / "v1.mp4").write_bytes(b"not a video")
     r = runner.invoke(
-        app, ["evaluate", str(videos), "--metrics", "clip", "--clip-model", str(models["clip"])]
+        app, ["evaluate", str(videos), "--metrics", "clip", "--set", f"clip_model={models['clip']}"]
     )
     assert r.exit_code == 2 and "v1.mp4" in r.output.replace("\n", "")
 
@@ -192,8 +192,8 @@ def test_evaluate_errors_name_the_file_or_the_endpoint(models, tmp_path: Path) -
             "http://127.0.0.1:9/v1",
             "--judge-key-env",
             "SOME_KEY_VAR",
-            "--judge-cache",
-            str(tmp_path / "cache"),
+            "--set",
+            f"judge.cache={tmp_path / 'cache'}",
         ],
     )
     output = r.output.replace("\n", "")

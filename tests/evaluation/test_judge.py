@@ -21,7 +21,7 @@ from dreamrelation.evaluation.judge import (
     parse_yes_no,
     question_for,
 )
-from dreamrelation.evaluation.prompts import PromptEntry, load_prompt_file
+from dreamrelation.generation.prompts import PromptEntry, load_prompt_file
 
 ENTRY = PromptEntry("A058-00", "A dog is shaking hands with a cat.", 5800, "shaking_hands", "a dog", "a cat")
 

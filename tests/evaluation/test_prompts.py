@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dreamrelation.errors import InputError
-from dreamrelation.evaluation.prompts import (
+from dreamrelation.generation.prompts import (
     SUBJECTS,
     build_eval_set,
     dump_jsonl,

@@ -17,20 +17,24 @@ from dreamrelation.backbones import load_backbone
 from dreamrelation.cache import build_cache
 from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig, load_config
 from dreamrelation.errors import ConfigError, InputError
-from dreamrelation.generate import generate, load_inference_lora, render
-from dreamrelation.lora_io import read_lora_metadata
-from dreamrelation.methods import METHOD_NAMES
-from dreamrelation.methods.motion_inversion import MotionEmbeddings, attention_blocks, frame_difference
-from dreamrelation.methods.reversion import (
+from dreamrelation.generation.lora_files import read_lora_metadata
+from dreamrelation.generation.render import generate, load_inference_lora, render
+from dreamrelation.testing import tiny_train_config, write_two_subject_dataset
+from dreamrelation.training.loop import Trainer
+from dreamrelation.training.methods import METHOD_NAMES
+from dreamrelation.training.methods.motion_inversion import (
+    MotionEmbeddings,
+    attention_blocks,
+    frame_difference,
+)
+from dreamrelation.training.methods.reversion import (
     focal_sigma_cdf,
     focal_sigma_density,
     relation_caption,
     sample_focal_sigma,
     steering_loss,
 )
-from dreamrelation.methods.settings import TRIPLET_RECIPES
-from dreamrelation.testing import tiny_train_config, write_two_subject_dataset
-from dreamrelation.train import Trainer
+from dreamrelation.training.methods.settings import TRIPLET_RECIPES
 
 # One small clip geometry per backbone (the VAE's temporal grouping: Mochi 6k+1, Wan/Hunyuan 4k+1,
 # toy 2k with its fixed 32x32 frames).
@@ -452,7 +456,10 @@ def test_cli_trains_a_baseline_and_generates_with_its_file(caches: dict[str, Pat
     runner = CliRunner()
     run = tmp_path / "run"
     args = ["train", "--cache", str(caches["mochi"]), "--output", str(run), *tiny, "--max-steps", "1"]
-    r = runner.invoke(app, [*args, "--method", "reversion", "--relation-template", "is shaking hands with"])
+    r = runner.invoke(
+        app,
+        [*args, "--method", "reversion", "--set", "reversion.relation_template=is shaking hands with"],
+    )
     assert r.exit_code == 0, r.output
     token_file = run / "relation_token.safetensors"
     assert read_lora_metadata(token_file)["dreamrelation.config"]["reversion"]["relation_template"] == (

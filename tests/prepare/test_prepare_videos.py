@@ -7,8 +7,8 @@ import pytest
 
 from dreamrelation.backbones import backbone_class
 from dreamrelation.data import check_item, load_subject_masks, read_video, scan_dataset, write_video
+from dreamrelation.data.masks import temporal_groups
 from dreamrelation.errors import ConfigError, InputError
-from dreamrelation.masks import temporal_groups
 from dreamrelation.prepare.config import VideosConfig
 from dreamrelation.prepare.videos import (
     check_geometry,

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from dreamrelation.adapters import TripletConfig, add_triplet
 from dreamrelation.backbones import load_backbone, register_backbone
 from dreamrelation.backbones.mochi import MochiBackbone
-from dreamrelation.generate import load_inference_lora, render, render_batch
-from dreamrelation.lora_io import save_lora_files
+from dreamrelation.generation.lora_files import save_lora_files
+from dreamrelation.generation.render import load_inference_lora, render, render_batch
 from dreamrelation.toyworld.backbone import (
     MAX_SEQUENCE_LENGTH,
     SHIPPED_WEIGHTS,
@@ -33,6 +32,7 @@ from dreamrelation.toyworld.pretrain import (
 )
 from dreamrelation.toyworld.world import GENERIC_MOTIONS, RELATIONS, Scene, caption_for
 from dreamrelation.toyworld.world import render as render_scene
+from dreamrelation.training.adapters import TripletConfig, add_triplet
 
 # diffusers' Mochi RoPE asks for a float32 autocast on CPU, which torch refuses harmlessly.
 pytestmark = pytest.mark.filterwarnings("ignore:In CPU autocast")

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from dreamrelation.benchmark import load_benchmark_config
 from dreamrelation.cli import app
 from dreamrelation.testing.toy import toy_reference_metrics
-from dreamrelation.toyworld.demo import demo_config, demo_verdict, run_demo
-from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts
+from dreamrelation.toyworld.presets.demo import demo_config, demo_verdict, run_demo
+from dreamrelation.toyworld.presets.experiment import ExperimentConfig, evaluation_prompts
 
 SMALL = {"model": "tiny", "exemplars": 3, "eval_prompts": 2, "train_steps": 2, "sampling_steps": 2}
 
@@ -64,7 +64,7 @@ def test_short_demo_gives_the_toy_experiments_numbers_and_every_artefact(tmp_pat
 
 def test_print_config_writes_a_yaml_that_benchmark_run_reads(tmp_path: Path) -> None:
     output = tmp_path / "demo"
-    args = ["demo", "--print-config", "--set", "model=tiny", "--exemplars", "3", "--relation", "hugging",
+    args = ["demo", "--print-config", "--set", "model=tiny", "--set", "exemplars=3", "--relation", "hugging",
             "--output", str(output)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -77,7 +77,7 @@ def test_print_config_writes_a_yaml_that_benchmark_run_reads(tmp_path: Path) -> 
     assert len(list((output / "data/hugging/seed0").glob("*.mp4"))) == 3
     assert not (output / "runs").exists()  # nothing run
     # the same output folder with another exemplar count: refused (its cache would be reused)
-    result = CliRunner().invoke(app, [*args, "--exemplars", "4"])
+    result = CliRunner().invoke(app, [*args, "--set", "exemplars=4"])
     assert result.exit_code == 2
     assert "seed0" in result.output and "exemplars" in result.output and "another --output" in result.output
     assert CliRunner().invoke(app, args).exit_code == 0  # the same draw again: kept

@@ -16,9 +16,8 @@ from dreamrelation.backbones import load_backbone
 from dreamrelation.cli import app
 from dreamrelation.devices import native_bf16, use_bf16_autocast
 from dreamrelation.errors import ConfigError, InputError
-from dreamrelation.toyworld import checkpoint as checkpoint_module
+from dreamrelation.toyworld import run_state as checkpoint_module
 from dreamrelation.toyworld.backbone import ToyBackbone, toy_tokenizer, toy_vocabulary
-from dreamrelation.toyworld.checkpoint import Schedule, check_resume_settings
 from dreamrelation.toyworld.pretrain import (
     CONTEXT_NOISE_WORDS,
     VALIDATION_SIGMAS,
@@ -28,6 +27,7 @@ from dreamrelation.toyworld.pretrain import (
     pretrain,
     training_clips,
 )
+from dreamrelation.toyworld.run_state import Schedule, check_resume_settings
 from dreamrelation.toyworld.world import BACKGROUNDS, COLORS, GENERIC_MOTIONS, RELATIONS, SHAPES
 
 pytestmark = pytest.mark.filterwarnings("ignore:In CPU autocast")

@@ -1,4 +1,4 @@
-"""`dreamrelation benchmark toy`, a preset of `benchmark run`: the toy experiment's settings, its
+"""`dreamrelation toy benchmark`, a preset of `benchmark run`: the toy experiment's settings, its
 numbers, resuming, the YAML it prints, and the toy report (verdict, relation average, old results)."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from dreamrelation.benchmark import load_benchmark_config, plan
 from dreamrelation.cli import app
-from dreamrelation.testing.benchmark import counting_stages
+from dreamrelation.testing.runner_stages import counting_stages
 from dreamrelation.testing.toy import toy_reference_metrics, toy_train_config
 from dreamrelation.toyworld.backbone import SHIPPED_WEIGHTS
-from dreamrelation.toyworld.benchmark import (
+from dreamrelation.toyworld.presets.comparison import (
     MIN_SEEDS_FOR_VERDICT,
     ablation_verdict,
     beats,
@@ -31,7 +31,7 @@ from dreamrelation.toyworld.benchmark import (
     run_toy_benchmark,
     toy_report,
 )
-from dreamrelation.toyworld.experiment import ExperimentConfig, evaluation_prompts
+from dreamrelation.toyworld.presets.experiment import ExperimentConfig, evaluation_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"model": "tiny", "exemplars": 3, "eval_prompts": 2, "train_steps": 2, "sampling_steps": 2}
@@ -108,8 +108,9 @@ def test_the_preset_gives_the_toy_experiments_numbers_and_resumes(tmp_path: Path
 
 def test_print_config_writes_a_yaml_that_benchmark_run_reads(tmp_path: Path) -> None:
     output = tmp_path / "bench"
-    args = ["benchmark", "toy", "--print-config", "--model", "tiny", "--steps", "2", "--eval-prompts", "2",
-            "--seeds", "0", "--methods", "base,direct_lora,wo_hmt", "--output", str(output)]  # fmt: skip
+    args = ["toy", "benchmark", "--print-config", "--model", "tiny", "--steps", "2",
+            "--set", "eval_prompts=2", "--seeds", "0", "--methods", "base,direct_lora,wo_hmt",
+            "--output", str(output)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     path = tmp_path / "toy.yaml"
@@ -128,7 +129,7 @@ def test_the_preset_yaml_in_the_docs_is_the_presets() -> None:
 
     import yaml
 
-    from dreamrelation.toyworld.benchmark import toy_benchmark_config
+    from dreamrelation.toyworld.presets.comparison import toy_benchmark_config
 
     blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "benchmark.md").read_text(), flags=re.S)
     documented = next(yaml.safe_load(b) for b in blocks if "backbone: toy" in b)
@@ -143,21 +144,22 @@ def test_bad_flags_fail_in_one_line(tmp_path: Path) -> None:
         (["--relation", "juggling"], ["juggling", "shaking_hands"]),
         (["--seeds", "0,x"], ["--seeds"]),
     ):
-        result = CliRunner().invoke(app, ["benchmark", "toy", *flags, "--output", str(tmp_path / "o")])
+        result = CliRunner().invoke(app, ["toy", "benchmark", *flags, "--output", str(tmp_path / "o")])
         assert result.exit_code == 2, result.output
         assert all(w in result.output for w in words), result.output
         assert not (tmp_path / "o").exists()
 
 
-def test_report_only_reads_the_old_results_and_goes_beside_them(tmp_path: Path) -> None:
-    """The committed results (the old `benchmark toy` layout) still make their report."""
+def test_report_only_reads_the_committed_results_and_goes_beside_them(tmp_path: Path) -> None:
+    """The committed results (of the preset's predecessor, converted to the runner's layout) make their
+    report."""
     committed = ROOT / "docs" / "toy_benchmark.md"
     before = committed.read_bytes()
     output = tmp_path / "bench"
     output.mkdir()
     source = ROOT / "docs" / "toy_benchmark_stage3_results.json"
     shutil.copy(source, output / "results.json")
-    args = ["benchmark", "toy", "--relation", "walking_towards,shaking_hands", "--seeds", "0,1,2",
+    args = ["toy", "benchmark", "--relation", "walking_towards,shaking_hands", "--seeds", "0,1,2",
             "--methods", "base,direct_lora,dreamrelation", "--output", str(output),
             "--report-only"]  # fmt: skip
     result = CliRunner().invoke(app, args)
@@ -165,7 +167,7 @@ def test_report_only_reads_the_old_results_and_goes_beside_them(tmp_path: Path) 
     report = (output / "toy_benchmark.md").read_text()
     assert "## Averaged over walking_towards, shaking_hands (3 complete seeds)" in report
     old = json.loads(source.read_text())["shaking_hands"]["direct_lora"]
-    leakage = [old[s]["appearance_leakage"] for s in ("0", "1", "2")]
+    leakage = [old[s]["oracle_appearance_leakage"] for s in ("0", "1", "2")]
     assert f"{statistics.fmean(leakage):.3f} ± {statistics.pstdev(leakage):.3f}" in report
     assert (output / "results.json").read_bytes() == source.read_bytes()  # read, not rewritten
     assert not (output / "runs").exists() and not (output / "data").exists()

@@ -1,107 +1,55 @@
-"""Video backbones behind one interface; the registry is the only place names are mapped."""
+"""Video backbones behind one interface (:class:`Backbone`); :mod:`.registry` maps names to classes.
+
+Loaded on first use, so reading the plain-data layout table (:mod:`.layouts`) or a config that names
+projection roles imports neither torch nor diffusers.
+"""
 
 from __future__ import annotations
 
-import importlib
-import os
-from typing import Literal
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-import torch
+from dreamrelation.backbones.layouts import ROLES
 
-from dreamrelation.backbones.base import ROLES, Backbone, TransformerOnly
-from dreamrelation.backbones.hunyuan import HunyuanVideoBackbone
-from dreamrelation.backbones.mochi import MochiBackbone
-from dreamrelation.backbones.wan import WanBackbone
-from dreamrelation.devices import default_device
+if TYPE_CHECKING:
+    from dreamrelation.backbones.base import Backbone, TransformerOnly
+    from dreamrelation.backbones.registry import (
+        _LAZY,  # noqa: F401 - the toy backbone's lazy registration, read by tests
+        BACKBONES,
+        DTYPES,
+        backbone_class,
+        load_backbone,
+        register_backbone,
+    )
+    from dreamrelation.devices import default_device
 
-BACKBONES: dict[str, type[Backbone]] = {
-    cls.name: cls for cls in (MochiBackbone, WanBackbone, HunyuanVideoBackbone)
+_FROM = {
+    "Backbone": "dreamrelation.backbones.base",
+    "TransformerOnly": "dreamrelation.backbones.base",
+    **dict.fromkeys(
+        (
+            "BACKBONES",
+            "DTYPES",
+            "_LAZY",
+            "backbone_class",
+            "load_backbone",
+            "register_backbone",
+        ),
+        "dreamrelation.backbones.registry",
+    ),
+    "default_device": "dreamrelation.devices",
 }
 
 
-#: backbones defined elsewhere, imported (and so registered) on first use
-_LAZY = {"toy": "dreamrelation.toyworld.backbone"}
-
-
-def backbone_class(name: str) -> type[Backbone]:
-    """Look a backbone up by its registry name."""
-    if name not in BACKBONES and name in _LAZY:
-        importlib.import_module(_LAZY[name])
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        known = ", ".join(sorted({*BACKBONES, *_LAZY}))
-        raise ValueError(f"unknown backbone {name!r}; available: {known}") from None
-
-
-def register_backbone(cls: type[Backbone]) -> type[Backbone]:
-    """Add a backbone class (e.g. the toy world's) to the registry; usable as a decorator."""
-    BACKBONES[cls.name] = cls
-    return cls
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def load_backbone(
-    backbone: str,
-    model: str,
-    dtype: str = "float32",
-    max_sequence_length: int | None = None,
-    device: str | torch.device | None = None,
-    components: Literal["all", "transformer"] = "all",
-) -> Backbone:
-    """Load a backbone's pipeline from a hub id or local folder; ``model="tiny"`` builds the tiny
-    random config the tests use (deterministic: seed 0).
-
-    ``components="transformer"`` loads only the transformer (text encoders and VAE are never
-    instantiated): all that training from a cache needs.
-    """
-    cls = backbone_class(backbone)
-    if components not in ("all", "transformer"):
-        raise ValueError(f"components must be 'all' or 'transformer', not {components!r}")
-    if model == "tiny":
-        loaded = cls.tiny(seed=0) if components == "all" else cls.tiny_transformer(seed=0)
-        if dtype != "float32":
-            loaded.pipeline.to(dtype=DTYPES[dtype])
-    elif components == "transformer":
-        loaded = cls.transformer_from_pretrained(
-            model, torch_dtype=DTYPES[dtype], max_sequence_length=max_sequence_length
-        )
-    else:
-        try:
-            loaded = cls.from_pretrained(
-                model, torch_dtype=DTYPES[dtype], max_sequence_length=max_sequence_length
-            )
-        except (OSError, ValueError) as exc:
-            raise _model_not_loadable(model, backbone, exc) from exc
-    if device is not None:
-        loaded.to(device)
-    return loaded
-
-
-def _model_not_loadable(model: str, backbone: str, exc: Exception) -> Exception:
-    """One line for a model that cannot be found or read (instead of a 200-line traceback)."""
-    from dreamrelation.errors import ConfigError
-
-    if isinstance(exc, ValueError) and "neither a valid local path nor a valid repo id" not in str(exc):
-        return exc  # some other problem: keep diffusers' own error
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if offline and not os.path.isdir(model):
-        return ConfigError(
-            f"model {model!r} ({backbone}) is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, "
-            f"so it cannot be downloaded; download it first (huggingface-cli download {model}), unset "
-            "HF_HUB_OFFLINE, or pass a local diffusers folder with --model"
-        )
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ConfigError(
-        f"model {model!r} ({backbone}) cannot be loaded: {first}. Fix: pass a hub id or a local "
-        "diffusers folder (with model_index.json) with --model"
-    )
+def __getattr__(name: str) -> Any:
+    if name in _FROM:
+        return getattr(import_module(_FROM[name]), name)
+    raise AttributeError(f"module 'dreamrelation.backbones' has no attribute {name!r}")
 
 
 __all__ = [
     "BACKBONES",
+    "DTYPES",
     "ROLES",
     "Backbone",
     "TransformerOnly",

@@ -15,7 +15,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from dreamrelation.backbones import layouts
-from dreamrelation.masks import temporal_groups
+from dreamrelation.data.masks import temporal_groups
 
 Role = Literal["q", "k", "v", "out"]
 ROLES: tuple[Role, ...] = layouts.ROLES  # type: ignore[assignment]
@@ -75,6 +75,9 @@ class Backbone(ABC):
     first_frame_alone: ClassVar[bool] = True
     flow_convention: ClassVar[FlowConvention]
     num_train_timesteps: ClassVar[int] = 1000
+    #: relation -> caption template ("{a} is shaking hands with {b}") where the backbone's own data
+    #: captions its relations its own way (the toy world); None: NTU's templates
+    caption_templates: ClassVar[dict[str, str] | None] = None
     #: (tokenizer, text encoder) component names of the pipeline, in encoding order
     text_encoders: ClassVar[tuple[tuple[str, str], ...]] = (("tokenizer", "text_encoder"),)
 

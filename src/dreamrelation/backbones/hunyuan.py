@@ -15,7 +15,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
 from dreamrelation.backbones import layouts
 from dreamrelation.backbones.base import Backbone, TransformerOnly
-from dreamrelation.testing.text import word_tokenizer
+from dreamrelation.backbones.tiny_text import word_tokenizer
 
 
 class HunyuanVideoBackbone(Backbone):

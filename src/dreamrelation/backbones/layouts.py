@@ -1,12 +1,15 @@
-"""Where each backbone's attention projections are: one table, plain data, no imports.
+"""Where each backbone's attention projections are, and its original checkpoint's layers: plain data.
 
 Read by the backbones (``Backbone.streams``, the LoRA targets) and by the Q/K/V subspace analysis,
 which reads checkpoints without building a model. Like peft's ``utils/constants.py``: per-model
 knowledge as data, next to the code that uses it. tests/core/test_layouts.py checks the table
-against the module names of each registered backbone, built from a tiny random config.
+against the module names of each registered backbone, built from a tiny random config. The
+ComfyUI export (:mod:`dreamrelation.generation.comfyui`) reads :data:`ORIGINAL_LAYOUT`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 #: the projection roles of an attention layer
 ROLES: tuple[str, ...] = ("q", "k", "v", "out")
@@ -74,3 +77,55 @@ def layer_streams(family: str) -> dict[str, tuple[str, dict[str, str]]]:
         stream: (rf"({block})\.{attention}", dict(roles))
         for stream, (block, attention, roles) in ATTENTION_LAYOUTS[family].items()
     }
+
+
+# ----- the original checkpoints' layers (ComfyUI reads LoRAs by these names) ------------------------
+@dataclass(frozen=True)
+class FusedLayer:
+    """One layer of the original checkpoint; ``parts`` are the diffusers Linear modules whose
+    outputs it stacks (in row order). ``{i}`` stands for the block index."""
+
+    original: str
+    parts: tuple[str, ...]
+
+
+def _qkv(block: str, q: str, k: str, v: str) -> tuple[str, ...]:
+    return tuple(f"{block}.{name}" for name in (q, k, v))
+
+
+#: backbone -> the original checkpoint's layers and the diffusers modules each is made of (the
+#: ComfyUI export, :mod:`dreamrelation.generation.comfyui`, writes LoRAs under these names)
+ORIGINAL_LAYOUT: dict[str, tuple[FusedLayer, ...]] = {
+    "mochi": (
+        FusedLayer("blocks.{i}.attn.qkv_x", _qkv("transformer_blocks.{i}.attn1", "to_q", "to_k", "to_v")),
+        FusedLayer(
+            "blocks.{i}.attn.qkv_y",
+            _qkv("transformer_blocks.{i}.attn1", "add_q_proj", "add_k_proj", "add_v_proj"),
+        ),
+        FusedLayer("blocks.{i}.attn.proj_x", ("transformer_blocks.{i}.attn1.to_out.0",)),
+        FusedLayer("blocks.{i}.attn.proj_y", ("transformer_blocks.{i}.attn1.to_add_out",)),
+    ),
+    "wan": tuple(
+        FusedLayer(f"blocks.{{i}}.{original}.{short}", (f"blocks.{{i}}.{ours}.{name}",))
+        for original, ours in (("self_attn", "attn1"), ("cross_attn", "attn2"))
+        for short, name in (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("o", "to_out.0"))
+    ),
+    "hunyuan": (
+        FusedLayer(
+            "double_blocks.{i}.img_attn_qkv", _qkv("transformer_blocks.{i}.attn", "to_q", "to_k", "to_v")
+        ),
+        FusedLayer(
+            "double_blocks.{i}.txt_attn_qkv",
+            _qkv("transformer_blocks.{i}.attn", "add_q_proj", "add_k_proj", "add_v_proj"),
+        ),
+        FusedLayer("double_blocks.{i}.img_attn_proj", ("transformer_blocks.{i}.attn.to_out.0",)),
+        FusedLayer("double_blocks.{i}.txt_attn_proj", ("transformer_blocks.{i}.attn.to_add_out",)),
+        FusedLayer(
+            "single_blocks.{i}.linear1",
+            (
+                *_qkv("single_transformer_blocks.{i}.attn", "to_q", "to_k", "to_v"),
+                "single_transformer_blocks.{i}.proj_mlp",
+            ),
+        ),
+    ),
+}

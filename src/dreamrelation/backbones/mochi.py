@@ -16,7 +16,7 @@ from transformers import T5EncoderModel
 
 from dreamrelation.backbones import layouts
 from dreamrelation.backbones.base import Backbone, TransformerOnly
-from dreamrelation.testing.text import tiny_t5_config, word_tokenizer
+from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
 
 class MochiBackbone(Backbone):

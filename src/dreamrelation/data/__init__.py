@@ -10,6 +10,7 @@ from dreamrelation.data.dataset import (
     list_mask_files,
     load_subject_masks,
     scan_dataset,
+    subjects_present,
 )
 from dreamrelation.data.video import (
     CropGeometry,
@@ -43,6 +44,7 @@ __all__ = [
     "read_video",
     "resize_and_crop",
     "scan_dataset",
+    "subjects_present",
     "video_info",
     "write_gif",
     "write_video",

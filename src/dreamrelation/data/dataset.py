@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -340,3 +341,15 @@ def check_item(
             video_size=(info.height, info.width),
         )
     return info.num_frames
+
+
+def subjects_present(frame_masks: Any, where: Path, colors: Sequence[Sequence[int]]) -> None:
+    """Each subject appears in at least one frame (a clip cached with an empty mask would train the
+    subject LoRA on nothing and silently zero the relation mask)."""
+    for index, name in enumerate(("subject1", "subject2")):
+        if not bool(frame_masks[index].any()):
+            raise InputError(
+                where,
+                f"{name} (colour {tuple(colors[index])}) is absent from every mask frame of this clip",
+                "re-run mask extraction for this clip, or remove the clip from the dataset",
+            )

@@ -7,7 +7,8 @@ The pure arithmetic is importable without torch or any model::
 
 The rest loads on first use: ``evaluate_folder(videos_dir, EvaluateConfig(...))`` scores a folder
 written by ``dreamrelation generate --prompts`` (see ``manifest``), ``load_prompt_file("paper")``
-is the shipped evaluation set. docs/evaluation.md describes the protocol.
+is the shipped evaluation set (both kept in :mod:`dreamrelation.generation`, which writes them).
+docs/evaluation.md describes the protocol.
 """
 
 from __future__ import annotations
@@ -17,25 +18,26 @@ from typing import Any
 
 from dreamrelation.evaluation.metrics import clip_t, frechet_distance, temporal_consistency
 
+_EVALUATE = "dreamrelation.evaluation.evaluate"
 _LAZY = {
-    "EvaluateConfig": "evaluate",
-    "EvaluationResults": "evaluate",
-    "JudgeSettings": "evaluate",
-    "FVDSettings": "evaluate",
-    "evaluate_folder": "evaluate",
-    "write_results": "evaluate",
-    "summary_table": "evaluate",
-    "read_manifest": "manifest",
-    "Manifest": "manifest",
-    "PromptEntry": "prompts",
-    "load_prompt_file": "prompts",
-    "build_eval_set": "prompts",
+    "EvaluateConfig": _EVALUATE,
+    "EvaluationResults": _EVALUATE,
+    "JudgeSettings": _EVALUATE,
+    "FVDSettings": _EVALUATE,
+    "evaluate_folder": _EVALUATE,
+    "write_results": _EVALUATE,
+    "summary_table": _EVALUATE,
+    "read_manifest": "dreamrelation.generation.manifest",
+    "Manifest": "dreamrelation.generation.manifest",
+    "PromptEntry": "dreamrelation.generation.prompts",
+    "load_prompt_file": "dreamrelation.generation.prompts",
+    "build_eval_set": "dreamrelation.generation.prompts",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(import_module(f"dreamrelation.evaluation.{_LAZY[name]}"), name)
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dreamrelation.evaluation' has no attribute {name!r}")
 
 

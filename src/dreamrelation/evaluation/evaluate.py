@@ -180,7 +180,7 @@ def make_fvd_extractor(settings: FVDSettings, device: str | None = None):  # noq
 def reference_videos(folder: Path) -> list[Path]:
     """The videos of a reference folder: its manifest's, else every video file directly in it."""
     from dreamrelation.data import VIDEO_EXTENSIONS
-    from dreamrelation.evaluation.manifest import MANIFEST_NAME, read_manifest
+    from dreamrelation.generation.manifest import MANIFEST_NAME, read_manifest
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -244,11 +244,11 @@ def evaluate_folder(
     from dreamrelation.evaluation.judge import (
         AnswerCache,
         default_cache_dir,
-        file_sha256,
         judge_video,
         question_for,
     )
-    from dreamrelation.evaluation.manifest import read_manifest
+    from dreamrelation.files import file_sha256
+    from dreamrelation.generation.manifest import read_manifest
 
     videos = Path(videos)
     manifest = read_manifest(videos)

@@ -36,8 +36,8 @@ import numpy as np
 from PIL import Image
 
 from dreamrelation.errors import DreamRelationError
-from dreamrelation.evaluation.prompts import PromptEntry
-from dreamrelation.files import write_text_atomic
+from dreamrelation.files import file_sha256, write_text_atomic
+from dreamrelation.generation.prompts import PromptEntry
 from dreamrelation.relations import get_relation
 
 if TYPE_CHECKING:
@@ -99,14 +99,6 @@ def sample_frames(frames: np.ndarray, count: int) -> list[Image.Image]:
     from dreamrelation.evaluation.metrics import evenly_spaced_indices
 
     return [Image.fromarray(frames[i]) for i in evenly_spaced_indices(len(frames), count)]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:

@@ -4,11 +4,11 @@
 * :mod:`dreamrelation.testing.data`: datasets in the project's format and a cache of them encoded
   by the tiny Mochi (:func:`write_two_subject_dataset`, :func:`write_tiny_mochi_cache`), and a
   training config on a tiny model (:func:`tiny_train_config`);
-* :mod:`dreamrelation.testing.text`: the word-level tokenizer and tiny T5 config of the tiny
+* :mod:`dreamrelation.backbones.tiny_text`: the word-level tokenizer and tiny T5 config of the tiny
   backbones (``model: tiny``) and of the toy world;
 * :mod:`dreamrelation.testing.evaluation`: tiny random CLIP, VideoMAE, VLM judge and I3D folders;
 * :mod:`dreamrelation.testing.segmenters`: tiny random Grounding DINO and SAM folders;
-* :mod:`dreamrelation.testing.benchmark`: the runner's stages, counting their calls.
+* :mod:`dreamrelation.testing.runner_stages`: the runner's stages, counting their calls.
 """
 
 from dreamrelation.testing.data import (

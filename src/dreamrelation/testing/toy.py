@@ -1,7 +1,7 @@
 """The toy experiment's steps called one by one, without the benchmark runner: the independent
-computation the toy presets (`dreamrelation demo`, `dreamrelation benchmark toy`) are checked against.
+computation the toy presets (`dreamrelation demo`, `dreamrelation toy benchmark`) are checked against.
 
-Exemplars -> dataset folder -> cache -> :class:`~dreamrelation.train.Trainer` -> render each prompt
+Exemplars -> dataset folder -> cache -> :class:`~dreamrelation.training.loop.Trainer` -> render each prompt
 through the backbone's pipeline -> the oracle on the frames in memory (no video file in between), with
 the settings the toy experiment always used. This was the demo's and the toy benchmark's own loop
 before both became presets of the runner; the presets must give the same numbers.
@@ -16,7 +16,7 @@ import numpy as np
 
 from dreamrelation.backbones import Backbone
 from dreamrelation.config import CacheConfig, TrainConfig, load_config
-from dreamrelation.toyworld.experiment import (
+from dreamrelation.toyworld.presets.experiment import (
     EvalPrompt,
     ExperimentConfig,
     base_backbone,
@@ -74,7 +74,7 @@ def toy_cache(cfg: ExperimentConfig, workdir: Path) -> Path:
 
 def toy_videos(backbone: Backbone, cfg: ExperimentConfig, prompts: Sequence[EvalPrompt]) -> list[np.ndarray]:
     """Each prompt rendered with its own noise seed, as uint8 frames."""
-    from dreamrelation.generate import render, to_uint8
+    from dreamrelation.generation.render import render, to_uint8
 
     return [
         to_uint8(
@@ -99,9 +99,9 @@ def toy_reference_metrics(
 ) -> dict[str, dict[str, float]]:
     """Every oracle score of the base model (``base``) and of each of ``methods`` trained on ``cfg``'s
     exemplars: ``{"base" | method: scores}``."""
-    from dreamrelation.generate import load_inference_lora
+    from dreamrelation.generation.render import load_inference_lora
     from dreamrelation.toyworld import oracle
-    from dreamrelation.train import Trainer
+    from dreamrelation.training.loop import Trainer
 
     workdir = Path(workdir)
     cache = toy_cache(cfg, workdir)

@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from dreamrelation.backbones import Backbone, register_backbone
 from dreamrelation.backbones.mochi import MochiBackbone
-from dreamrelation.testing.text import word_tokenizer
+from dreamrelation.backbones.tiny_text import word_tokenizer
 from dreamrelation.toyworld.learned_codec import (
     LearnedToyCodec,
     check_shape,
@@ -345,6 +345,7 @@ class ToyBackbone(MochiBackbone):
 
     name = "toy"
     pipeline_class = ToyPipeline
+    caption_templates = RELATIONS
     temporal_factor = 2  # 16 frames -> 8 latent frames, no first frame alone
     spatial_factor = 4  # 32x32 -> 8x8
     first_frame_alone = False

@@ -10,7 +10,7 @@ renderer gives the masks for free): backgrounds are most of the pixels and none 
 Its acceptance (issue 8) is the frozen oracle on **round-tripped ground truth**: render relation clips,
 encode, decode, and ask the oracle for subject fidelity and relation accuracy, both ≥ 0.98, so the
 world keeps measuring the method and not the codec's blur (:func:`evaluate_codec`). The command line
-over these is in :mod:`dreamrelation.cli_toy`.
+over these is in :mod:`dreamrelation.cli.toy`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dreamrelation.devices import resolve_device
 from dreamrelation.errors import ConfigError
 from dreamrelation.files import atomic_folder
-from dreamrelation.toyworld.checkpoint import (
+from dreamrelation.toyworld.learned_codec import LearnedToyCodec
+from dreamrelation.toyworld.oracle import NONE, classify_relation, detect_background, subject_fidelity
+from dreamrelation.toyworld.protocol import ACCEPTANCE_SEED, ACCEPTANCE_THRESHOLD, VALIDATION_SEED
+from dreamrelation.toyworld.run_state import (
     CHECKPOINT_DIR,
     Schedule,
     check_output_folder,
@@ -39,9 +42,6 @@ from dreamrelation.toyworld.checkpoint import (
     save_checkpoint,
     write_recipe,
 )
-from dreamrelation.toyworld.learned_codec import LearnedToyCodec
-from dreamrelation.toyworld.oracle import NONE, classify_relation, detect_background, subject_fidelity
-from dreamrelation.toyworld.protocol import ACCEPTANCE_SEED, ACCEPTANCE_THRESHOLD, VALIDATION_SEED
 from dreamrelation.toyworld.world import (
     GENERIC_MOTIONS,
     RELATIONS,
@@ -311,7 +311,8 @@ def train_codec(
     """Train a codec into ``output`` (resuming from ``output/checkpoint`` when one is there) and save
     the EMA weights as a diffusers model folder; returns the training record (also ``recipe.json``)."""
     # the base model's schedule and worker set-up (pretrain imports this module, hence here)
-    from dreamrelation.toyworld.pretrain import _single_thread, learning_rate_at
+    from dreamrelation.seeding import single_thread_worker
+    from dreamrelation.toyworld.run_state import learning_rate_at
 
     values = config.model_dump() if config is not None else {}
     values.update({k: v for k, v in dict(overrides, output=output).items() if v is not None})
@@ -356,7 +357,7 @@ def train_codec(
         batch_size=None,
         num_workers=config.workers,
         prefetch_factor=4 if config.workers else None,
-        worker_init_fn=_single_thread if config.workers else None,
+        worker_init_fn=single_thread_worker if config.workers else None,
         pin_memory=device.type == "cuda",
     )
     for videos, masks in batches:

@@ -1,0 +1,3 @@
+from dreamrelation.cli.app import main
+
+main()

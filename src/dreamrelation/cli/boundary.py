@@ -1,0 +1,48 @@
+"""The CLI's error boundary: every command runs its work through :func:`run_command`, which turns the
+project's errors (and a full disk or a refused permission) into one red line and exit code 2;
+``--debug`` shows the traceback instead."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from dreamrelation.errors import DreamRelationError
+
+console = Console(stderr=True)
+#: ``--debug`` (set by the app's callback): raise instead of printing one line
+DEBUG = {"on": False}
+T = TypeVar("T")
+
+
+def run_command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` behind the error boundary."""
+    from dreamrelation.files import disk_full_message
+
+    quiet_loading_bars()
+    try:
+        return fn(*args, **kwargs)
+    except DreamRelationError as exc:
+        if DEBUG["on"]:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        message = disk_full_message(exc)
+        if message is None or DEBUG["on"]:
+            raise
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def quiet_loading_bars() -> None:
+    """diffusers' "Loading pipeline components" bars would tear our progress bars apart; diffusers is
+    imported lazily (inside the commands), so its switch is flipped here, once it is loaded.
+    transformers' and huggingface_hub's bars follow HF_HUB_DISABLE_PROGRESS_BARS (set in main)."""
+    diffusers = sys.modules.get("diffusers")
+    if diffusers is not None and not DEBUG["on"]:
+        diffusers.utils.logging.disable_progress_bar()

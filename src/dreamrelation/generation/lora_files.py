@@ -1,0 +1,148 @@
+"""LoRA files: the diffusers-format inference LoRA and the full triplet kept for analysis.
+
+``<output>/relation_lora.safetensors`` holds ``relation`` + ``ffn`` merged into one plain LoRA per
+module with diffusers keys (``transformer.<module>.lora_A.weight`` / ``lora_B.weight``); the
+adapters' alpha/r is folded into B, so loaders that assume alpha = rank (diffusers does when no
+alphas are stored) reproduce the trained update exactly. The training config travels in the
+file's metadata. ``<output>/triplet.safetensors`` keeps all four adapters with peft-style names.
+``<output>/relation_lora_comfyui.safetensors`` is the inference LoRA under the original checkpoint's
+key names, which ComfyUI needs (see :mod:`dreamrelation.generation.comfyui`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from dreamrelation.errors import InputError
+from dreamrelation.files import atomic_save
+from dreamrelation.training.adapters import INFERENCE_ADAPTERS, merged_lora, triplet_state_dict
+from dreamrelation.training.methods.settings import LORA_METHODS
+
+INFERENCE_LORA = "relation_lora.safetensors"
+TRIPLET = "triplet.safetensors"
+
+
+def inference_state_dict(
+    transformer: torch.nn.Module, adapters: tuple[str, ...] = INFERENCE_ADAPTERS, prefix: str = "transformer"
+) -> dict[str, torch.Tensor]:
+    state = {}
+    for module, (a, b) in merged_lora(transformer, adapters).items():
+        state[f"{prefix}.{module}.lora_A.weight"] = a.contiguous()
+        state[f"{prefix}.{module}.lora_B.weight"] = b.contiguous()
+    return state
+
+
+def save_lora_files(
+    transformer: torch.nn.Module,
+    output: Path,
+    config_json: str,
+    backbone: str,
+    present: list[str],
+    dtype: torch.dtype = torch.float32,
+    method: str = "dreamrelation",
+) -> tuple[Path, Path]:
+    """Write the inference LoRA and the full triplet (both atomically); return their paths."""
+    output = Path(output)
+    inference_adapters = tuple(a for a in INFERENCE_ADAPTERS if a in present)
+    meta = {
+        "format": "pt",
+        "dreamrelation.backbone": backbone,
+        "dreamrelation.config": config_json,
+        "dreamrelation.method": method,
+    }
+    inference = {k: v.to(dtype) for k, v in inference_state_dict(transformer, inference_adapters).items()}
+    lora_path = output / INFERENCE_LORA
+    atomic_save(inference, lora_path, {**meta, "dreamrelation.adapters": ",".join(inference_adapters)})
+    triplet_path = output / TRIPLET
+    atomic_save(
+        triplet_state_dict(transformer, present),
+        triplet_path,
+        {**meta, "dreamrelation.adapters": ",".join(present)},
+    )
+    return lora_path, triplet_path
+
+
+#: methods whose file is a diffusers LoRA; the others' files are applied by their method class
+LORA_FILE_METHODS = LORA_METHODS
+
+
+def read_lora_metadata(path: Path) -> dict[str, object]:
+    """The metadata stored by :func:`save_lora_files` (config decoded from JSON)."""
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+    if "dreamrelation.config" in meta:
+        meta["dreamrelation.config"] = json.loads(meta["dreamrelation.config"])
+    return meta
+
+
+def read_inference_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """Load an inference LoRA written by :func:`save_lora_files`, refusing anything else with a
+    message that names the file: not safetensors (a pickle, a truncated file), the triplet file,
+    keys or shapes that are not a LoRA, non-finite values."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    fix = f"pass the {INFERENCE_LORA} written by `dreamrelation train`"
+    if not path.is_file():
+        raise InputError(path, "LoRA file not found", fix)
+    try:
+        meta = read_lora_metadata(path)
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for a pickle / truncated header
+        problem = f"not a readable safetensors LoRA ({type(exc).__name__}: {exc})"
+        raise InputError(path, problem, fix) from None
+    if str(meta.get("dreamrelation.method", "dreamrelation")) not in LORA_FILE_METHODS:
+        _check_finite(path, state)  # a token or motion-embedding file: its method class checks the rest
+        return state, meta
+    if any(re.search(r"\.lora_[AB]\.(relation|subject1|subject2|ffn)\.weight$", k) for k in state):
+        raise InputError(path, "is the adapter triplet (kept for analysis), not the inference LoRA", fix)
+    bad = [k for k in state if not re.fullmatch(r"transformer\..+\.lora_[AB]\.weight", k)]
+    if bad or not state:
+        what = f"unexpected keys such as {bad[0]!r}" if bad else "no weights"
+        raise InputError(path, f"not a DreamRelation LoRA: {what}", fix)
+    for key in state:
+        if key.endswith(".lora_A.weight"):
+            a, b = state[key], state.get(key.replace(".lora_A.", ".lora_B."))
+            if b is None or a.ndim != 2 or b.ndim != 2 or b.shape[1] != a.shape[0]:
+                module = key.removesuffix(".lora_A.weight")
+                raise InputError(path, f"{module}: lora_A/lora_B do not pair up", fix)
+    _check_finite(path, state)
+    return state, meta
+
+
+def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise InputError(
+                path, f"{key} contains NaN or infinite values", "retrain, or use an earlier intact file"
+            )
+
+
+def check_lora_fits(state: dict[str, Any], transformer: Any, path: Path) -> None:
+    """Every module of an inference LoRA exists in this transformer with matching in/out sizes."""
+    sizes = {}
+    for name, module in transformer.named_modules():
+        base = getattr(module, "base_layer", module)
+        if hasattr(base, "in_features") and hasattr(base, "out_features"):
+            sizes[name.replace(".base_layer", "")] = (base.in_features, base.out_features)
+    fix = "generate with the model (and size) the LoRA was trained on"
+    for key, a in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key.removeprefix("transformer.").removesuffix(".lora_A.weight")
+        b = state[key.replace(".lora_A.", ".lora_B.")]
+        if module not in sizes:
+            raise InputError(path, f"the LoRA adapts {module}, which this model does not have", fix)
+        if (a.shape[1], b.shape[0]) != sizes[module]:
+            raise InputError(
+                path,
+                f"{module}: the LoRA maps {a.shape[1]} -> {b.shape[0]} features, the model's layer "
+                f"{sizes[module][0]} -> {sizes[module][1]}",
+                fix,
+            )

@@ -1,0 +1,91 @@
+"""Checks that run before any model loads, so a user's mistake costs seconds and leaves nothing behind.
+
+Every check raises the project's errors (one line naming the file or setting and the fix); the CLI
+turns them into exit code 2. The commands call :func:`preflight_cache`, :func:`preflight_train` and
+:func:`preflight_generate` right after their config is validated. Each gathers checks that live in the
+room they check (output folders in ``files``, caches in ``cache``, resuming in ``training.checkpoints``,
+LoRA files in ``generation.lora_files``); only the backbone and geometry checks are this module's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from dreamrelation.errors import ConfigError, InputError
+from dreamrelation.files import check_output_dir
+
+if TYPE_CHECKING:
+    from dreamrelation.backbones import Backbone
+    from dreamrelation.config import CacheConfig, GenerateConfig, ModelSpec, TrainConfig
+
+
+# ----- model and geometry -----------------------------------------------------------------------
+def check_backbone(spec: ModelSpec) -> type[Backbone]:
+    """The backbone class named by the config, or a ConfigError listing the choices."""
+    from dreamrelation.backbones import backbone_class
+
+    try:
+        return backbone_class(spec.backbone)
+    except ValueError as exc:
+        raise ConfigError(f"model.backbone: {exc}") from None
+
+
+def check_streams(cls: type[Backbone], streams: Sequence[str] | None) -> None:
+    unknown = [s for s in streams or [] if s not in cls.streams]
+    if unknown:
+        raise ConfigError(
+            f"lora.streams: {cls.name} has no stream(s) {unknown}; choose from {', '.join(cls.streams)}"
+        )
+
+
+def check_geometry(cls: type[Backbone], num_frames: int, height: int, width: int, where: str = "") -> None:
+    """Frame count and size that the backbone's VAE can encode (its frame rule, its spatial factor)."""
+    from dreamrelation.data.masks import temporal_groups
+
+    try:
+        temporal_groups(num_frames, cls.temporal_factor, cls.first_frame_alone)
+    except ValueError as exc:
+        raise ConfigError(f"{where}num_frames: {cls.name}: {exc}") from None
+    factor = cls.spatial_factor
+    if height % factor or width % factor:
+        raise ConfigError(
+            f"{where}height/width: {cls.name} needs multiples of {factor}; got {height}x{width} "
+            f"(e.g. {height - height % factor or factor}x{width - width % factor or factor})"
+        )
+
+
+# ----- one call per command ---------------------------------------------------------------------
+def preflight_cache(config: CacheConfig) -> None:
+    cls = check_backbone(config.model)
+    geo = config.video
+    check_geometry(cls, geo.num_frames, geo.height, geo.width, "video.")
+    check_output_dir(config.output, "cache output")
+
+
+def preflight_train(config: TrainConfig) -> None:
+    from dreamrelation.cache import check_cache_matches_model
+    from dreamrelation.training.checkpoints import check_resume
+    from dreamrelation.training.trackers import check_trackers
+
+    cls = check_backbone(config.model)
+    check_streams(cls, config.lora.streams)
+    check_output_dir(config.output, "training output")
+    check_cache_matches_model(config.cache, config.model)
+    check_resume(config)
+
+    check_trackers(config)
+
+
+def preflight_generate(config: GenerateConfig) -> None:
+    cls = check_backbone(config.model)
+    check_geometry(cls, config.num_frames, config.height, config.width)
+    check_output_dir(config.output, "video output")
+    if config.lora is not None:
+        from dreamrelation.generation.lora_files import read_inference_lora
+
+        _, meta = read_inference_lora(config.lora)
+        trained_on = meta.get("dreamrelation.backbone")
+        if trained_on is not None and trained_on != cls.name:
+            problem = f"was trained on {trained_on}, not {cls.name}"
+            raise InputError(config.lora, problem, f"use --backbone {trained_on}")
