@@ -326,13 +326,13 @@ def test_invalid_lora_files_are_refused(tiny_lora: Path, tmp_path: Path, kind: s
 def test_disk_full_while_caching_leaves_no_temporary_files(
     make_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dreamrelation.cache as cache_module
+    import safetensors.torch
 
     def full_disk(tensors: dict, filename: str, metadata: dict | None = None) -> None:
         Path(filename).write_bytes(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device", filename)
 
-    monkeypatch.setattr(cache_module, "save_file", full_disk)
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)  # files.atomic_save's writer
     data = make_dataset(n_videos=1, num_frames=7, size=16)
     out = tmp_path / "cache"
     fails(["cache", "--data", str(data), "-o", str(out), *TINY, *GEOMETRY], "the disk is full while writing")

@@ -9,7 +9,7 @@ ComfyUI export (:mod:`dreamrelation.generation.comfyui`) reads :data:`ORIGINAL_L
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: the projection roles of an attention layer
 ROLES: tuple[str, ...] = ("q", "k", "v", "out")
@@ -80,8 +80,7 @@ def layer_streams(family: str) -> dict[str, tuple[str, dict[str, str]]]:
 
 
 # ----- the original checkpoints' layers (ComfyUI reads LoRAs by these names) ------------------------
-@dataclass(frozen=True)
-class FusedLayer:
+class FusedLayer(NamedTuple):
     """One layer of the original checkpoint; ``parts`` are the diffusers Linear modules whose
     outputs it stacks (in row order). ``{i}`` stands for the block index."""
 
