@@ -219,11 +219,14 @@ def write_exemplar_folders(
 
 def _check_exemplar_folder(folder: Path, drawn: dict[str, Any]) -> None:
     marker = folder / EXEMPLARS_FILE
-    if marker.is_file():  # written by this preset
-        stored = json.loads(marker.read_text("utf-8"))
-        differ = sorted(k for k in drawn if stored.get(k) != drawn[k])
-    else:  # a folder of an earlier version: its clip count is all there is to compare
-        differ = ["exemplars"] if len(list(folder.glob("*.mp4"))) != drawn["exemplars"] else []
+    if not marker.is_file():  # not written by this preset (or by a version before 2026-11-23)
+        raise InputError(
+            folder,
+            f"has no {EXEMPLARS_FILE} naming what was drawn into it, so its cache and runs cannot be checked",
+            "use another --output folder, or delete this output folder to start over",
+        )
+    stored = json.loads(marker.read_text("utf-8"))
+    differ = sorted(k for k in drawn if stored.get(k) != drawn[k])
     if differ:
         raise InputError(
             folder,
