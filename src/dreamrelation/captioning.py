@@ -97,13 +97,14 @@ def subject_phrase(reply: str) -> str:
     six words, with an article ("dog" -> "a dog"); empty when the reply has no word."""
     line = next((part.strip() for part in reply.strip().splitlines() if part.strip()), "")
     line = re.sub(r"^(answer|subject [ab12]|[ab])\s*[:.)-]\s*", "", line, flags=re.IGNORECASE)
-    words = re.findall(r"[\w'-]+", line)[:_MAX_WORDS]
-    phrase = " ".join(words).strip()
+    words = [w.strip("'-") for w in re.findall(r"[\w'-]+", line)]
+    phrase = " ".join(w for w in words if w)
+    phrase = " ".join(phrase.split()[:_MAX_WORDS])
     if not phrase:
         return ""
-    if not phrase.lower().startswith(_ARTICLES):
-        phrase = ("an " if phrase[0].lower() in "aeiou" else "a ") + phrase
-    return phrase
+    if phrase.lower().startswith(_ARTICLES):  # mid-sentence in the caption: "... hugging the man"
+        return phrase[0].lower() + phrase[1:]
+    return ("an " if phrase[0].lower() in "aeiou" else "a ") + phrase
 
 
 def propose_caption(judge: Judge, frames: Sequence, relation: Relation) -> tuple[str, tuple[str, str]]:
@@ -184,8 +185,8 @@ def load_caption_model(model: str, device: str | None = None) -> Judge:
 
     try:
         return LocalVLMJudge(model, device=device, max_new_tokens=12)
-    except DreamRelationError:
-        raise
+    except DreamRelationError as error:  # one line: the loader's own message spans several
+        raise type(error)(" ".join(str(error).split())) from None
     except Exception as error:  # noqa: BLE001 - any loader failure becomes one message naming the model
         raise DreamRelationError(
             f"caption model {model!r} could not be loaded ({type(error).__name__}: {error}); give a hub id "

@@ -58,17 +58,27 @@ def progress_html(view: actions.TrainView) -> str:
     )
 
 
-def loss_frame(view: actions.TrainView) -> Any:
+def loss_frame(losses: list[tuple[int, float, float, float]]) -> Any:
+    """The loss curves in long form (step, value, curve), typed so the plot's axes are numbers."""
     import pandas as pd
 
-    rows = []
-    for step, loss, reconstruction, contrastive in view.losses:
-        rows += [
-            (step, loss, "loss"),
-            (step, reconstruction, "reconstruction"),
-            (step, contrastive, "contrastive"),
-        ]
-    return pd.DataFrame(rows, columns=["step", "value", "curve"])
+    steps, values, curves = [], [], []
+    for step, loss, reconstruction, contrastive in losses:
+        for value, curve in (
+            (loss, "loss"),
+            (reconstruction, "reconstruction"),
+            (contrastive, "contrastive"),
+        ):
+            steps.append(step)
+            values.append(value)
+            curves.append(curve)
+    return pd.DataFrame(
+        {
+            "step": pd.Series(steps, dtype="int64"),
+            "value": pd.Series(values, dtype="float64"),
+            "curve": pd.Series(curves, dtype="str"),
+        }
+    )
 
 
 def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
@@ -311,6 +321,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                 progress = gr.HTML(elem_id="train-progress")
                 train_message = gr.HTML(elem_id="train-message", elem_classes="dr-message")
                 loss_plot = gr.LinePlot(
+                    loss_frame([]),
                     x="step",
                     y="value",
                     color="curve",
@@ -368,7 +379,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     videos = [(str(p), p.parent.name) for p in view.validation_videos]
                     files = [str(p) for p in view.lora_files] or None
                     message = note or view.message
-                    return progress_html(view), loss_frame(view), videos, files, _message(message)
+                    return progress_html(view), loss_frame(view.losses), videos, files, _message(message)
 
                 def do_start(*values: Any) -> tuple:
                     job = actions.start_training(board, ws, form(*values))

@@ -49,21 +49,29 @@ def ui(
         console.print('[bold red]error:[/] the web UI needs Gradio; install it with pip install -e ".\\[ui]"')
         raise typer.Exit(2) from None
     roots = [p.expanduser().resolve() for p in (root or [Path.cwd()])]
-    missing = [p for p in roots if not p.is_dir()]
-    if missing:
-        console.print(f"[bold red]error:[/] --root {missing[0]}: no such folder; create it or give another")
-        raise typer.Exit(2)
     password = password or os.environ.get(PASSWORD_ENV) or None
     if not is_loopback(host):
         console.print(
             f"[bold yellow]warning:[/] --host {host} opens the UI to the network: anyone who reaches this "
             f"port can read the folders {', '.join(map(str, roots))} and start training"
-            + ("" if password else f"; set a password with --password or ${PASSWORD_ENV}")
+            + ("" if password else f"; set a password with --password or ${PASSWORD_ENV}"),
+            soft_wrap=True,
+            highlight=False,
         )
+    missing = [p for p in roots if not p.is_dir()]
+    if missing:
+        console.print(
+            f"[bold red]error:[/] --root {missing[0]}: no such folder; create it or give another",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(2)
     from dreamrelation.ui.app import launch
 
     console.print(
-        f"dreamrelation ui on http://{host}:{port} (serving {', '.join(map(str, roots))}); Ctrl-C stops it"
+        f"dreamrelation ui on http://{host}:{port} (serving {', '.join(map(str, roots))}); Ctrl-C stops it",
+        soft_wrap=True,
+        highlight=False,
     )
     launch(roots, host=host, port=port, password=password)
 
