@@ -201,11 +201,15 @@ def test_compare_opens_benchmark_and_demo_folders(workspace: actions.Workspace) 
     videos.mkdir(parents=True)
     (folder / "benchmark.md").write_text("| method | accuracy |\n| --- | --- |\n| dreamrelation | 0.5 |\n")
     (folder / "benchmark.png").write_bytes(b"png")
-    (videos / "00-a-dog.mp4").write_bytes(b"mp4")
+    source = actions.toy_data(workspace, exemplars=3) / "walking_towards_000.mp4"
+    (videos / "00-a-dog.mp4").write_bytes(source.read_bytes())
+    (videos / "01-broken.mp4").write_bytes(b"not a video")
     view = actions.open_results(workspace, folder)
     assert view.kind == "benchmark" and "dreamrelation | 0.5" in view.table
     assert view.plots == [folder / "benchmark.png"]
-    assert view.videos == [(videos / "00-a-dog.mp4", "hugging / dreamrelation / seed0 / 00-a-dog")]
+    assert view.videos == [
+        (videos / "previews" / "00-a-dog.mp4", "hugging / dreamrelation / seed0 / 00-a-dog")
+    ]
     (folder / "report.html").write_text("<html></html>")
     assert actions.open_results(workspace, folder).kind == "demo"
     with pytest.raises(InputError, match="holds no benchmark.md"):

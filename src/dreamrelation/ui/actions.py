@@ -555,7 +555,10 @@ class CompareView:
 
 
 def open_results(ws: Workspace, folder: str | Path, max_videos: int = 12) -> CompareView:
-    """A `benchmark run` / `benchmark toy` / `demo` output folder: its table, plots and videos."""
+    """A `benchmark run` / `benchmark toy` / `demo` output folder: its table, plots and videos (the
+    rendered MP4s as browser-playable previews beside them)."""
+    from dreamrelation.prepare.previews import clip_preview
+
     path = ws.path(folder, "results folder")
     if not path.is_dir():
         raise InputError(
@@ -576,5 +579,8 @@ def open_results(ws: Workspace, folder: str | Path, max_videos: int = 12) -> Com
         if len(videos) >= max_videos:
             break
         label = " / ".join(mp4.relative_to(path / "runs").parts[:-2] + (mp4.stem,))
-        videos.append((mp4, label))
+        try:  # the runner writes lossless RGB H.264, which browsers do not play
+            videos.append((clip_preview(mp4), label))
+        except InputError:
+            continue
     return CompareView(path, kind, tables[0].read_text("utf-8"), plots, videos[:max_videos])

@@ -58,27 +58,31 @@ def progress_html(view: actions.TrainView) -> str:
     )
 
 
-def loss_frame(losses: list[tuple[int, float, float, float]]) -> Any:
-    """The loss curves in long form (step, value, curve), typed so the plot's axes are numbers."""
-    import pandas as pd
+def loss_image(losses: list[tuple[int, float, float, float]]) -> Any:
+    """The loss curves (total, reconstruction, contrastive) per step as an image; None before a step."""
+    if not losses:
+        return None
+    import io
 
-    steps, values, curves = [], [], []
-    for step, loss, reconstruction, contrastive in losses:
-        for value, curve in (
-            (loss, "loss"),
-            (reconstruction, "reconstruction"),
-            (contrastive, "contrastive"),
-        ):
-            steps.append(step)
-            values.append(value)
-            curves.append(curve)
-    return pd.DataFrame(
-        {
-            "step": pd.Series(steps, dtype="int64"),
-            "value": pd.Series(values, dtype="float64"),
-            "curve": pd.Series(curves, dtype="str"),
-        }
-    )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    steps = [row[0] for row in losses]
+    figure = Figure(figsize=(9, 2.8), dpi=100)
+    axes = figure.add_subplot(1, 1, 1)
+    for column, label in ((1, "loss"), (2, "reconstruction"), (3, "contrastive")):
+        axes.plot(steps, [row[column] for row in losses], label=label, linewidth=1.5)
+    axes.set_xlabel("step")
+    axes.set_yscale("symlog", linthresh=1e-3)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="best")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return Image.open(io.BytesIO(buffer.getvalue()))
 
 
 def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
@@ -320,15 +324,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     stop_button = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="train-stop")
                 progress = gr.HTML(elem_id="train-progress")
                 train_message = gr.HTML(elem_id="train-message", elem_classes="dr-message")
-                loss_plot = gr.LinePlot(
-                    loss_frame([]),
-                    x="step",
-                    y="value",
-                    color="curve",
-                    title="Training loss",
-                    height=260,
-                    elem_id="train-loss",
-                )
+                loss_plot = gr.Image(label="Training loss", type="pil", height=300, elem_id="train-loss")
                 validation = gr.Gallery(
                     label="Validation videos", columns=4, height=220, elem_id="train-validation"
                 )
@@ -372,14 +368,27 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     extra,
                     *setting_boxes,
                 ]
-                status_outputs = [progress, loss_plot, validation, lora_files, train_message]
+                shown = gr.State({})
+                # the message stays last: on an error, guarded() puts it there
+                status_outputs = [progress, loss_plot, validation, lora_files, shown, train_message]
 
-                def status(out: str, note: str = "") -> tuple:
+                def status(out: str, note: str = "", before: dict | None = None) -> tuple:
+                    """The run's state; the plot, videos and files only when they changed (redrawing
+                    them every second would keep the plot from ever settling)."""
                     view = actions.training_view(board, ws, out)
+                    key = [str(out), len(view.losses), len(view.validation_videos), len(view.lora_files)]
+                    message = note or view.message
+                    fresh = before is None or before.get("key") != key
                     videos = [(str(p), p.parent.name) for p in view.validation_videos]
                     files = [str(p) for p in view.lora_files] or None
-                    message = note or view.message
-                    return progress_html(view), loss_frame(view.losses), videos, files, _message(message)
+                    return (
+                        progress_html(view),
+                        loss_image(view.losses) if fresh else gr.skip(),
+                        videos if fresh else gr.skip(),
+                        files if fresh else gr.skip(),
+                        {"key": key, "message": message},
+                        _message(message) if fresh or before.get("message") != message else gr.skip(),
+                    )
 
                 def do_start(*values: Any) -> tuple:
                     job = actions.start_training(board, ws, form(*values))
@@ -388,11 +397,11 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                 def do_stop(out: str) -> tuple:
                     return status(out, actions.stop_training(board, ws, out))
 
-                def do_tick(out: str) -> tuple:
+                def do_tick(out: str, before: dict) -> tuple:
                     try:
-                        return status(out)
+                        return status(out, "", before or {})
                     except DreamRelationError:
-                        return (keep,) * len(status_outputs)
+                        return (gr.skip(),) * len(status_outputs)
 
                 def on_backbone(bb: str) -> tuple:
                     values = actions.default_settings(bb)
@@ -412,7 +421,9 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                 n = len(status_outputs)
                 start_button.click(guarded(do_start, n), form_inputs, status_outputs)
                 stop_button.click(guarded(do_stop, n), [output], status_outputs)
-                timer.tick(do_tick, [output], status_outputs, concurrency_limit=None, show_progress="hidden")
+                timer.tick(
+                    do_tick, [output, shown], status_outputs, concurrency_limit=None, show_progress="hidden"
+                )
                 backbone.input(on_backbone, [backbone], [model, dtype, *setting_boxes])
                 data_state.change(lambda d: d, [data_state], [train_data])
 
