@@ -237,3 +237,20 @@ def test_ui_command_warns_when_opened_to_the_network(tmp_path: Path) -> None:
     assert "warning: --host 0.0.0.0 opens the UI to the network" in result.stderr
     assert "set a password with --password" in result.stderr
     assert f"--root {tmp_path / 'nope'}: no such folder" in result.stderr
+
+
+def test_proposed_captions_come_from_the_caption_command(workspace: actions.Workspace) -> None:
+    from dreamrelation.testing.evaluation import write_tiny_vlm
+
+    folder = workspace.roots[0] / "uncaptioned"
+    folder.mkdir()
+    source = actions.toy_data(workspace, exemplars=3)
+    (folder / "clip.mp4").write_bytes((source / "walking_towards_000.mp4").read_bytes())
+    (folder / "relation.txt").write_text("hugging\n")
+    model = write_tiny_vlm(workspace.roots[0] / "vlm")
+    assert [c.status for c in actions.open_data(workspace, folder).clips] == ["no caption"]
+    (proposal,) = actions.propose(workspace, folder, str(model))
+    assert proposal.status == "proposed" and " is hugging " in proposal.caption
+    assert (folder / "captions_proposed.json").is_file() and not (folder / "clip.txt").exists()
+    actions.save_captions(workspace, folder, {"clip": proposal.caption})
+    assert [c.status for c in actions.open_data(workspace, folder).clips] == ["captioned"]

@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WAIT_MS = 240_000  # training, generation: long on a busy machine
+WAIT_MS = max(240_000, 5_000 * STEPS)  # training, generation: long on a busy machine
 LOOK_MS = 60_000  # anything else the page shows
 
 pytestmark = pytest.mark.slow

@@ -539,7 +539,10 @@ def generate_side_by_side(board: JobBoard, ws: Workspace, form: GenerateForm) ->
         base = generate(base_cfg, backbone, show_progress=False)[0]
         job.phase = "lora"
         with_lora = generate(lora_cfg, backbone, show_progress=False)[0]
-        return base, with_lora
+        # one folder per model; the files are named by it too, so the two downloads tell apart
+        return base.rename(base.with_name(f"base_{base.name}")), with_lora.rename(
+            with_lora.with_name(f"lora_{with_lora.name}")
+        )
 
     return board.run_here(job, work)
 

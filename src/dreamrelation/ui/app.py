@@ -326,7 +326,11 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                 train_message = gr.HTML(elem_id="train-message", elem_classes="dr-message")
                 loss_plot = gr.Image(label="Training loss", type="pil", height=300, elem_id="train-loss")
                 validation = gr.Gallery(
-                    label="Validation videos", columns=4, height=220, elem_id="train-validation"
+                    label="Validation videos",
+                    columns=4,
+                    height=260,
+                    object_fit="contain",
+                    elem_id="train-validation",
                 )
                 lora_files = gr.File(
                     label="LoRA files (diffusers, ComfyUI, triplet)",
@@ -542,7 +546,9 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     open_results = gr.Button("Open", elem_id="cmp-open")
                 cmp_message = gr.HTML(elem_id="cmp-message", elem_classes="dr-message")
                 table = gr.Markdown(elem_id="cmp-table")
-                plots = gr.Gallery(label="Plots", columns=3, height=300, elem_id="cmp-plots")
+                plots = gr.Gallery(
+                    label="Plots", columns=2, height=420, object_fit="contain", elem_id="cmp-plots"
+                )
                 cmp_videos = gr.Gallery(label="Videos", columns=6, height=300, elem_id="cmp-videos")
 
                 def do_results(text: str) -> tuple:
