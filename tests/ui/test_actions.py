@@ -132,6 +132,9 @@ def test_training_runs_in_the_background_and_the_cli_resumes_it(
     assert "dreamrelation train --config" in job.message
     view = actions.training_view(board, workspace, output)
     assert (view.state, view.step, len(view.losses)) == ("stopped", 1, 1)
+    saved = actions.saved_form(workspace, output)  # what a reopened page puts back in its fields
+    assert saved["data"] == str(toy_folder) and saved["settings"]["max_steps"] == 3
+    assert (saved["backbone"], saved["model"], saved["video.num_frames"]) == ("toy", "tiny", 16)
     # the command line picks the run up from the YAML the page wrote, at step 1
     result = CliRunner().invoke(app, ["train", "--config", str(output / "ui_train.yaml")])
     assert result.exit_code == 0, result.output

@@ -346,6 +346,28 @@ def train_configs(ws: Workspace, form: TrainForm) -> tuple[CacheConfig, TrainCon
     return cache, load_config(TrainConfig, sets=sets)
 
 
+def saved_form(ws: Workspace, output: str | Path) -> dict[str, Any] | None:
+    """The settings a run folder was started with from the page (its ui_cache.yaml and ui_train.yaml),
+    as the Train page's fields, so a reopened page shows the run it is watching; None when absent."""
+    path = ws.path(output, "output folder")
+    files = path / "ui_cache.yaml", path / "ui_train.yaml"
+    if not all(f.is_file() for f in files):
+        return None
+    cache, train = (yaml.safe_load(f.read_text("utf-8")) for f in files)
+    flat = _flatten(train)
+    prompts = train.get("validation_prompts") or [""]
+    return {
+        "data": cache["data"][0]["path"],
+        "backbone": cache["model"]["backbone"],
+        "model": cache["model"]["model"],
+        "dtype": cache["model"]["dtype"],
+        "method": train["method"],
+        **{f"video.{k}": cache["video"][k] for k in ("num_frames", "height", "width")},
+        "settings": {key: flat.get(key) for key in MAIN_TRAIN_KEYS},
+        "validation_prompt": prompts[0],
+    }
+
+
 def command_lines(output: Path) -> str:
     """The command lines that run (or resume) what the page started, from the YAML files it wrote."""
     return (
@@ -434,6 +456,8 @@ class TrainView:
     losses: list[tuple[int, float, float, float]]
     validation_videos: list[Path]
     lora_files: list[Path]
+    #: the adapter(s) the last step trained (Hybrid Mask Training's draw), as the CLI's bar shows it
+    adapter: str = "-"
 
     @property
     def fraction(self) -> float:
@@ -451,6 +475,8 @@ def _clock(seconds: float | None) -> str:
 def training_view(board: JobBoard, ws: Workspace, output: str | Path) -> TrainView:
     """What the Train page shows about a run folder: the page's job when there is one, else what a
     finished (or CLI) run left on disk (history.json, validation videos, LoRA files)."""
+    from dreamrelation.prepare.previews import clip_preview
+
     path = ws.path(output, "output folder")
     job = board.get(path)
     records: list[dict[str, Any]] = list(job.records) if job is not None else []
@@ -466,13 +492,17 @@ def training_view(board: JobBoard, ws: Workspace, output: str | Path) -> TrainVi
         for i, r in enumerate(records)
         if "loss" in r
     ]
-    videos = sorted((path / "validation").glob("step-*/*.mp4")) if (path / "validation").is_dir() else []
+    rendered = sorted((path / "validation").glob("step-*/*.mp4")) if (path / "validation").is_dir() else []
+    videos = [clip_preview(video) for video in rendered]  # enlarged: a 32 px video is a dot on the page
     loras = [path / name for name in LORA_FILES if (path / name).is_file()]
+    adapter = str(records[-1].get("adapter", "-")) if records else "-"
     if job is None:
         state = "done" if loras else ("not started" if not losses else "stopped")
-        return TrainView(state, "-", len(losses), len(losses), "-", "", losses, videos, loras)
+        return TrainView(state, "-", len(losses), len(losses), "-", "", losses, videos, loras, adapter)
     eta = _clock(job.eta_seconds()) if job.running else "-"
-    return TrainView(job.state, job.phase, job.step, job.total, eta, job.message, losses, videos, loras)
+    return TrainView(
+        job.state, job.phase, job.step, job.total, eta, job.message, losses, videos, loras, adapter
+    )
 
 
 # ----- 3. generate --------------------------------------------------------------------------------

@@ -50,11 +50,16 @@ def _escape(text: str) -> str:
 
 
 def progress_html(view: actions.TrainView) -> str:
+    """The CLI's bar as HTML: state and phase, step of total, the last losses and adapter, the ETA."""
     percent = round(100 * view.fraction, 1)
+    losses = ""
+    if view.losses:
+        _, _, reconstruction, contrastive = view.losses[-1]
+        losses = f" · rec {reconstruction:.4f} rcl {contrastive:.4f} {_escape(view.adapter)}"
     return (
         f'<div class="bar"><div class="fill" style="width:{percent}%"></div></div>'
         f'<p id="train-status">{view.state} · {view.phase} · step {view.step} / {view.total} · '
-        f"ETA {view.eta}</p>"
+        f"ETA {view.eta}{losses}</p>"
     )
 
 
@@ -429,6 +434,29 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     do_tick, [output, shown], status_outputs, concurrency_limit=None, show_progress="hidden"
                 )
                 backbone.input(on_backbone, [backbone], [model, dtype, *setting_boxes])
+
+                def on_output(out: str) -> tuple:
+                    """A run folder the page started before: its settings back in the fields."""
+                    try:
+                        saved = actions.saved_form(ws, out)
+                    except DreamRelationError:
+                        saved = None
+                    if saved is None:
+                        return (gr.skip(),) * (10 + len(keys))
+                    fields = ("data", "backbone", "model", "dtype", "method", "video.num_frames")
+                    return (
+                        *(saved[f] for f in fields),
+                        saved["video.height"],
+                        saved["video.width"],
+                        saved["validation_prompt"],
+                        gr.skip(),
+                        *(saved["settings"][k] for k in keys),
+                    )
+
+                restored = [train_data, backbone, model, dtype, method, num_frames, height, width]
+                restored += [validation_prompt, extra, *setting_boxes]
+                output.submit(on_output, [output], restored)
+                app.load(on_output, [output], restored)
                 data_state.change(lambda d: d, [data_state], [train_data])
 
             # ---------------------------------------------------------------- 3. generate
