@@ -60,12 +60,12 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """`dreamrelation ui --root ROOT` in its own process, as a user starts it; a finished toy benchmark
-    in ROOT for the Compare page."""
+    (2 steps, 2 prompts) in ROOT for the Compare page."""
     root = tmp_path_factory.mktemp("ui-root")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     bench = [sys.executable, "-m", "dreamrelation.cli", "benchmark", "toy", "--relation", "walking_towards",
              "--seeds", "0", "--methods", "base,dreamrelation", "--steps", "2", "--eval-prompts", "2",
-             "--model", "tiny", "--output", str(root / "toy-benchmark")]  # fmt: skip
+             "--model", MODEL, "--output", str(root / "toy-benchmark")]  # fmt: skip
     benchmark = subprocess.Popen(bench, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     port = _free_port()
     log = open(root.parent / "ui-server.log", "w")  # noqa: SIM115 - closed below
@@ -131,8 +131,11 @@ def _playable(tab, selector: str) -> None:  # noqa: ANN001
 def _shot(tab, name: str) -> None:  # noqa: ANN001
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        time.sleep(1.5)  # let the videos and the plot settle
+        # the whole page in the viewport, so that videos below the fold are decoded and painted too
+        tab.set_viewport_size({"width": 1400, "height": tab.evaluate("document.body.scrollHeight")})
+        time.sleep(3)
         tab.screenshot(path=str(Path(SHOTS) / f"ui_{name}.png"), full_page=True)
+        tab.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_data_train_generate_compare_in_a_real_browser(server, page, tmp_path: Path) -> None:  # noqa: ANN001
@@ -234,7 +237,9 @@ def test_data_train_generate_compare_in_a_real_browser(server, page, tmp_path: P
     tab.click("#cmp-open")
     tab.wait_for_selector("#cmp-message:has-text('benchmark results in')")
     assert "DreamRelation" in tab.inner_text("#cmp-table") or "dreamrelation" in tab.inner_text("#cmp-table")
-    assert tab.locator("#cmp-plots img").count() >= 1
+    tab.wait_for_function(
+        "() => { const im = document.querySelector('#cmp-plot img'); return im && im.naturalWidth > 0; }"
+    )
     _playable(tab, "#cmp-videos")
     _shot(tab, "compare")
 

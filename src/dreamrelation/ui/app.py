@@ -331,11 +331,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                 train_message = gr.HTML(elem_id="train-message", elem_classes="dr-message")
                 loss_plot = gr.Image(label="Training loss", type="pil", height=300, elem_id="train-loss")
                 validation = gr.Gallery(
-                    label="Validation videos",
-                    columns=4,
-                    height=260,
-                    object_fit="contain",
-                    elem_id="train-validation",
+                    label="Validation videos", columns=6, height=300, elem_id="train-validation"
                 )
                 lora_files = gr.File(
                     label="LoRA files (diffusers, ComfyUI, triplet)",
@@ -574,8 +570,9 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     open_results = gr.Button("Open", elem_id="cmp-open")
                 cmp_message = gr.HTML(elem_id="cmp-message", elem_classes="dr-message")
                 table = gr.Markdown(elem_id="cmp-table")
+                plot = gr.Image(label="Plot", type="filepath", elem_id="cmp-plot")
                 plots = gr.Gallery(
-                    label="Plots", columns=2, height=420, object_fit="contain", elem_id="cmp-plots"
+                    label="More plots", columns=3, height=300, visible=False, elem_id="cmp-plots"
                 )
                 cmp_videos = gr.Gallery(label="Videos", columns=6, height=300, elem_id="cmp-videos")
 
@@ -583,10 +580,13 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     view = actions.open_results(ws, text)
                     note = f"{view.kind} results in {view.folder}"
                     items = [(str(p), label) for p, label in view.videos]
-                    return view.table, [str(p) for p in view.plots], items, _message(note)
+                    first = str(view.plots[0]) if view.plots else None
+                    more = [str(p) for p in view.plots[1:]]
+                    return view.table, first, gr.update(value=more, visible=bool(more)), items, _message(note)
 
-                open_results.click(guarded(do_results, 4), [results], [table, plots, cmp_videos, cmp_message])
-                results.submit(guarded(do_results, 4), [results], [table, plots, cmp_videos, cmp_message])
+                cmp_outputs = [table, plot, plots, cmp_videos, cmp_message]
+                open_results.click(guarded(do_results, 5), [results], cmp_outputs)
+                results.submit(guarded(do_results, 5), [results], cmp_outputs)
     return app
 
 
