@@ -14,9 +14,9 @@ import av
 import pytest
 from typer.testing import CliRunner
 
-from dreamrelation.checks import LOCK_FILE
 from dreamrelation.cli import app
 from dreamrelation.errors import ConfigError, InputError
+from dreamrelation.files import LOCK_FILE
 from dreamrelation.ui import actions
 from dreamrelation.ui.jobs import JobBoard
 
@@ -220,7 +220,7 @@ def test_compare_opens_benchmark_and_demo_folders(workspace: actions.Workspace) 
 
 
 def test_ui_command_warns_when_opened_to_the_network(tmp_path: Path) -> None:
-    from dreamrelation.ui.cli import is_loopback
+    from dreamrelation.cli.ui import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")

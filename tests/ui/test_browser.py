@@ -63,8 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     (2 steps, 2 prompts) in ROOT for the Compare page."""
     root = tmp_path_factory.mktemp("ui-root")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    bench = [sys.executable, "-m", "dreamrelation.cli", "benchmark", "toy", "--relation", "walking_towards",
-             "--seeds", "0", "--methods", "base,dreamrelation", "--steps", "2", "--eval-prompts", "2",
+    bench = [sys.executable, "-m", "dreamrelation.cli", "toy", "benchmark", "--relation", "walking_towards",
+             "--seeds", "0", "--methods", "base,dreamrelation", "--steps", "2", "--set", "eval_prompts=2",
              "--model", MODEL, "--output", str(root / "toy-benchmark")]  # fmt: skip
     benchmark = subprocess.Popen(bench, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     port = _free_port()
@@ -228,7 +228,7 @@ def test_data_train_generate_compare_in_a_real_browser(server, page, tmp_path: P
     assert tab.locator("#gen-files a[download='relation_lora.safetensors']").count() == 1
     _shot(tab, "generate")
 
-    # 4. compare: a finished `benchmark toy` folder: its table, plot and videos
+    # 4. compare: a finished `toy benchmark` folder: its table, plot and videos
     tab.get_by_role("tab", name="4 · Compare").click()
     _fill(tab, "#cmp-folder", root / "no-clips")
     tab.click("#cmp-open")

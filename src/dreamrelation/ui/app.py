@@ -16,87 +16,18 @@ from typing import Any
 from dreamrelation.errors import DreamRelationError
 from dreamrelation.ui import actions
 from dreamrelation.ui.jobs import JobBoard
+from dreamrelation.ui.view import CSS, error_text, escape, loss_image, message_html, progress_html
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-CSS = """
-.dr-message p { margin: 0.2em 0; }
-.dr-error { color: #b42318; font-weight: 600; }
-#train-progress .bar { height: 14px; background: #e4e7ec; border-radius: 7px; overflow: hidden; }
-#train-progress .fill { height: 100%; background: #2e90fa; }
-"""
-
-
-def error_text(error: BaseException) -> str:
-    """One message for the page: a user error as the CLI prints it, anything else named by its type."""
-    if isinstance(error, DreamRelationError):
-        return f"error: {error}"
-    if isinstance(error, OSError):
-        from dreamrelation.checks import disk_full_message
-
-        return f"error: {disk_full_message(error) or error}"
-    return f"error: {type(error).__name__}: {error}"
-
-
-def _message(text: str) -> str:
-    if text.startswith("error:"):
-        body = text.removeprefix("error:").strip().replace("\n", "<br>")
-        return f'<p class="dr-error">error: {_escape(body)}</p>'
-    return "".join(f"<p>{_escape(line)}</p>" for line in text.splitlines())
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("&lt;br&gt;", "<br>")
-
-
-def progress_html(view: actions.TrainView) -> str:
-    """The CLI's bar as HTML: state and phase, step of total, the last losses and adapter, the ETA."""
-    percent = round(100 * view.fraction, 1)
-    losses = ""
-    if view.losses:
-        _, _, reconstruction, contrastive = view.losses[-1]
-        losses = f" · rec {reconstruction:.4f} rcl {contrastive:.4f} {_escape(view.adapter)}"
-    return (
-        f'<div class="bar"><div class="fill" style="width:{percent}%"></div></div>'
-        f'<p id="train-status">{view.state} · {view.phase} · step {view.step} / {view.total} · '
-        f"ETA {view.eta}{losses}</p>"
-    )
-
-
-def loss_image(losses: list[tuple[int, float, float, float]]) -> Any:
-    """The loss curves (total, reconstruction, contrastive) per step as an image; None before a step."""
-    if not losses:
-        return None
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from PIL import Image
-
-    steps = [row[0] for row in losses]
-    figure = Figure(figsize=(9, 2.8), dpi=100)
-    axes = figure.add_subplot(1, 1, 1)
-    for column, label in ((1, "loss"), (2, "reconstruction"), (3, "contrastive")):
-        axes.plot(steps, [row[column] for row in losses], label=label, linewidth=1.5)
-    axes.set_xlabel("step")
-    axes.set_yscale("symlog", linthresh=1e-3)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="best")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return Image.open(io.BytesIO(buffer.getvalue()))
 
 
 def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
     """The Gradio Blocks of the whole UI over the workspace ``ws``."""
     import gradio as gr
 
-    from dreamrelation.captioning import DEFAULT_CAPTION_MODEL
-    from dreamrelation.methods.settings import METHOD_NAMES
+    from dreamrelation.prepare.captions import DEFAULT_CAPTION_MODEL
     from dreamrelation.prepare.config import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+    from dreamrelation.training.methods.settings import METHOD_NAMES
 
     board = board or JobBoard()
     toy = actions.toy_preset()
@@ -110,7 +41,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
             try:
                 return fn(*args)
             except Exception as error:  # noqa: BLE001 - every failure becomes the tab's message
-                return (*([keep] * (n_outputs - 1)), _message(error_text(error)))
+                return (*([keep] * (n_outputs - 1)), message_html(error_text(error)))
 
         return run
 
@@ -179,7 +110,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     ]
                     mask_items = [(str(c.mask_preview), c.name) for c in view.clips if c.mask_preview]
                     table = [[c.name, c.caption, c.status] for c in view.clips]
-                    problems = "".join(f'<p class="dr-error">{_escape(p)}</p>' for p in view.failed)
+                    problems = "".join(f'<p class="dr-error">{escape(p)}</p>' for p in view.failed)
                     head = f"{len(view.clips)} clips in {view.folder} (relation: {view.relation}); "
                     head += f"{sum(c.mask_preview is not None for c in view.clips)} with masks. {note}"
                     return (
@@ -189,7 +120,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                         table,
                         mask_items,
                         problems,
-                        _message(head),
+                        message_html(head),
                     )
 
                 data_outputs = [folder, data_state, clips, captions, masks, failed, data_message]
@@ -392,7 +323,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                         videos if fresh else gr.skip(),
                         files if fresh else gr.skip(),
                         {"key": key, "message": message},
-                        _message(message) if fresh or before.get("message") != message else gr.skip(),
+                        message_html(message) if fresh or before.get("message") != message else gr.skip(),
                     )
 
                 def do_start(*values: Any) -> tuple:
@@ -538,7 +469,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     ]
                     files = [str(base), str(with_lora), *map(str, loras)]
                     note = f"Rendered with seed {sd}: {base} and {with_lora}."
-                    return str(base), str(with_lora), files, _message(note)
+                    return str(base), str(with_lora), files, message_html(note)
 
                 gen_inputs = [
                     run,
@@ -582,7 +513,13 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     items = [(str(p), label) for p, label in view.videos]
                     first = str(view.plots[0]) if view.plots else None
                     more = [str(p) for p in view.plots[1:]]
-                    return view.table, first, gr.update(value=more, visible=bool(more)), items, _message(note)
+                    return (
+                        view.table,
+                        first,
+                        gr.update(value=more, visible=bool(more)),
+                        items,
+                        message_html(note),
+                    )
 
                 cmp_outputs = [table, plot, plots, cmp_videos, cmp_message]
                 open_results.click(guarded(do_results, 5), [results], cmp_outputs)

@@ -2,7 +2,7 @@
 
 A job outlives the page that started it (closing the browser tab stops nothing; the page shows the
 job again when reopened). A second job into a folder where one runs is refused, as the command line
-refuses a second `train` into a busy folder (whose lock, :func:`dreamrelation.checks.output_lock`,
+refuses a second `train` into a busy folder (whose lock, :func:`dreamrelation.files.output_lock`,
 training jobs hold too, so a CLI run and a UI run into one folder refuse each other).
 Training reports the records the CLI's progress bar shows (step of total, reconstruction and
 contrastive losses, the adapter drawn) plus an ETA from the steps timed in this job.

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dreamrelation.captioning import PROPOSALS_FILE, folder_relation, subject_phrase, write_caption
 from dreamrelation.cli import app
 from dreamrelation.errors import InputError
+from dreamrelation.prepare.captions import PROPOSALS_FILE, folder_relation, subject_phrase, write_caption
 from dreamrelation.testing.evaluation import write_tiny_vlm
-from dreamrelation.toyworld.benchmark import write_exemplar_folders
-from dreamrelation.toyworld.experiment import ExperimentConfig
+from dreamrelation.toyworld.presets.comparison import write_exemplar_folders
+from dreamrelation.toyworld.presets.experiment import ExperimentConfig
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`dreamrelation ui`: start the web UI (light to import: Gradio and torch load when it runs)."""
+"""`dreamrelation ui`: start the web UI (``dreamrelation.ui``; Gradio and torch load when it runs)."""
 
 from __future__ import annotations
 
@@ -77,8 +77,5 @@ def ui(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `dreamrelation ui` and `dreamrelation caption` to the main command line."""
-    from dreamrelation.captioning import register as register_caption
-
-    register_caption(app)
+    """Add `dreamrelation ui` to the command line."""
     app.command("ui")(ui)
