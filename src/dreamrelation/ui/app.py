@@ -535,7 +535,8 @@ def launch(
     user: str = "dreamrelation",
     block: bool = True,
 ) -> Any:
-    """Serve the UI; only files inside ``roots`` (and Gradio's own cache of them) are served."""
+    """Serve the UI; only files inside ``roots`` (and Gradio's own cache of them) are served. With
+    ``block=False`` it returns at once with the page (``.close()`` stops the server)."""
     import gradio as gr
 
     ws = actions.Workspace(roots)
@@ -544,7 +545,7 @@ def launch(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
     app.queue(default_concurrency_limit=1)
-    return app.launch(
+    app.launch(
         server_name=host,
         server_port=port,
         auth=(user, password) if password else None,
@@ -560,3 +561,4 @@ def launch(
         enable_monitoring=False,
         mcp_server=False,
     )
+    return app
