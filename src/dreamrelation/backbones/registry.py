@@ -97,3 +97,4 @@ def _model_not_loadable(model: str, backbone: str, exc: Exception) -> Exception:
         f"model {model!r} ({backbone}) cannot be loaded: {first}. Fix: pass a hub id or a local "
         "diffusers folder (with model_index.json) with --model"
     )
+
