@@ -257,3 +257,25 @@ def test_proposed_captions_come_from_the_caption_command(workspace: actions.Work
     assert (folder / "captions_proposed.json").is_file() and not (folder / "clip.txt").exists()
     actions.save_captions(workspace, folder, {"clip": proposal.caption})
     assert [c.status for c in actions.open_data(workspace, folder).clips] == ["captioned"]
+
+
+def test_automatic_masks_run_the_masks_command_and_list_failures(workspace: actions.Workspace) -> None:
+    from dreamrelation.testing.segmenters import save_tiny_grounding_dino, save_tiny_sam
+
+    folder = workspace.roots[0] / "unmasked"
+    folder.mkdir()
+    source = actions.toy_data(workspace, exemplars=3)
+    for name in ("walking_towards_000", "walking_towards_001"):
+        (folder / f"{name}.mp4").write_bytes((source / f"{name}.mp4").read_bytes())
+        (folder / f"{name}.txt").write_text("A person and a person are walking towards each other.\n")
+    detector = save_tiny_grounding_dino(workspace.roots[0] / "dino")
+    segmenter = save_tiny_sam(workspace.roots[0] / "sam")
+    summary = actions.run_masks(workspace, folder, str(detector), str(segmenter))
+    assert [r.name for r in summary.reports] == ["walking_towards_000", "walking_towards_001"]
+    for report in summary.reports:  # random models: whatever they found, each clip is accounted for
+        assert report.status in ("done", "failed")
+        if report.status == "failed":
+            assert report.message.startswith(report.name + ":")
+    assert (folder / "masks_summary.json").is_file()
+    with pytest.raises(InputError, match="outside the folders"):
+        actions.run_masks(workspace, "/etc", str(detector), str(segmenter))
