@@ -15,7 +15,7 @@ import warnings
 
 import typer
 
-from dreamrelation.cli import benchmark, export, pipeline, prepare, toy
+from dreamrelation.cli import benchmark, caption, export, pipeline, prepare, toy, ui
 from dreamrelation.cli.boundary import DEBUG
 from dreamrelation.cli.lazy import LazyGroup
 from dreamrelation.cli.options import EPILOG
@@ -27,6 +27,7 @@ app = typer.Typer(
     help="DreamRelation: learn a relation between two subjects from a few videos, render it for new ones.",
 )
 prepare.register(app)  # `prepare ntu|videos`, `masks`: raw videos -> dataset folders
+caption.register(app)  # `caption DATA`: captions proposed by a local vision-language model
 pipeline.register(app)  # `cache`, `train`, `generate`, `evaluate`
 
 
@@ -41,6 +42,7 @@ app.command("demo", epilog=EPILOG)(toy.demo)  # the README's main command, also 
 benchmark.register(app)  # `benchmark run`
 export.register(app)  # `export comfyui`
 toy.register(app)  # `toy demo|benchmark|pretrain`, `toy codec train|evaluate`: the toy world
+ui.register(app)  # `ui`: the web UI, data -> train -> generate -> compare
 
 
 def main() -> None:
