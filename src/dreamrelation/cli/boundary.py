@@ -39,6 +39,20 @@ def run_command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise typer.Exit(2) from None
 
 
+#: libraries that log at import, not about the user's command: diffusers imports bitsandbytes
+#: whenever it is installed (8-bit AdamW asked for or not), and bitsandbytes then tries to fetch a
+#: CPU kernel and warns "Failed to load CPU gemm_4bit_forward from kernels-community…"
+NOISY_LOGGERS = ("bitsandbytes", "kernels")
+
+
+def quiet_third_party(debug: bool) -> None:
+    """Keep third-party import-time warnings off the user's terminal (``--debug`` shows them)."""
+    import logging
+
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
 def quiet_loading_bars() -> None:
     """diffusers' "Loading pipeline components" bars would tear our progress bars apart; diffusers is
     imported lazily (inside the commands), so its switch is flipped here, once it is loaded.
