@@ -461,3 +461,14 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_run(make_dataset
         == 0
     )
     assert not stale.exists()
+
+
+def test_third_party_import_noise_stays_off_the_terminal(tmp_path: Path) -> None:
+    # diffusers imports bitsandbytes whenever it is installed; bitsandbytes then warns "Failed to load
+    # CPU gemm_4bit_forward from kernels-community…" (on CPUs with AVX512-BF16) on every command
+    args = ["generate", *TINY, *GEOMETRY, "--steps", "2", "-p", "a cat.", "-o", str(tmp_path / "v")]
+    done = subprocess.run([sys.executable, "-c", "from dreamrelation.cli.app import main; main()", *args],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for noise in ("gemm_4bit", "kernels-community", "publisher trust"):
+        assert noise not in done.stdout + done.stderr
