@@ -19,6 +19,18 @@ DEBUG = {"on": False}
 T = TypeVar("T")
 
 
+#: the longest error line printed: a message names the culprit, it does not reprint a file
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line, cut to ``MAX_ERROR_CHARS`` (a value echoed from a huge input)."""
+    text = " ".join(message.split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]}… ({len(text)} characters in all; --debug shows the whole error)"
+    return text
+
+
 def run_command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` behind the error boundary."""
     from dreamrelation.files import disk_full_message
@@ -29,7 +41,7 @@ def run_command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except DreamRelationError as exc:
         if DEBUG["on"]:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {one_line(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as exc:
         message = disk_full_message(exc)
