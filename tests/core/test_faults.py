@@ -323,7 +323,26 @@ def test_invalid_lora_files_are_refused(tiny_lora: Path, tmp_path: Path, kind: s
     assert not out.exists()
 
 
-# ----- the disk: tests/core/test_fault_classes.py fills a real (tmpfs) disk -------------------
+# ----- the disk: tests/core/test_fault_classes.py fills a real (tmpfs) disk; where it cannot ----
+# ----- mount one (not root), this raises safetensors' own full-disk error in its writer ------
+def test_disk_full_while_caching_leaves_no_temporary_files(
+    make_dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full_disk(tensors: dict, filename: str, metadata: dict | None = None) -> None:
+        Path(filename).write_bytes(b"partial")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)  # files.save_tensors' writer
+    data = make_dataset(n_videos=1, num_frames=7, size=16)
+    out = tmp_path / "cache"
+    line = fails(
+        ["cache", "--data", str(data), "-o", str(out), *TINY, *GEOMETRY], "the disk is full while writing"
+    )
+    assert str(out / "items") in line
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
 # ----- toy pretrain ---------------------------------------------------------------------------
