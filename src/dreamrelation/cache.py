@@ -36,7 +36,7 @@ from dreamrelation.data import (
 )
 from dreamrelation.data.masks import latent_masks
 from dreamrelation.errors import ConfigError, InputError
-from dreamrelation.files import atomic_save, write_text_atomic
+from dreamrelation.files import atomic_save, inside, write_text_atomic
 
 MASK_ORDER = ("subject1", "subject2", "relation")
 MANIFEST = "manifest.json"
@@ -56,6 +56,7 @@ def _fingerprint(item: VideoItem, config: CacheConfig) -> str:
     h.update(config.model.model_dump_json().encode())
     h.update(config.video.model_dump_json().encode())
     h.update(config.relation_mask.encode())
+    h.update(json.dumps(config.mask_colors, sort_keys=True).encode())  # other colours, other masks
     h.update(item.caption.encode())
     h.update(item.relation.encode())
     stat = item.video_path.stat()
@@ -129,6 +130,7 @@ def build_cache(
         check_item(item, geo.num_frames, geo.frame_stride, geo.start_frame, colors=colors)
 
     out = Path(config.output)
+    _refuse_other_data(out, config)
     out.mkdir(parents=True, exist_ok=True)
     if backbone is None:
         spec = config.model
@@ -152,7 +154,7 @@ def build_cache(
         task = progress.add_task("", total=len(items))
         for item in items:
             key = _item_key(item)
-            path = out / "items" / f"{key}.safetensors"
+            path = inside(out / "items", f"{key}.safetensors", f"cache item of {item.video_path}")
             fingerprint = _fingerprint(item, config)
             progress.update(task, description=key)
             if path.exists() and _stored_fingerprint(path) == fingerprint:
@@ -170,6 +172,7 @@ def build_cache(
                     "caption": item.caption,
                     "video": str(item.video_path),
                     "file": f"items/{key}.safetensors",
+                    "fingerprint": fingerprint,
                 }
             )
             progress.advance(task)
@@ -187,6 +190,38 @@ def build_cache(
     }
     write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2))
     return CacheSummary(encoded=encoded, skipped=skipped, output=out)
+
+
+def _refuse_other_data(out: Path, config: CacheConfig) -> None:
+    """A cache folder holds the data of one `cache` command: caching other data into it would drop
+    the first data's items from the manifest (and a run resumed on it would train on other data)."""
+    manifest_path = out / MANIFEST
+    if not manifest_path.is_file():
+        return
+    try:
+        sources = json.loads(manifest_path.read_text(encoding="utf-8"))["config"]["data"]
+        before = {str(Path(d["path"]).resolve()) for d in sources}
+    except (ValueError, KeyError, TypeError):
+        return  # a damaged manifest is rewritten whole
+    now = {str(Path(d.path).resolve()) for d in config.data}
+    missing = sorted(before - now)
+    if missing:
+        raise ConfigError(
+            f"{out}: this cache already holds the data of {', '.join(missing)}, which this command does not "
+            "include; caching other data here would drop it. Fix: give every dataset (--data A --data B) "
+            "to share the cache, or use another --output"
+        )
+
+
+def cache_digest(roots: Sequence[str | Path]) -> str:
+    """What a cache holds, as one hash (each item's key and input fingerprint): a run resumed on a
+    cache whose data was changed since its checkpoint is refused instead of going on silently."""
+    h = hashlib.sha256()
+    for root in roots:
+        manifest = read_cache_manifest(root)
+        for entry in sorted(manifest["items"], key=lambda e: e["key"]):
+            h.update(f"{entry['key']}:{entry.get('fingerprint') or entry.get('caption')}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _stored_fingerprint(path: Path) -> str | None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dreamrelation.errors import ConfigError
+from dreamrelation.safe_yaml import safe_yaml_load
 from dreamrelation.training.adapter_config import SELECTABLE, TripletConfig
 from dreamrelation.training.methods.settings import (
     LORA_METHODS,
@@ -22,10 +23,18 @@ from dreamrelation.training.methods.settings import (
     apply_method_defaults,
 )
 
+#: a seed torch's generators accept (64-bit; beyond it torch raises)
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+#: an AdamW beta: a decay factor in [0, 1)
+Beta = Annotated[float, Field(ge=0, lt=1)]
+#: an RGB channel
+Channel = Annotated[int, Field(ge=0, le=255)]
+
 
 class _Strict(BaseModel):
-    # Unknown keys are typos more often than not: reject them.
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are typos more often than not: reject them. NaN and infinity are never a
+    # setting (a `learning_rate: .inf` would train a LoRA of NaNs and exit 0).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -38,7 +47,7 @@ class ModelSpec(_Strict):
     #: dtype of the frozen weights (LoRA weights always train in float32)
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     #: text tokens per prompt (None: the backbone's default: 256 Mochi/Hunyuan, 512 Wan)
-    max_sequence_length: int | None = None
+    max_sequence_length: int | None = Field(None, gt=0, le=65536)
 
 
 class DataSource(_Strict):
@@ -48,6 +57,13 @@ class DataSource(_Strict):
     path: Path
     #: relation label; defaults to the folder's relation.txt or its name
     relation: str | None = None
+
+    @field_validator("relation")
+    @classmethod
+    def _relation_is_a_plain_name(cls, value: str | None) -> str | None:
+        from dreamrelation.files import safe_name
+
+        return None if value is None else safe_name(value, "relation")
 
 
 class VideoGeometry(_Strict):
@@ -70,14 +86,14 @@ class CacheConfig(_Strict):
 
     model: ModelSpec = ModelSpec()
     #: one entry per dataset folder (several relations may share a cache)
-    data: list[DataSource]
+    data: list[DataSource] = Field(min_length=1)
     #: cache folder to write (resumable: up-to-date items are skipped)
     output: Path
     video: VideoGeometry = VideoGeometry()
     #: relation mask M_R: "bbox" (paper: bounding rectangle of the union) or "sum" (official code)
     relation_mask: Literal["bbox", "sum"] = "bbox"
     #: RGB colour of each subject in the mask PNGs
-    mask_colors: dict[str, tuple[int, int, int]] = Field(
+    mask_colors: dict[str, tuple[Channel, Channel, Channel]] = Field(
         default_factory=lambda: {"subject1": (255, 0, 0), "subject2": (0, 255, 0)}
     )
     #: refuse videos without masks (HMT needs them)
@@ -92,15 +108,15 @@ class LossConfig(_Strict):
     """Hybrid Mask Training and the relational contrastive loss (paper defaults)."""
 
     #: λ_m: weight of the masked region in the enhanced diffusion loss
-    mask_weight: float = Field(50.0, ge=0)
+    mask_weight: float = Field(50.0, ge=0, le=1e4)
     #: "paper": mean((λ_m·M + 1)·err²); "combined": mse + λ_m·mse(masked) (official code)
     mask_loss: Literal["paper", "combined"] = "paper"
     #: Hybrid Mask Training on/off (off: plain diffusion loss, all adapters every step)
     hybrid_masks: bool = True
     #: λ_1: weight of the relational contrastive loss (0 disables RCL)
-    contrastive_weight: float = Field(0.01, ge=0)
+    contrastive_weight: float = Field(0.01, ge=0, le=1e4)
     #: τ of the InfoNCE contrastive loss
-    temperature: float = Field(0.07, gt=0)
+    temperature: float = Field(0.07, ge=1e-4, le=100)
     #: positives per anchor: dynamics of other videos of the same relation
     num_positives: int = Field(4, gt=0)
     #: negatives per anchor: single-frame (appearance) features
@@ -125,7 +141,7 @@ class TrainConfig(_Strict):
 
     model: ModelSpec = ModelSpec()
     #: cache folder(s) written by `dreamrelation cache`
-    cache: list[Path]
+    cache: list[Path] = Field(min_length=1)
     #: run folder: checkpoints, LoRA files, history, validation videos, logs
     output: Path
     #: what is trained (docs/baselines.md); each method brings its own defaults for unset fields
@@ -140,15 +156,15 @@ class TrainConfig(_Strict):
     #: videos per iteration and process
     batch_size: int = Field(1, gt=0)
     #: AdamW learning rate (kept from the checkpoint when resuming: changing it is refused)
-    learning_rate: float = Field(2e-4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0, le=1)
     #: AdamW weight decay
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.01, ge=0, le=1)
     #: AdamW betas
-    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_betas: tuple[Beta, Beta] = (0.9, 0.999)
     #: linear learning-rate warmup, then constant
     warmup_steps: int = Field(200, ge=0)
     #: clip the LoRA gradients to this norm (None: no clipping)
-    max_grad_norm: float | None = None
+    max_grad_norm: float | None = Field(None, gt=0)
     #: probability of training a sample with the empty prompt (for CFG)
     caption_dropout: float = Field(0.1, ge=0, lt=1)
     #: "auto": on when the cached geometry is large (>= 4096 tokens per batch; the paper's 61x480x848)
@@ -174,7 +190,7 @@ class TrainConfig(_Strict):
     #: shard the frozen base across processes (FSDP2); adapters stay replicated (data parallel)
     fsdp: bool = False
     #: seed of the LoRA initialisation, data order, LoRA selection and noise: same seed, same run
-    seed: int = 0
+    seed: Seed = 0
     #: save a resumable checkpoint every n steps (and at the end)
     checkpoint_every: int = Field(200, gt=0)
     #: how many of the newest checkpoints to keep
@@ -188,7 +204,7 @@ class TrainConfig(_Strict):
     #: sampling steps of the validation videos
     validation_steps: int = Field(64, ge=2)
     #: classifier-free guidance of the validation videos
-    validation_guidance: float = 6.0
+    validation_guidance: float = Field(6.0, ge=0, le=100)
     #: log losses (and validation videos) to TensorBoard under <output>/
     tensorboard: bool = False
     #: log losses and validation videos to Weights & Biases (pip install wandb; key from WANDB_API_KEY)
@@ -288,7 +304,7 @@ class GenerateConfig(_Strict):
     #: sampling steps (paper: 64; at least 2: Mochi's linear-quadratic schedule needs two)
     num_inference_steps: int = Field(64, ge=2)
     #: classifier-free guidance (paper: 6.0)
-    guidance_scale: float = 6.0
+    guidance_scale: float = Field(6.0, ge=0, le=100)
     #: frames per video; must fit the VAE (Mochi 6k+1, Wan and HunyuanVideo 4k+1)
     num_frames: int = Field(61, gt=0)
     #: video height (a multiple of 8)
@@ -296,9 +312,9 @@ class GenerateConfig(_Strict):
     #: video width (a multiple of 8)
     width: int = Field(848, gt=0)
     #: seed of the initial noise of every video: same seed, same video
-    seed: int = 0
+    seed: Seed = 0
     #: strength of the LoRA (1.0: as trained)
-    lora_scale: float = 1.0
+    lora_scale: float = Field(1.0, ge=-100, le=100)
     #: fuse the LoRA into the weights before sampling (faster, same result)
     fuse: bool = False
     #: frame rate of the written videos
@@ -332,22 +348,6 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(exc).split())
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml's safe loader, except that a key given twice in one mapping is an error (the plain
-    loader keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(
     cls: type[ConfigT],
     path: str | Path | None = None,
@@ -367,7 +367,7 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader) or {}
+            data = safe_yaml_load(path.read_text(encoding="utf-8-sig")) or {}
         except UnicodeDecodeError as exc:
             where = f"{exc.reason} at byte {exc.start}"
             raise ConfigError(f"{path}: not UTF-8 text ({where}); save it as UTF-8") from None
@@ -420,8 +420,19 @@ def describe_validation_error(
             else:
                 parts.append(f"{prefix}{where}: unknown setting (every key is listed in docs/config.md)")
         else:
-            parts.append(f"{prefix}{where}: {error['msg']} (got {error.get('input')!r})")
+            if "key" in where.rsplit(".", 1)[-1]:  # a key where its variable's name belongs: not echoed
+                parts.append(
+                    f"{prefix}{where}: give the NAME of the environment variable that holds the key "
+                    "(e.g. DASHSCOPE_API_KEY), not the key itself (value not shown)"
+                )
+                continue
+            parts.append(f"{prefix}{where}: {error['msg']} (got {_capped(repr(error.get('input')))})")
     return "; ".join(parts)
+
+
+def _capped(text: str, limit: int = 120) -> str:
+    """An echoed value, cut short: an error line names the value, it does not reprint a file."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def dump_config(config: BaseModel) -> str:

@@ -110,6 +110,9 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 def _type_name(annotation: Any) -> str:
     text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
     text = re.sub(r"\b(typing|pathlib|dreamrelation\.\w+(\.\w+)*)\.", "", text)
+    # a bounded type (Annotated[int, FieldInfo(... Ge(ge=0) ...)]) reads as its base type; the
+    # bounds are the validator's business
+    text = re.sub(r"Annotated\[(\w+), FieldInfo\([^\]]*\]\)\]", r"\1", text)
     return text.replace("NoneType", "None")
 
 

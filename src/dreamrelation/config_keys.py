@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel
 
 from dreamrelation.errors import ConfigError
+from dreamrelation.safe_yaml import safe_yaml_load
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -91,7 +92,7 @@ def parse_sets(pairs: typing.Iterable[str]) -> dict[str, object]:
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {pair!r}: expected key.path=value, e.g. --set lora.rank=8")
         try:
-            values[key] = yaml.safe_load(raw) if raw.strip() else ""
+            values[key] = safe_yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
             raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({problem})") from None

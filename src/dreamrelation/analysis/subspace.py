@@ -12,6 +12,7 @@ weights are read one at a time, so peak memory is a few projection matrices, not
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -199,11 +200,19 @@ def _read_header(file: Path) -> dict[str, Any]:
             if length > _MAX_HEADER_BYTES:
                 raise ValueError(f"header length {length} is implausible")
             header = json.loads(handle.read(length))
-    except (OSError, struct.error, ValueError) as error:
+        header.pop("__metadata__", None)
+        needed = 8 + length + max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    except (OSError, struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
         raise InputError(
-            file, f"not a readable safetensors file ({error})", "re-download or re-export it"
+            file,
+            f"not a readable safetensors file ({type(error).__name__}: {error})",
+            "re-download or re-export it",
         ) from None
-    header.pop("__metadata__", None)
+    size = file.stat().st_size
+    if size < needed:  # the header survived but the data was cut off (an interrupted copy)
+        raise InputError(
+            file, f"is truncated: {size} bytes, its header needs {needed}", "re-download or re-export it"
+        )
     return header
 
 
@@ -361,6 +370,8 @@ class _LoraDeltas:
     _PREFIXES = ("transformer.", "base_model.model.")
 
     def __init__(self, file: Path, scale: float) -> None:
+        if not math.isfinite(scale) or abs(scale) > 100:
+            raise ConfigError(f"--lora-scale: must be a finite number in [-100, 100], got {scale}")
         if not file.is_file():
             raise InputError(
                 file, "does not exist", "pass the .safetensors LoRA file written by training/export"
@@ -397,6 +408,10 @@ class _LoraDeltas:
             # Our exporter folds alpha/r into B and writes no alpha; other tools store it.
             alpha_key = next((k for k in (f"{key}.alpha", f"{module}.alpha") if k in self.names), None)
             alpha_scale = 1.0 if alpha_key is None else float(handle.get_tensor(alpha_key)) / down.shape[0]
+        if not (torch.isfinite(down).all() and torch.isfinite(up).all()):
+            raise InputError(
+                self.file, f"{key} contains NaN or infinite values", "retrain, or use an intact file"
+            )
         delta = (self.scale * alpha_scale) * (up @ down)
         if tuple(delta.shape) != tuple(shape):
             raise InputError(

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dreamrelation.benchmark.prompt_sets import drawn_prompt_set
-from dreamrelation.config import ModelSpec
+from dreamrelation.config import ModelSpec, Seed
 from dreamrelation.evaluation.evaluate import EvaluateConfig
 from dreamrelation.training.methods.settings import METHOD_NAMES, MethodName
 
@@ -42,7 +42,7 @@ _ROW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RelationData(_Strict):
@@ -141,7 +141,7 @@ class BenchmarkConfig(_Strict):
     variants: dict[str, Variant] = Field(default_factory=dict)
     #: one run per seed: its training seed and its sampling noise (toy prompts: its own prompt draw);
     #: the tables report mean ± std over the seeds
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     #: add the untrained base model as the ``base`` row
     base: bool = True
     #: CacheConfig settings (e.g. video.num_frames); model, data and output are the runner's

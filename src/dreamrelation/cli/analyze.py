@@ -17,7 +17,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dreamrelation.analysis.subspace import DEFAULT_RANKS, analyze_checkpoint, open_checkpoint, save_report
-from dreamrelation.errors import DreamRelationError
+from dreamrelation.cli.boundary import run_command
 
 analyze_app = typer.Typer(no_args_is_help=True, add_completion=False)
 console = Console()
@@ -75,7 +75,8 @@ def subspace(
     so a 10B-parameter checkpoint needs about as much memory as a few of its projections.
     """
     rank_list = _parse_ranks(ranks)
-    try:
+
+    def work() -> tuple[dict, list]:
         reader = open_checkpoint(model)
         with Progress(
             TextColumn("[bold]{task.description:<34}"),
@@ -94,9 +95,9 @@ def subspace(
                 reader, ranks=rank_list, lora=lora, lora_scale=lora_scale, family=family, progress=on_layer
             )
         files = save_report(result, output)
-    except DreamRelationError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+        return result, files
+
+    result, files = run_command(work)  # one line and exit code 2 for any user error (disk full too)
 
     table = Table(title=f"{result['family']} · {result['num_layers']} layers · mean subspace similarity")
     table.add_column("stream")

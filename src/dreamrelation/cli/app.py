@@ -16,7 +16,7 @@ import warnings
 import typer
 
 from dreamrelation.cli import benchmark, caption, export, pipeline, prepare, toy, ui
-from dreamrelation.cli.boundary import DEBUG
+from dreamrelation.cli.boundary import DEBUG, quiet_third_party
 from dreamrelation.cli.lazy import LazyGroup
 from dreamrelation.cli.options import EPILOG
 
@@ -36,6 +36,7 @@ def _options(
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
 ) -> None:
     DEBUG["on"] = debug
+    quiet_third_party(debug)
 
 
 app.command("demo", epilog=EPILOG)(toy.demo)  # the README's main command, also `toy demo`

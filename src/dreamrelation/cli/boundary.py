@@ -19,6 +19,18 @@ DEBUG = {"on": False}
 T = TypeVar("T")
 
 
+#: the longest error line printed: a message names the culprit, it does not reprint a file
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line, cut to ``MAX_ERROR_CHARS`` (a value echoed from a huge input)."""
+    text = " ".join(message.split())
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]}… ({len(text)} characters in all; --debug shows the whole error)"
+    return text
+
+
 def run_command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` behind the error boundary."""
     from dreamrelation.files import disk_full_message
@@ -29,7 +41,7 @@ def run_command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     except DreamRelationError as exc:
         if DEBUG["on"]:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {one_line(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as exc:
         message = disk_full_message(exc)
@@ -37,6 +49,20 @@ def run_command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             raise
         console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+#: libraries that log at import, not about the user's command: diffusers imports bitsandbytes
+#: whenever it is installed (8-bit AdamW asked for or not), and bitsandbytes then tries to fetch a
+#: CPU kernel and warns "Failed to load CPU gemm_4bit_forward from kernels-community…"
+NOISY_LOGGERS = ("bitsandbytes", "kernels")
+
+
+def quiet_third_party(debug: bool) -> None:
+    """Keep third-party import-time warnings off the user's terminal (``--debug`` shows them)."""
+    import logging
+
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR)
 
 
 def quiet_loading_bars() -> None:

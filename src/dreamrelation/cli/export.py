@@ -22,12 +22,13 @@ def export_comfyui(
     model: str = typer.Option(
         None, "--model", help="Hub id or folder for the layer sizes (default: the LoRA's model)."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at --output."),
 ) -> None:
     """Write the LoRA under the original checkpoint's key names (fused Q/K/V), which ComfyUI loads
     with its LoraLoaderModelOnly node. `train` already writes this file beside the LoRA."""
     from dreamrelation.generation.comfyui import write_comfyui_lora
 
-    path = _run(write_comfyui_lora, lora, output=output, model=model)
+    path = _run(write_comfyui_lora, lora, output=output, model=model, overwrite=overwrite)
     console.print(f"wrote {path}")
 
 

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dreamrelation.data.video import frame_size, resize_and_crop, video_info
 from dreamrelation.errors import InputError
+from dreamrelation.files import safe_name
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 DEFAULT_SUBJECT_COLORS: tuple[tuple[int, int, int], ...] = ((255, 0, 0), (0, 255, 0))
@@ -75,7 +76,9 @@ def scan_dataset(
         if relation_file.is_file():
             relation = _read_one_line(relation_file, "relation name", "'shaking hands'")
         else:
-            relation = root.name
+            relation = root.resolve().name
+        # the relation becomes part of the cache's file names: it must stay inside that folder
+        safe_name(relation, str(relation_file))
 
     videos: dict[str, Path] = {}
     captions: dict[str, Path] = {}
@@ -213,6 +216,12 @@ def decode_subject_labels(
             if source_mode in ("1", "L", "I", "I;16", "F")
             else ""
         )
+        if "A" in image.getbands() or "transparency" in image.info:
+            alpha = np.asarray(image.convert("RGBA"))[ys[0], xs[0], 3]
+            hint += (
+                f" (the PNG has an alpha channel, which masks ignore: this pixel's alpha is {int(alpha)}; "
+                "flatten the masks onto black without transparency)"
+            )
         raise InputError(
             path,
             f"pixel (x={xs[0]}, y={ys[0]}) has colour {color}, which is neither black nor a subject colour "

@@ -31,7 +31,7 @@ ALL_METRICS: tuple[str, ...] = ("relation_accuracy", "clip", "fvd")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class JudgeSettings(_Strict):
@@ -46,7 +46,7 @@ class JudgeSettings(_Strict):
     #: default Qwen/Qwen2.5-VL-7B-Instruct)
     model: str | None = None
     #: the NAME of the environment variable that holds the key (the key itself is never stored)
-    api_key_env: str = "DASHSCOPE_API_KEY"
+    api_key_env: str = Field("DASHSCOPE_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     #: frames shown to the judge, sampled evenly over the video
     num_frames: int = Field(8, gt=0)
     #: answer cache folder (default: $XDG_CACHE_HOME/dreamrelation/judge)

@@ -212,22 +212,35 @@ class OpenAIChatJudge(Judge):
                         f"set ${self.api_key_env} to a valid key (or pick the variable with --judge-key-env)"
                     ) from None
                 if exc.code not in _RETRY_STATUS:
-                    detail = exc.read().decode("utf-8", "replace")[:300]
+                    detail = redact(exc.read().decode("utf-8", "replace"), key)[:300]
                     raise JudgeError(f"{self._where()} answered HTTP {exc.code}: {detail}") from None
                 last = f"HTTP {exc.code}"
                 retry_after = exc.headers.get("Retry-After") if exc.headers else None
                 if retry_after and retry_after.strip().isdigit():
                     wait = min(float(retry_after), 60.0)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                last = str(getattr(exc, "reason", exc)) or type(exc).__name__
+                last = redact(str(getattr(exc, "reason", exc)) or type(exc).__name__, key)
             except json.JSONDecodeError as exc:
-                raise JudgeError(f"{self._where()} did not answer JSON ({exc})") from None
+                raise JudgeError(f"{self._where()} did not answer JSON ({redact(str(exc), key)})") from None
+            except JudgeError as exc:  # a reply without an answer may echo the request's headers
+                raise JudgeError(redact(str(exc), key)) from None
             if attempt < self.max_retries:
                 self.sleep(wait)
         raise JudgeError(
             f"{self._where()} unreachable or failing after {self.max_retries + 1} tries ({last}); "
             f"check the URL (--judge-url), that the server is up, and ${self.api_key_env}"
         )
+
+
+_BEARER = re.compile(r"(?i)(bearer|authorization|api[-_]?key)([\"':=\s]+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def redact(text: str, key: str | None) -> str:
+    """``text`` with the API key, and anything sent as a bearer token or key, replaced by ``***``:
+    a server that echoes the request's headers in an error must not put the key on the terminal."""
+    if key and len(key) >= 4:
+        text = text.replace(key, "***")
+    return _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
 
 
 def _reply_text(payload: dict, where: str) -> str:

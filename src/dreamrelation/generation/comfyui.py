@@ -131,17 +131,23 @@ def transformer_out_features(backbone: str, model: str) -> dict[str, int]:
     import diffusers
     from accelerate import init_empty_weights
 
-    local = Path(model) / "transformer" / "config.json"
-    if local.is_file():
-        config_path = local
-    else:
-        from huggingface_hub import hf_hub_download
+    from dreamrelation.backbones.registry import _model_not_loadable, check_model_source
 
-        config_path = Path(hf_hub_download(model, "transformer/config.json"))
-    config = json.loads(config_path.read_text())
-    cls = getattr(diffusers, config["_class_name"])
-    with init_empty_weights():
-        transformer = cls.from_config(config)
+    check_model_source(model, backbone, "transformer")
+    local = Path(model) / "transformer" / "config.json"
+    try:
+        if local.is_file():
+            config_path = local
+        else:
+            from huggingface_hub import hf_hub_download
+
+            config_path = Path(hf_hub_download(model, "transformer/config.json"))
+        config = json.loads(config_path.read_text())
+        cls = getattr(diffusers, config["_class_name"])
+        with init_empty_weights():
+            transformer = cls.from_config(config)
+    except Exception as exc:  # unreachable, offline, not a diffusers config: one line
+        raise _model_not_loadable(model, backbone, exc) from exc
     return linear_out_features(transformer)
 
 
@@ -150,14 +156,27 @@ def write_comfyui_lora(
     out_features: dict[str, int] | None = None,
     output: Path | None = None,
     model: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Read our inference LoRA file, write its ComfyUI form (default: beside it, named
     ``relation_lora_comfyui.safetensors``). ``out_features`` defaults to the transformer config of
-    ``model`` (default: the model named in the file's metadata; only its config is read)."""
-    from dreamrelation.files import atomic_save
+    ``model`` (default: the model named in the file's metadata; only its config is read). The
+    input is never the output, and an existing file that is not an earlier export of ours is only
+    replaced with ``overwrite``."""
+    from dreamrelation.files import atomic_save, refuse_same_file
     from dreamrelation.generation.lora_files import read_inference_lora
 
     lora_path = Path(lora_path)
+    target = Path(output) if output is not None else lora_path.with_name(COMFYUI_LORA)
+    if target.is_dir():
+        target = target / COMFYUI_LORA
+    refuse_same_file(target, lora_path)
+    if (target.exists() or target.is_symlink()) and not overwrite and not _our_export(target):
+        raise InputError(
+            target,
+            "exists and is not a ComfyUI export of dreamrelation",
+            "choose another -o or pass --overwrite",
+        )
     state, meta = read_inference_lora(lora_path)
     backbone = str(meta.get("dreamrelation.backbone", ""))
     if backbone not in ORIGINAL_LAYOUT:
@@ -173,10 +192,28 @@ def write_comfyui_lora(
         if not model:
             raise InputError(lora_path, "its metadata names no model", "pass --model <hub id or folder>")
         out_features = transformer_out_features(backbone, model)
-    converted = comfyui_state_dict(state, backbone, out_features)
     target = Path(output) if output is not None else lora_path.with_name(COMFYUI_LORA)
     if target.is_dir():
         target = target / COMFYUI_LORA
+    refuse_same_file(target, lora_path)
+    if (target.exists() or target.is_symlink()) and not overwrite and not _our_export(target):
+        raise InputError(
+            target,
+            "exists and is not a ComfyUI export of dreamrelation",
+            "choose another -o or pass --overwrite",
+        )
+    converted = comfyui_state_dict(state, backbone, out_features)
     text_meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
     atomic_save(converted, target, {**text_meta, "dreamrelation.format": "comfyui"})
     return target
+
+
+def _our_export(path: Path) -> bool:
+    """``path`` is a ComfyUI file this command wrote before (safe to replace with a new export)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("dreamrelation.format") == "comfyui"
+    except Exception:
+        return False

@@ -116,11 +116,21 @@ def read_inference_lora(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return state, meta
 
 
+#: a LoRA weight beyond this is a diverged training run, not a relation (trained ones are ~0.01-1)
+MAX_LORA_WEIGHT = 1e4
+
+
 def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
     for key, value in state.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise InputError(
                 path, f"{key} contains NaN or infinite values", "retrain, or use an earlier intact file"
+            )
+        if value.is_floating_point() and value.numel() and value.abs().max().item() > MAX_LORA_WEIGHT:
+            raise InputError(
+                path,
+                f"{key} holds values up to {value.abs().max().item():.3g} (a diverged training run)",
+                "retrain with a lower learning_rate, or use an earlier intact file",
             )
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dreamrelation.errors import InputError
-from dreamrelation.files import write_text_atomic
+from dreamrelation.files import inside, write_text_atomic
 from dreamrelation.generation.prompts import PromptEntry, entry_from_json
 
 MANIFEST_NAME = "manifest.json"
@@ -91,7 +91,8 @@ def read_manifest(folder: str | Path) -> Manifest:
                 path, f'video {index} has no "video" file name', "add it (relative to the folder)"
             )
         item = dict(item)
-        video = folder / item.pop("video")
+        video = folder / item["video"]
+        inside(folder, item.pop("video"), f"{path}: video {index}")  # never a file outside the folder
         item.setdefault("id", video.stem)
         records.append(VideoRecord(entry_from_json(item, index, path), video))
     if not records:

@@ -90,6 +90,16 @@ def slug(prompt: str, index: int) -> str:
     return f"{index:02d}-{words or 'video'}"
 
 
+def _unused(output: Path, stem: str) -> Path:
+    """``output/stem.mp4``, or ``stem-2.mp4``, ``stem-3.mp4``… when an earlier render (or any
+    file of the user's) has the name: a new render never replaces an existing video or preview."""
+    path, n = output / f"{stem}.mp4", 1
+    while path.exists() or path.with_suffix(".gif").exists():
+        n += 1
+        path = output / f"{stem}-{n}.mp4"
+    return path
+
+
 def render_and_save(
     backbone: Backbone,
     prompts: list[str],
@@ -104,7 +114,7 @@ def render_and_save(
     paths = []
     for i, prompt in enumerate(prompts):
         frames = render(backbone, prompt, **render_kwargs)
-        path = output / f"{slug(prompt, i)}.mp4"
+        path = _unused(output, slug(prompt, i))
         write_video(frames, path, fps=fps)
         write_gif(frames, path.with_suffix(".gif"), fps=fps, scale=gif_scale)
         paths.append(path)

@@ -15,7 +15,7 @@ from dreamrelation.prepare.segmenters import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class NtuConfig(_Strict):

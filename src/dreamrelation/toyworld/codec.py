@@ -53,7 +53,7 @@ from dreamrelation.toyworld.world import (
 class CodecConfig(BaseModel):
     """Every knob of a codec training run (defaults: the recipe probed on CPU, docs/toy_backbone.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     #: the codec folder to write (a rerun with the same settings resumes its checkpoint/)
     output: Path

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from dreamrelation.files import write_text_atomic
+from dreamrelation.files import save_tensors, write_text_atomic
 from dreamrelation.toyworld.world import GENERIC_MOTIONS, RELATIONS, render, sample_scenes
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     net, scores = train_feature_net(args.seed, args.per_class, args.epochs)
     args.out.mkdir(parents=True, exist_ok=True)
     weights_path = args.out / WEIGHTS_FILE.name
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights_path))
+    save_tensors({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights_path))
     recipe = {
         "command": (
             f"python -m dreamrelation.toyworld.features --seed {args.seed} --per-class {args.per_class} "

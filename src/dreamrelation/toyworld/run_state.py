@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dreamrelation.devices import machine_description
 from dreamrelation.errors import ConfigError, InputError
-from dreamrelation.files import atomic_folder, write_text_atomic
+from dreamrelation.files import atomic_folder, save_tensors, write_text_atomic
 from dreamrelation.training.checkpoints import optimizer_from_tensors, optimizer_to_tensors
 
 #: the checkpoint's folder inside the output folder
@@ -103,7 +103,7 @@ def save_checkpoint(
     tensors.update({f"optimizer.{k}": v for k, v in opt_tensors.items()})
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     with atomic_folder(folder) as tmp:
-        save_file(tensors, str(tmp / "state.safetensors"))
+        save_tensors(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_meta}), encoding="utf-8")
 
 

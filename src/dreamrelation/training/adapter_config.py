@@ -22,7 +22,9 @@ INFERENCE_DRAW = "inference"
 class TripletConfig(BaseModel):
     """Where each adapter goes and how big it is. Defaults: the paper (rank 16, alpha 16)."""
 
-    model_config = ConfigDict(extra="forbid")  # a typo (`rnak: 8`) is an error, not a default
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False
+    )  # a typo (`rnak: 8`) is an error, not a default
 
     #: rank of every adapter (paper and official code: 16)
     rank: int = Field(16, gt=0)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dreamrelation.errors import ConfigError, InputError
-from dreamrelation.files import atomic_folder
+from dreamrelation.files import atomic_folder, save_tensors
 
 if TYPE_CHECKING:
     from dreamrelation.config import TrainConfig
@@ -104,15 +104,15 @@ def _write_checkpoint_files(
     memory_banks: dict[int, dict[str, torch.Tensor]],
     state: dict[str, Any],
 ) -> None:
-    save_file(adapters, str(tmp / "adapters.safetensors"))
+    save_tensors(adapters, str(tmp / "adapters.safetensors"))
     opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    save_tensors(opt_tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
     (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
     for rank, bank in memory_banks.items():
-        save_file(bank, str(tmp / f"memory_bank.rank{rank}.safetensors"))
+        save_tensors(bank, str(tmp / f"memory_bank.rank{rank}.safetensors"))
     rng_tensors, rng_meta = rng_state()
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    save_tensors(rng_tensors, str(tmp / "rng.safetensors"))
     (tmp / "rng.json").write_text(json.dumps(rng_meta))
     (tmp / STATE_FILE).write_text(json.dumps(state))
 
@@ -209,6 +209,16 @@ def check_resume(config: TrainConfig) -> None:
             f"settings ({diffs}); a resumed run keeps the checkpoint's. Use the checkpoint's values, "
             "another --output, or resume: never to start over"
         )
+    data = state.get("data")
+    if data is not None:
+        from dreamrelation.cache import cache_digest
+
+        if data != cache_digest(config.cache):
+            raise ConfigError(
+                f"{config.output}: resuming from {found[-1].name}, which was trained on other cached data "
+                f"than {', '.join(str(c) for c in config.cache)} holds now (re-cached since); going on would "
+                "mix two datasets. Fix: use another --output, or resume: never to start over"
+            )
     if step > config.max_steps:
         raise ConfigError(
             f"{config.output}: the newest checkpoint is at step {step}, beyond max_steps {config.max_steps}; "

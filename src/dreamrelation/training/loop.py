@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +24,13 @@ import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dreamrelation.backbones import Backbone, load_backbone
-from dreamrelation.cache import MASK_ORDER, CachedDataset
+from dreamrelation.cache import MASK_ORDER, CachedDataset, cache_digest
 from dreamrelation.config import TrainConfig, dump_config
 from dreamrelation.errors import ConfigError, TrainingError
-from dreamrelation.files import write_text_atomic
+from dreamrelation.files import save_tensors, write_text_atomic
 from dreamrelation.seeding import generator
 from dreamrelation.training.adapters import selection_mask
 from dreamrelation.training.checkpoints import (
@@ -66,6 +67,10 @@ class TrainResult:
     history: list[dict[str, float | str | int]] = field(default_factory=list)
 
 
+#: a LoRA weight beyond this has diverged (trained LoRA weights are of order 0.01-1)
+MAX_LORA_WEIGHT = 1e4
+
+
 class Trainer:
     """Holds the pieces of one training run; :meth:`run` is the loop."""
 
@@ -84,6 +89,7 @@ class Trainer:
             project_dir=str(config.output),
         )
         self.dataset = CachedDataset(config.cache)
+        self.data_digest = cache_digest(config.cache)  # stored in checkpoints: resume checks it
         if config.latent_sampling == "sample" and any(i.latents_std is None for i in self.dataset.items):
             raise ConfigError(
                 "latent_sampling: sample needs the VAE posterior's std in the cache (caches written "
@@ -96,6 +102,14 @@ class Trainer:
                 f"loss.contrastive_weight > 0 (RCL) needs at least 2 latent frames, but {len(single)} cached "
                 f"video(s) have 1 (e.g. {single[0].key}); cache more frames (video.num_frames) or set "
                 "loss.contrastive_weight: 0"
+            )
+        per_relation = Counter(i.relation for i in self.dataset.items)
+        if config.loss.contrastive_weight > 0 and max(per_relation.values(), default=0) < 2:
+            # its positives are other videos of the same relation: with one each it never runs
+            self.accelerator.print(
+                "warning: loss.contrastive_weight > 0 but every relation has a single cached video, so the "
+                "relational contrastive loss has no positive and never runs; cache more clips per relation "
+                "or set loss.contrastive_weight: 0"
             )
         spec = config.model
         method_cls = method_class(config.method)
@@ -233,15 +247,20 @@ class Trainer:
             )
 
         # 9. step AdamW and the schedule. Inactive adapters have grad None: AdamW skips them (no
-        # update, no weight decay)
+        # update, no weight decay). A non-finite gradient, weight or optimizer state stops training
+        # here, before any file of this step is written (the last checkpoint stays the newest)
         skipped = False
         if self.loss_scaling is None:
+            self._check_finite(step, "gradients", [p.grad for p in self.lora_params if p.grad is not None])
             self.optimizer.step()
         else:  # an fp16 overflow (inf/NaN gradient, finite loss) skips the step and halves the scale
             skipped = self.loss_scaling.step(self.optimizer)
         if not skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._check_finite(step, "LoRA weights", list(self.lora_params), limit=MAX_LORA_WEIGHT)
+        state = [v for s in self.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+        self._check_finite(step, "optimizer state", [v for v in state if v.is_floating_point()])
 
         # 10. the step's record: losses averaged over the micro-batches
         record: dict[str, float | str | int] = {"step": step + 1}
@@ -340,6 +359,24 @@ class Trainer:
             "adapter": self.method.step_label(selected),
         }
 
+    def _check_finite(
+        self, step: int, what: str, tensors: list[torch.Tensor], limit: float = float("inf")
+    ) -> None:
+        """Stop with one clear line when ``tensors`` hold NaN/inf (or values beyond ``limit``)."""
+        if not tensors:
+            return
+        largest = torch.stack([t.detach().abs().max().float() for t in tensors]).max().item()
+        if math.isfinite(largest) and largest <= limit:
+            return
+        found = "NaN or infinite values" if not math.isfinite(largest) else f"values up to {largest:.3g}"
+        newest = list_checkpoints(self.checkpoint_root)
+        kept = f"the last checkpoint ({newest[-1].name}) is kept" if newest else "no checkpoint was written"
+        raise TrainingError(
+            f"training diverged at step {step + 1}: the {what} hold {found}; nothing of this step was "
+            f"written and {kept}. Fix: lower learning_rate or the loss weights (loss.mask_weight, "
+            "loss.contrastive_weight), or set max_grad_norm"
+        )
+
     def _average_gradients(self) -> None:
         """Data parallel without DDP: mean the grads of the active adapters across processes.
 
@@ -366,7 +403,9 @@ class Trainer:
             # every process writes its own bank beside the shared state
             bank_dir = self.checkpoint_root / f".banks-{self.step:07d}"
             bank_dir.mkdir(parents=True, exist_ok=True)
-            save_file(self.memory_bank.state_dict(), str(bank_dir / f"rank{acc.process_index}.safetensors"))
+            save_tensors(
+                self.memory_bank.state_dict(), str(bank_dir / f"rank{acc.process_index}.safetensors")
+            )
             acc.wait_for_everyone()
         if acc.is_main_process:
             if acc.num_processes > 1:
@@ -385,6 +424,7 @@ class Trainer:
                     "step": self.step,
                     "history": self.history,
                     "config": json.loads(dump_config(self.config)),
+                    "data": self.data_digest,
                     **({"loss_scale": self.loss_scaling.state_dict()} if self.loss_scaling else {}),
                 },
             )

@@ -39,7 +39,7 @@ from dreamrelation.toyworld.world import (
 class ExperimentConfig(BaseModel):
     """Everything that defines a toy experiment; defaults are the demo's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     #: the relation the exemplars show and the LoRA learns (a toy-world relation)
     relation: str = "shaking_hands"

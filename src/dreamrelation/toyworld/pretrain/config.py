@@ -21,7 +21,7 @@ from dreamrelation.toyworld.world import (
 class PretrainConfig(BaseModel):
     """Every knob of the pretraining run (defaults: the recipe of the shipped weights)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     #: the pipeline folder to write (the shipped one is backbone.SHIPPED_WEIGHTS)
     output: Path

@@ -47,7 +47,7 @@ PREPOSITIONS: tuple[str, ...] = tuple(
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ReVersionConfig(_Strict):
