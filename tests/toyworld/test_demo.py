@@ -106,6 +106,21 @@ def test_demo_verdict_states_what_each_lora_did() -> None:
     assert "direct LoRA reached 0.250" in raised
     assert demo_verdict(metrics(0.25, 0.0, 0.25)).startswith("DreamRelation lowered")
     assert demo_verdict(metrics(0.25, 0.25, 0.5)).startswith("DreamRelation did not change relation accuracy")
+    assert demo_verdict(metrics(0.0, 0.5, 0.25)).endswith(
+        "Appearance leakage: DreamRelation 0.100, direct LoRA 0.100."
+    )
+
+
+def test_demo_verdict_states_every_row_shown_with_a_fourth() -> None:
+    rows = {"Base model": 0.0, "DreamRelation": 0.0, "Direct LoRA": 0.25, "Relation LoRA alone": 0.5}
+    metrics = {k: {"relation_accuracy": v, "appearance_leakage": 0.05} for k, v in rows.items()}
+    assert demo_verdict(metrics) == (
+        "DreamRelation did not change relation accuracy on new subjects (0.000); direct LoRA reached 0.250, "
+        "relation LoRA alone reached 0.500. Appearance leakage: DreamRelation 0.050, direct LoRA 0.050, "
+        "relation LoRA alone 0.050."
+    )
+    unchanged = {k: {"relation_accuracy": 0.0, "appearance_leakage": 0.0} for k in rows}
+    assert demo_verdict(unchanged) == "No LoRA changed relation accuracy on new subjects (all 0.000)."
 
 
 def test_evaluation_prompts_use_new_subjects_and_backgrounds() -> None:

@@ -112,22 +112,30 @@ def analyze_toy(cfg: ExperimentConfig, lora: Path, prompt: str, output: Path) ->
 
 
 def demo_verdict(metrics: dict[str, dict[str, float]]) -> str:
-    """The measured result in one sentence: what each LoRA did to relation accuracy on new subjects."""
+    """The measured result in one sentence: what each LoRA row (DreamRelation first, then direct LoRA and
+    any other row shown, in order) did to relation accuracy on new subjects, and their leakage."""
     base = metrics["Base model"]["relation_accuracy"]
-    ours = metrics["DreamRelation"]["relation_accuracy"]
-    direct = metrics["Direct LoRA"]["relation_accuracy"]
-    if ours == base and direct == base:
-        return f"Neither LoRA changed relation accuracy on new subjects (all {base:.3f})."
+    loras = [row for row in metrics if row != "Base model"]
+    if all(metrics[row]["relation_accuracy"] == base for row in loras):
+        nobody = "Neither LoRA" if len(loras) == 2 else "No LoRA"
+        return f"{nobody} changed relation accuracy on new subjects (all {base:.3f})."
+    first, *others = loras
+    ours = metrics[first]["relation_accuracy"]
     if ours == base:
         effect = f"did not change relation accuracy on new subjects ({base:.3f})"
     else:
         change = "raised" if ours > base else "lowered"
         effect = f"{change} relation accuracy on new subjects from {base:.3f} (base model) to {ours:.3f}"
-    leak = metrics["DreamRelation"]["appearance_leakage"], metrics["Direct LoRA"]["appearance_leakage"]
-    return (
-        f"DreamRelation {effect}; direct LoRA reached {direct:.3f}. Appearance leakage: "
-        f"DreamRelation {leak[0]:.3f}, direct LoRA {leak[1]:.3f}."
+    reached = ", ".join(
+        f"{_in_sentence(row)} reached {metrics[row]['relation_accuracy']:.3f}" for row in others
     )
+    leakage = ", ".join(f"{_in_sentence(row)} {metrics[row]['appearance_leakage']:.3f}" for row in loras)
+    return f"{first} {effect}; {reached}. Appearance leakage: {leakage}."
+
+
+def _in_sentence(row: str) -> str:
+    """A row's label inside a sentence ("Direct LoRA" -> "direct LoRA"; names stay as they are)."""
+    return row if row.startswith("DreamRelation") else row[0].lower() + row[1:]
 
 
 def demo_config(cfg: ExperimentConfig, output: Path) -> runner.BenchmarkConfig:
