@@ -105,6 +105,36 @@ MODELS: dict[str, dict] = {
         # refuses it); its tensors are a few (F-1) x C vectors per sample, nothing next to the activations
         "train": {"loss.contrastive_weight": 0.0},
     },
+    "wan22-5b": {
+        "backbone": "wan22_5b",
+        # Wan-AI/Wan2.2-TI2V-5B-Diffusers transformer/config.json (48-channel latents of its 16x VAE)
+        "config": {
+            "patch_size": (1, 2, 2),
+            "num_attention_heads": 24,
+            "attention_head_dim": 128,
+            "in_channels": 48,
+            "out_channels": 48,
+            "text_dim": 4096,
+            "freq_dim": 256,
+            "ffn_dim": 14336,
+            "num_layers": 30,
+            "cross_attn_norm": True,
+            "qk_norm": "rms_norm_across_heads",
+            "eps": 1e-6,
+            "rope_max_seq_len": 1024,
+        },
+        # 9 frames x 256 x 256 -> 3 latent frames of 16 x 16 (3 x 8 x 8 = 192 tokens)
+        "latent_shape": (48, 3, 16, 16),
+        "text_tokens": 32,
+        "about": "Wan2.2-TI2V-5B transformer (published config), 9x256x256, 32 UMT5 tokens",
+    },
+    "wan22-5b-slice": {
+        "backbone": "wan22_5b",
+        "config": None,  # filled below from wan22-5b: 2 of its 30 blocks, to check the path cheaply
+        "latent_shape": (48, 3, 16, 16),
+        "text_tokens": 32,
+        "about": "Wan2.2-TI2V-5B transformer at full width, 2 of 30 blocks, 9x256x256, 32 UMT5 tokens",
+    },
     "mochi-tiny": {
         "backbone": "mochi",
         "config": None,  # MochiBackbone's tiny test config
@@ -116,6 +146,7 @@ MODELS: dict[str, dict] = {
 
 MODELS["mochi-slice"]["config"] = {**MODELS["mochi-full"]["config"], "num_layers": 2}
 MODELS["wan-1.3b-256"]["config"] = MODELS["wan-1.3b"]["config"]
+MODELS["wan22-5b-slice"]["config"] = {**MODELS["wan22-5b"]["config"], "num_layers": 2}
 
 #: row -> TrainConfig overrides. Every row sets gradient_checkpointing explicitly (no "auto").
 ROWS: dict[str, dict] = {

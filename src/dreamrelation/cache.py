@@ -81,6 +81,9 @@ def encode_item(backbone: Backbone, item: VideoItem, config: CacheConfig) -> dic
     latents, latents_std = (t[0] for t in backbone.encode_video_posterior(video[None]))
     # the std lets training draw a fresh posterior sample per step (latent_sampling: sample)
     tensors = {"latents": latents.cpu(), "latents_std": latents_std.cpu()}
+    condition = backbone.encode_image_condition(video[None])  # image-to-video backbones that need more
+    if condition is not None:
+        tensors["image_condition"] = condition[0].cpu()
     for key, value in backbone.encode_prompts([item.caption]).items():
         tensors[f"text.{key}"] = value[0].cpu()
     if item.mask_dir is not None:
@@ -244,6 +247,8 @@ class CachedItem:
     text: dict[str, torch.Tensor]
     #: the VAE posterior's std (caches written before it was stored: None)
     latents_std: torch.Tensor | None = None
+    #: the image condition of image-to-video backbones that need more than the first latent frame
+    image_condition: torch.Tensor | None = None
 
 
 class CachedDataset:
@@ -280,6 +285,7 @@ class CachedDataset:
                         tensors.get("masks"),
                         text,
                         tensors.get("latents_std"),
+                        tensors.get("image_condition"),
                     )
                 )
                 shapes.add(tuple(tensors["latents"].shape))

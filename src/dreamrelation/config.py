@@ -187,6 +187,9 @@ class TrainConfig(_Strict):
     lr_schedule: Literal["constant", "cosine"] = "constant"
     #: latents per step: the cached VAE posterior "mean" (paper) or a fresh "sample" (official code)
     latent_sampling: Literal["mean", "sample"] = "mean"
+    #: image-to-video: learn the relation with each clip's first frame given as the condition (its
+    #: latent frame kept clean and left out of the loss); backbones with an image-to-video form only
+    first_frame: bool = False
     #: shard the frozen base across processes (FSDP2); adapters stay replicated (data parallel)
     fsdp: bool = False
     #: seed of the LoRA initialisation, data order, LoRA selection and noise: same seed, same run
@@ -315,6 +318,11 @@ class GenerateConfig(_Strict):
     seed: Seed = 0
     #: strength of the LoRA (1.0: as trained)
     lora_scale: float = Field(1.0, ge=-100, le=100)
+    #: backbones that also generate sound (LTX-2): write it as NN-slug.wav beside each video
+    audio: bool = True
+    #: image-to-video: a still image (PNG/JPEG) as the first frame, with the aspect ratio of
+    #: height:width; backbones with an image-to-video form only (None: text-to-video)
+    image: Path | None = None
     #: fuse the LoRA into the weights before sampling (faster, same result)
     fuse: bool = False
     #: frame rate of the written videos

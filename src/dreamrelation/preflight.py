@@ -10,6 +10,7 @@ LoRA files in ``generation.lora_files``); only the backbone and geometry checks 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dreamrelation.errors import ConfigError, InputError
@@ -55,6 +56,42 @@ def check_geometry(cls: type[Backbone], num_frames: int, height: int, width: int
         )
 
 
+def check_image_to_video(cls: type[Backbone], key: str) -> None:
+    """``first_frame`` / ``image`` need a backbone with an image-to-video form."""
+    if not cls.image_to_video:
+        from dreamrelation.backbones import BACKBONES
+
+        able = ", ".join(sorted(n for n, c in BACKBONES.items() if c.image_to_video))
+        raise ConfigError(
+            f"{key}: {cls.name} has no image-to-video form (text-to-video only); use --backbone {able}, "
+            f"or leave {key} unset"
+        )
+
+
+def check_image(path: Path, height: int, width: int) -> None:
+    """A readable still image whose aspect ratio is the video's (the pipeline resizes it to
+    height x width; another aspect ratio would be distorted)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "image not found", "pass the path of a PNG or JPEG file with --image")
+    try:
+        with Image.open(path) as image:
+            w, h = image.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(
+            path, f"not a readable image ({type(exc).__name__})", "pass a PNG or JPEG file"
+        ) from None
+    if abs((w / h) / (width / height) - 1) > 0.01:
+        raise InputError(
+            path,
+            f"is {w}x{h} (aspect {w / h:.2f}) but the video is {width}x{height} "
+            f"(aspect {width / height:.2f})",
+            "crop the image to the video's aspect ratio, or set --width/--height to the image's",
+        )
+
+
 # ----- one call per command ---------------------------------------------------------------------
 def preflight_cache(config: CacheConfig) -> None:
     cls = check_backbone(config.model)
@@ -69,6 +106,10 @@ def preflight_train(config: TrainConfig) -> None:
     from dreamrelation.training.trackers import check_trackers
 
     cls = check_backbone(config.model)
+    if config.first_frame:
+        check_image_to_video(cls, "first_frame")
+    elif not cls.text_to_video:
+        raise ConfigError(f"first_frame: {cls.name} is image-to-video only; pass --first-frame")
     check_streams(cls, config.lora.streams)
     check_output_dir(config.output, "training output")
     check_cache_matches_model(config.cache, config.model)
@@ -80,6 +121,11 @@ def preflight_train(config: TrainConfig) -> None:
 def preflight_generate(config: GenerateConfig) -> None:
     cls = check_backbone(config.model)
     check_geometry(cls, config.num_frames, config.height, config.width)
+    if config.image is not None:
+        check_image_to_video(cls, "image")
+        check_image(config.image, config.height, config.width)
+    elif not cls.text_to_video:
+        raise ConfigError(f"image: {cls.name} is image-to-video only; pass --image photo.png")
     check_output_dir(config.output, "video output")
     if config.lora is not None:
         from dreamrelation.generation.lora_files import read_inference_lora
@@ -89,3 +135,6 @@ def preflight_generate(config: GenerateConfig) -> None:
         if trained_on is not None and trained_on != cls.name:
             problem = f"was trained on {trained_on}, not {cls.name}"
             raise InputError(config.lora, problem, f"use --backbone {trained_on}")
+        from dreamrelation.generation.lora_files import expert_lora_paths
+
+        expert_lora_paths(config.lora, meta)  # a multi-expert run's other files are beside it

@@ -35,9 +35,22 @@ GEOMETRY = {
     "mochi": {"num_frames": 7, "height": 32, "width": 32},
     "wan": {"num_frames": 5, "height": 32, "width": 32},
     "hunyuan": {"num_frames": 5, "height": 16, "width": 16},
+    "wan22_5b": {"num_frames": 5, "height": 64, "width": 64},  # 16x VAE, patch 2
+    "wan22_a14b": {"num_frames": 5, "height": 32, "width": 32},
+    "hunyuan15": {"num_frames": 5, "height": 32, "width": 32},  # 16x VAE, patch 1
+    "ltx2": {"num_frames": 9, "height": 64, "width": 64},  # 8k+1 frames, 32x VAE, packed tokens
 }
-JOINT = {"mochi", "hunyuan"}
-TEXT_ATTENTION_LAYERS = {"mochi": 2, "wan": 2, "hunyuan": 4}  # Hunyuan: 2 dual- + 2 single-stream
+JOINT = {"mochi", "hunyuan", "hunyuan15"}
+# Hunyuan: 2 dual- + 2 single-stream; Wan2.2 A14B: the 2 layers of the expert that runs at the step
+TEXT_ATTENTION_LAYERS = {
+    "mochi": 2,
+    "wan": 2,
+    "hunyuan": 4,
+    "wan22_5b": 2,
+    "wan22_a14b": 2,
+    "hunyuan15": 2,
+    "ltx2": 2,
+}
 PROMPT = "a bear is shaking hands with a raccoon."
 STEPS = {"num_inference_steps": 3, "step": 2}
 
@@ -90,7 +103,8 @@ def test_attention_maps_are_per_token_frame_and_non_negative(run: tuple[str, Run
     assert att.maps.shape == (grid.frames, grid.height, grid.width)
     assert att.per_layer.shape == (len(att.layers), grid.frames, grid.height, grid.width)
     assert (att.maps >= 0).all() and torch.isfinite(att.maps).all()
-    assert att.tokens == ["shaking"] and att.positions == [3]
+    # LTX-2's Gemma pads on the left: the 10 prompt tokens end the 16 text positions
+    assert att.tokens == ["shaking"] and att.positions == [3 + (6 if name == "ltx2" else 0)]
     # Each text-attention layer seen once: the conditional call only, not the CFG negative.
     assert len(att.layers) == TEXT_ATTENTION_LAYERS[name]
     assert att.direction == ("text_to_video" if name in JOINT else "video_to_text")
@@ -117,7 +131,13 @@ def test_captured_rows_are_the_models_own_softmax(run: tuple[str, Run]) -> None:
         num_text = len(locate_word(load_backbone(name, "tiny"), PROMPT, "shaking").prompt_tokens)
         for rows in att.rows:
             assert rows.shape[1] == 1
-            assert rows.shape[2] in (att.grid.size + num_text, att.grid.size + 16)
+            # Mochi drops the padding; HunyuanVideo keeps its 16; HunyuanVideo-1.5 adds 8 ByT5 and 729
+            # (masked) image tokens
+            assert rows.shape[2] in (
+                att.grid.size + num_text,
+                att.grid.size + 16,
+                att.grid.size + 16 + 8 + 729,
+            )
         # The map is the mean over layers, heads and word tokens of the rows' video part.
         video_part = torch.stack([r[..., : att.grid.size].mean(dim=(0, 1)) for r in att.rows])
         torch.testing.assert_close(att.per_layer.flatten(1), video_part)

@@ -44,6 +44,15 @@ EXPECTED_LAYERS = {
         "single_blocks.1.linear1",
     ],
 }
+# Wan2.2 keeps Wan2.1's names (A14B's two expert files: tests/core/test_wan22.py)
+EXPECTED_LAYERS["wan22_5b"] = EXPECTED_LAYERS["wan"]
+# HunyuanVideo-1.5's original names keep Q, K, V apart (diffusers' conversion script for it)
+EXPECTED_LAYERS["hunyuan15"] = [
+    f"double_blocks.{i}.{stream}_attn_{p}"
+    for i in (0, 1)
+    for stream in ("img", "txt")
+    for p in ("q", "k", "proj")
+]
 
 
 # Which diffusers modules each original layer stacks (row order) - the inverse of the conversions.
@@ -58,11 +67,15 @@ def _parts(backbone: str, layer: str) -> list[str]:
             "proj_x": [f"{block}.to_out.0"],
             "proj_y": [f"{block}.to_add_out"],
         }[name]
-    if backbone == "wan":
+    if backbone in ("wan", "wan22_5b"):
         _, _, attn, p = layer.split(".")
         ours = {"self_attn": "attn1", "cross_attn": "attn2"}[attn]
         return [f"blocks.{i}.{ours}." + {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0"}[p]]
     name = layer.rsplit(".", 1)[1]
+    if backbone == "hunyuan15":
+        ours = {"img_attn_q": "to_q", "img_attn_k": "to_k", "img_attn_proj": "to_out.0"}
+        ours |= {"txt_attn_q": "add_q_proj", "txt_attn_k": "add_k_proj", "txt_attn_proj": "to_add_out"}
+        return [f"transformer_blocks.{i}.attn.{ours[name]}"]
     if layer.startswith("single_blocks"):
         block = f"single_transformer_blocks.{i}"
         return [f"{block}.attn.to_q", f"{block}.attn.to_k", f"{block}.attn.to_v", f"{block}.proj_mlp"]

@@ -20,6 +20,10 @@ GEOMETRY = {
     "mochi": {"num_frames": 7, "height": 16, "width": 16},
     "wan": {"num_frames": 5, "height": 16, "width": 16},
     "hunyuan": {"num_frames": 5, "height": 16, "width": 16},
+    "wan22_5b": {"num_frames": 5, "height": 32, "width": 32},  # 16x VAE
+    "wan22_a14b": {"num_frames": 5, "height": 16, "width": 16},
+    "hunyuan15": {"num_frames": 5, "height": 32, "width": 32},  # 16x VAE
+    "ltx2": {"num_frames": 9, "height": 64, "width": 64},  # 8k+1 frames, 32x VAE
 }
 PROMPT = "a bear is shaking hands with a raccoon."
 

@@ -15,10 +15,28 @@ from dreamrelation.analysis.subspace import discover_projections
 from dreamrelation.backbones import _LAZY, BACKBONES, ROLES, backbone_class, layouts
 
 #: registered backbone -> its family in the table (the toy backbone is Mochi at toy size)
-FAMILY_OF = {"mochi": "mochi", "wan": "wan", "hunyuan": "hunyuan", "toy": "mochi"}
+FAMILY_OF = {
+    "mochi": "mochi",
+    "wan": "wan",
+    "hunyuan": "hunyuan",
+    "toy": "mochi",
+    "wan22_5b": "wan",
+    "wan22_a14b": "wan",
+    "hunyuan15": "hunyuan15",
+    "ltx2": "ltx2",
+    "wan22_a14b_i2v": "wan",
+}
+#: backbones made of several transformers: the regex before each block (Wan2.2 A14B's experts)
+EXPERT_PREFIX = {"wan22_a14b": r"(?:high_noise|low_noise)\.", "wan22_a14b_i2v": r"(?:high_noise|low_noise)\."}
 #: attention layers that carry no adapters on purpose (the table's comments say why)
 NOT_IN_TABLE = {
     "hunyuan": re.compile(r"context_embedder\.token_refiner\..*"),
+    "hunyuan15": re.compile(r"context_embedder\.token_refiner\..*"),
+    # LTX-2's relation is learned on the video stream: its audio attention and the audio<->video
+    # cross-attention carry no adapters
+    "ltx2": re.compile(
+        r"transformer_blocks\.\d+\.(audio_attn[12]|audio_to_video_attn|video_to_audio_attn)\..*"
+    ),
     "mochi": re.compile(r"time_embed\.pooler\..*"),
 }
 PROJECTIONS = {*layouts.VISION_PROJECTIONS.values(), *layouts.TEXT_PROJECTIONS.values()}
@@ -48,7 +66,8 @@ def test_every_registered_backbone_has_a_layout() -> None:
 def test_the_table_names_exactly_the_live_attention_projections(name: str) -> None:
     cls = backbone_class(name)
     family = FAMILY_OF[name]
-    assert cls.streams == layouts.streams(family)
+    prefix = EXPERT_PREFIX.get(name, "")
+    assert cls.streams == layouts.streams(family, prefix=prefix)
     assert layouts.TRANSFORMER_CLASSES[cls.transformer_class.__name__] == family
     backbone = cls.tiny_transformer(seed=0)
     modules = dict(backbone.transformer.named_modules())
@@ -66,7 +85,7 @@ def test_the_table_names_exactly_the_live_attention_projections(name: str) -> No
     # ... is named by the table, and the table names nothing the model lacks
     named: set[str] = set()
     for stream, (block, attention, roles) in layouts.ATTENTION_LAYOUTS[family].items():
-        matched = [a for a in attentions if re.fullmatch(rf"{block}\.{attention}", a)]
+        matched = [a for a in attentions if re.fullmatch(rf"{prefix}{block}\.{attention}", a)]
         assert matched, f"{name}: stream {stream} matches no attention layer"
         for role, projection in roles.items():
             present = [f"{a}.{projection}" for a in matched if f"{a}.{projection}" in modules]
@@ -81,12 +100,26 @@ def test_the_table_names_exactly_the_live_attention_projections(name: str) -> No
         for role in ROLES
         for module in backbone.projection_modules(role, [stream])
     }
-    tensors = [n for n, _ in backbone.transformer.named_parameters()]
+    # the analysis reads one checkpoint (one expert) at a time
+    experts = getattr(backbone.transformer, "experts", {"": backbone.transformer})
     discovered = {
-        (stream, role, tensor.removesuffix(".weight"))
-        for streams in discover_projections(tensors, family=family).values()
+        (stream, role, f"{expert}.{tensor.removesuffix('.weight')}".lstrip("."))
+        for expert, module in experts.items()
+        for streams in discover_projections([n for n, _ in module.named_parameters()], family=family).values()
         for stream, by_role in streams.items()
         for role, tensor in by_role.items()
     }
     assert targets == discovered
     assert {module for _, _, module in targets} == live
+
+
+def test_readme_table_lists_every_backbone_with_its_hub_id() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for name, cls in BACKBONES.items():
+        if name in _LAZY:  # the toy backbone ships its own weights
+            continue
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{name}` |")), None)
+        assert row is not None, f"README's backbone table has no row for {name}"
+        assert f"`{cls.hub_id}`" in row and f"--backbone {name} " in row

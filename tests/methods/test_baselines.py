@@ -42,6 +42,10 @@ GEOMETRY = {
     "mochi": {"num_frames": 7, "size": 16},
     "wan": {"num_frames": 5, "size": 16},
     "hunyuan": {"num_frames": 5, "size": 16},
+    "wan22_5b": {"num_frames": 5, "size": 32},  # 16x VAE
+    "wan22_a14b": {"num_frames": 5, "size": 16},
+    "hunyuan15": {"num_frames": 5, "size": 32},  # 16x VAE
+    "ltx2": {"num_frames": 9, "size": 64},  # 8k+1 frames, 32x VAE
     "toy": {"num_frames": 16, "size": 32},
 }
 PROMPTS = {"reversion": "a bear <R> a raccoon."}
@@ -117,10 +121,13 @@ def _base_video(backbone: str, prompt: str) -> np.ndarray:
 # motion_inversion_rcl is motion_inversion's class plus the trainer's RCL term, and direct_lora's file
 # is the LoRA that tests/core/test_generation.py loads on every backbone (kept here on Mochi and toy).
 # The triplet recipes are DreamRelation's class with other defaults: one backbone each.
+# The Wan2.2 backbones, HunyuanVideo-1.5 and LTX-2 run every method: their experts, per-token timesteps
+# and channel-stacked conditions are new to each.
+WAN22 = ("wan22_5b", "wan22_a14b", "hunyuan15", "ltx2")
 ONE_BACKBONE = {
-    "motion_inversion_rcl": ("mochi",),
-    "direct_lora": ("mochi", "toy"),
-    **{recipe: ("toy",) for recipe in TRIPLET_RECIPES},
+    "motion_inversion_rcl": ("mochi", *WAN22),
+    "direct_lora": ("mochi", "toy", *WAN22),
+    **{recipe: ("toy", *WAN22) for recipe in TRIPLET_RECIPES},
 }
 CASES = [
     (method, backbone)
@@ -195,7 +202,8 @@ def test_motion_embeddings_at_zero_leave_the_base_output_unchanged(
         embeddings.install(bb.transformer)
         assert torch.equal(bb.predict(noisy, sigma, text), reference)
         # and they are really in the forward pass: a non-zero value embedding changes the output
-        embeddings.value[0].fill_(0.5)
+        for value in embeddings.value:  # every block's (Wan2.2 A14B: σ picks one expert's blocks)
+            value.fill_(0.5)
         assert not torch.equal(bb.predict(noisy, sigma, text), reference)
         embeddings.remove()
         assert torch.equal(bb.predict(noisy, sigma, text), reference)

@@ -78,6 +78,18 @@ class Backbone(ABC):
     #: relation -> caption template ("{a} is shaking hands with {b}") where the backbone's own data
     #: captions its relations its own way (the toy world); None: NTU's templates
     caption_templates: ClassVar[dict[str, str] | None] = None
+    #: the pipeline also generates sound (``output.audio``), at this sample rate; None: video only
+    audio_sample_rate: ClassVar[int | None] = None
+    #: has an image-to-video form: ``predict(first_frame=...)`` and :meth:`image_pipeline` work
+    image_to_video: ClassVar[bool] = False
+    #: image-to-video by replacing the first latent frame with the clean image latent (TI2V-5B,
+    #: LTX-2; that frame then leaves the loss); False: the image enters otherwise (extra input
+    #: channels, Wan2.2 I2V-A14B), from what :meth:`encode_image_condition` put in the cache
+    image_replaces_first_frame: ClassVar[bool] = True
+    #: also generates from text alone (an image-to-video-only checkpoint sets False)
+    text_to_video: ClassVar[bool] = True
+    #: the public diffusers checkpoint (README's backbone table; ``--model`` takes any other)
+    hub_id: ClassVar[str | None] = None
     #: (tokenizer, text encoder) component names of the pipeline, in encoding order
     text_encoders: ClassVar[tuple[tuple[str, str], ...]] = (("tokenizer", "text_encoder"),)
 
@@ -201,9 +213,18 @@ class Backbone(ABC):
         return sigma * self.num_train_timesteps
 
     def predict(
-        self, noisy_latents: torch.Tensor, sigma: torch.Tensor, conditioning: dict[str, torch.Tensor]
+        self,
+        noisy_latents: torch.Tensor,
+        sigma: torch.Tensor,
+        conditioning: dict[str, torch.Tensor],
+        first_frame: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One transformer call in training form: returns the flow prediction (B, C, F, H, W)."""
+        """One transformer call in training form: returns the flow prediction (B, C, F, H, W).
+
+        ``first_frame`` (B, C, 1, H, W): the clean latent frame of an image condition (backbones with
+        an image-to-video form)."""
+        if first_frame is not None:
+            raise ValueError(f"{self.name} has no image-to-video form")
         timestep = self.model_timestep(sigma).to(noisy_latents.dtype)
         return self.transformer(
             hidden_states=noisy_latents,
@@ -243,6 +264,11 @@ class Backbone(ABC):
         slope = self.normalize_latents(torch.ones_like(mean)) - zero
         return mean, posterior.std.float() * slope.abs()
 
+    def encode_image_condition(self, video: torch.Tensor) -> torch.Tensor | None:
+        """What the cache stores for image-to-video training besides the latents (None: nothing, the
+        first latent frame is the condition). ``video``: (B, F, H, W, 3) uint8 frames."""
+        return None
+
     @abstractmethod
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents -> the space the transformer is trained in (the pipeline's inverse)."""
@@ -253,6 +279,37 @@ class Backbone(ABC):
         mean = torch.tensor(cfg.latents_mean, device=latents.device).view(1, -1, 1, 1, 1)
         std = torch.tensor(cfg.latents_std, device=latents.device).view(1, -1, 1, 1, 1)
         return (latents - mean) / std
+
+    def sound_rate(self) -> int:
+        """The sample rate of the generated sound (backbones with ``audio_sample_rate``)."""
+        if self.audio_sample_rate is None:
+            raise ValueError(f"{self.name} generates no sound")
+        return self.audio_sample_rate
+
+    def image_pipeline(self) -> DiffusionPipeline:
+        """The image-to-video pipeline sharing this pipeline's models (``image_to_video`` backbones)."""
+        raise ValueError(f"{self.name} has no image-to-video form")
+
+    def text_sequence(
+        self, text_mask: torch.Tensor, conditioning: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the attention maps: where each position of the prompt's (first) text embedding lands in
+        the text sequence the transformer's attention sees, and which of that sequence's positions are
+        real tokens. Default: the embedding as it is."""
+        return torch.arange(len(text_mask)), text_mask
+
+    #: the pipeline components a LoRA file is loaded into (and fused into)
+    lora_components: ClassVar[tuple[str, ...]] = ("transformer",)
+    #: a model of several experts (Wan2.2 A14B): expert -> the pipeline component holding it, each
+    #: with its own LoRA file; empty: one transformer, one file
+    expert_components: ClassVar[dict[str, str]] = {}
+
+    def fuse_lora(self, adapter_name: str) -> None:
+        """Merge the loaded LoRA into the base weights (its scale already set) and drop the adapter."""
+        self.pipeline.fuse_lora(
+            components=list(self.lora_components), lora_scale=1.0, adapter_names=[adapter_name]
+        )
+        self.pipeline.unload_lora_weights()
 
     def pipeline_kwargs(self, guidance_scale: float) -> dict[str, Any]:
         """Keyword arguments that make the backbone's pipeline run with our CFG setting."""

@@ -28,6 +28,7 @@ class HunyuanVideoBackbone(Backbone):
     spatial_factor = 8
     first_frame_alone = True
     flow_convention = "noise_minus_data"
+    hub_id = "hunyuanvideo-community/HunyuanVideo"
 
     def __init__(
         self,

@@ -48,6 +48,19 @@ ATTENTION_LAYOUTS: dict[str, dict[str, tuple[str, str, dict[str, str]]]] = {
         "text": (r"transformer_blocks\.\d+", "attn", TEXT_PROJECTIONS),
         "joint": (r"single_transformer_blocks\.\d+", "attn", {"q": "to_q", "k": "to_k", "v": "to_v"}),
     },
+    # HunyuanVideo-1.5: HunyuanVideo's dual-stream blocks only (no single-stream ones); its token
+    # refiner is left out as there.
+    "hunyuan15": {
+        "vision": (r"transformer_blocks\.\d+", "attn", VISION_PROJECTIONS),
+        "text": (r"transformer_blocks\.\d+", "attn", TEXT_PROJECTIONS),
+    },
+    # LTX-2: video and audio streams in every block; the relation LoRA is learned on the video stream
+    # (attn1: video self-attention; attn2: video cross-attention to the text), so the audio stream's
+    # attention and the audio<->video cross-attention are left out.
+    "ltx2": {
+        "vision": (r"transformer_blocks\.\d+", "attn1", VISION_PROJECTIONS),
+        "text": (r"transformer_blocks\.\d+", "attn2", VISION_PROJECTIONS),
+    },
     # Analysis only (no backbone here): one attention over the concatenated text+vision tokens.
     "cogvideox": {
         "joint": (r"transformer_blocks\.\d+", "attn1", VISION_PROJECTIONS),
@@ -59,14 +72,19 @@ TRANSFORMER_CLASSES: dict[str, str] = {
     "MochiTransformer3DModel": "mochi",
     "WanTransformer3DModel": "wan",
     "HunyuanVideoTransformer3DModel": "hunyuan",
+    "HunyuanVideo15Transformer3DModel": "hunyuan15",
+    "LTX2VideoTransformer3DModel": "ltx2",
     "CogVideoXTransformer3DModel": "cogvideox",
 }
 
 
-def streams(family: str) -> dict[str, tuple[str, dict[str, str]]]:
-    """``Backbone.streams``: stream -> (regex matching the whole attention module name, roles)."""
+def streams(family: str, prefix: str = "") -> dict[str, tuple[str, dict[str, str]]]:
+    """``Backbone.streams``: stream -> (regex matching the whole attention module name, roles).
+
+    ``prefix``: a regex before the block (a model made of several transformers, such as Wan2.2
+    A14B's two experts, names its modules ``high_noise.blocks.0...``)."""
     return {
-        stream: (rf"{block}\.{attention}", dict(roles))
+        stream: (rf"{prefix}{block}\.{attention}", dict(roles))
         for stream, (block, attention, roles) in ATTENTION_LAYOUTS[family].items()
     }
 
@@ -128,3 +146,17 @@ ORIGINAL_LAYOUT: dict[str, tuple[FusedLayer, ...]] = {
         ),
     ),
 }
+# HunyuanVideo-1.5's original checkpoint keeps Q, K, V apart (img_attn_q ... txt_attn_proj, read from
+# diffusers' conversion script for it); it has no single-stream blocks.
+ORIGINAL_LAYOUT["hunyuan15"] = tuple(
+    FusedLayer(f"double_blocks.{{i}}.{stream}_attn_{short}", (f"transformer_blocks.{{i}}.attn.{ours}",))
+    for stream, projections in (
+        ("img", (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("proj", "to_out.0"))),
+        ("txt", (("q", "add_q_proj"), ("k", "add_k_proj"), ("v", "add_v_proj"), ("proj", "to_add_out"))),
+    )
+    for short, ours in projections
+)
+# Wan2.2 keeps Wan2.1's original names (ComfyUI ``comfy/ldm/wan/model.py`` serves both); A14B's
+# experts are two checkpoints with these names each, so each expert gets its own ComfyUI file.
+for _wan22 in ("wan22_5b", "wan22_a14b", "wan22_a14b_i2v"):
+    ORIGINAL_LAYOUT[_wan22] = ORIGINAL_LAYOUT["wan"]

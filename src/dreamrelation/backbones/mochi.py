@@ -28,6 +28,7 @@ class MochiBackbone(Backbone):
     spatial_factor = 8
     first_frame_alone = True
     flow_convention = "data_minus_noise"
+    hub_id = "genmo/mochi-1-preview"
 
     @staticmethod
     def _tiny_transformer_module(seed: int) -> MochiTransformer3DModel:

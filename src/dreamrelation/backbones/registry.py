@@ -11,12 +11,25 @@ import torch
 
 from dreamrelation.backbones.base import Backbone
 from dreamrelation.backbones.hunyuan import HunyuanVideoBackbone
+from dreamrelation.backbones.hunyuan15 import HunyuanVideo15Backbone
+from dreamrelation.backbones.ltx2 import LTX2Backbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.backbones.wan import WanBackbone
+from dreamrelation.backbones.wan22 import Wan22A14BBackbone, Wan22I2VA14BBackbone, Wan22TI2VBackbone
 from dreamrelation.errors import DreamRelationError
 
 BACKBONES: dict[str, type[Backbone]] = {
-    cls.name: cls for cls in (MochiBackbone, WanBackbone, HunyuanVideoBackbone)
+    cls.name: cls
+    for cls in (
+        MochiBackbone,
+        WanBackbone,
+        HunyuanVideoBackbone,
+        Wan22TI2VBackbone,
+        Wan22A14BBackbone,
+        Wan22I2VA14BBackbone,
+        HunyuanVideo15Backbone,
+        LTX2Backbone,
+    )
 }
 
 

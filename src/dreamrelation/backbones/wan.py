@@ -22,6 +22,7 @@ class WanBackbone(Backbone):
     spatial_factor = 8
     first_frame_alone = True
     flow_convention = "noise_minus_data"
+    hub_id = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
 
     @classmethod
     def default_max_sequence_length(cls) -> int:

@@ -97,6 +97,11 @@ def train(
     optimizer: str = setting("optimizer", "--optimizer"),
     accumulate: int = setting("gradient_accumulation_steps", "--gradient-accumulation-steps"),
     fsdp: bool = setting("fsdp", "--fsdp/--no-fsdp"),
+    first_frame: bool = setting(
+        "first_frame",
+        "--first-frame/--no-first-frame",
+        help="Image-to-video: condition on each clip's first frame (backbones with an I2V form).",
+    ),
     help_config: bool = help_config_option("dreamrelation.config:TrainConfig"),
 ) -> None:
     """Train the Relation LoRA triplet with Hybrid Mask Training and the contrastive loss
@@ -193,6 +198,11 @@ def generate(
     width: int = setting("width", "--width"),
     seed: int = setting("seed", "--seed"),
     cpu_offload: bool = setting("cpu_offload", "--cpu-offload/--no-cpu-offload"),
+    image: Path = setting(
+        "image",
+        "--image",
+        help="Image-to-video: a still image (same aspect ratio as the video) as the first frame.",
+    ),
     help_config: bool = help_config_option("dreamrelation.config:GenerateConfig"),
 ) -> None:
     """Render the learned relation for new subjects with what training saved: the relation + FFN

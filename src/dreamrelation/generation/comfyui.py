@@ -127,7 +127,9 @@ def transformer_out_features(backbone: str, model: str) -> dict[str, int]:
     from dreamrelation.backbones import load_backbone
 
     if model == "tiny":
-        return linear_out_features(load_backbone(backbone, "tiny").transformer)
+        transformer = load_backbone(backbone, "tiny").transformer
+        experts = getattr(transformer, "experts", None)  # Wan2.2 A14B: the experts have one shape
+        return linear_out_features(next(iter(experts.values())) if experts else transformer)
     import diffusers
     from accelerate import init_empty_weights
 
@@ -151,6 +153,17 @@ def transformer_out_features(backbone: str, model: str) -> dict[str, int]:
     return linear_out_features(transformer)
 
 
+def comfyui_file_name(meta: dict[str, object]) -> str:
+    """``relation_lora_comfyui.safetensors``; a multi-expert model's later experts (Wan2.2 A14B's
+    low-noise one) add the expert's name, as their diffusers files do."""
+    from dreamrelation.generation.lora_files import EXPERT_FILES_KEY, EXPERT_KEY
+
+    expert, files = meta.get(EXPERT_KEY), meta.get(EXPERT_FILES_KEY)
+    if not expert or not isinstance(files, dict) or next(iter(files)) == expert:
+        return COMFYUI_LORA
+    return COMFYUI_LORA.replace("_comfyui", f"_{expert}_comfyui")
+
+
 def write_comfyui_lora(
     lora_path: Path,
     out_features: dict[str, int] | None = None,
@@ -167,16 +180,6 @@ def write_comfyui_lora(
     from dreamrelation.generation.lora_files import read_inference_lora
 
     lora_path = Path(lora_path)
-    target = Path(output) if output is not None else lora_path.with_name(COMFYUI_LORA)
-    if target.is_dir():
-        target = target / COMFYUI_LORA
-    refuse_same_file(target, lora_path)
-    if (target.exists() or target.is_symlink()) and not overwrite and not _our_export(target):
-        raise InputError(
-            target,
-            "exists and is not a ComfyUI export of dreamrelation",
-            "choose another -o or pass --overwrite",
-        )
     state, meta = read_inference_lora(lora_path)
     backbone = str(meta.get("dreamrelation.backbone", ""))
     if backbone not in ORIGINAL_LAYOUT:
@@ -192,6 +195,17 @@ def write_comfyui_lora(
         if not model:
             raise InputError(lora_path, "its metadata names no model", "pass --model <hub id or folder>")
         out_features = transformer_out_features(backbone, model)
+    name = comfyui_file_name(meta)
+    target = Path(output) if output is not None else lora_path.with_name(name)
+    if target.is_dir():
+        target = target / name
+    refuse_same_file(target, lora_path)
+    if (target.exists() or target.is_symlink()) and not overwrite and not _our_export(target):
+        raise InputError(
+            target,
+            "exists and is not a ComfyUI export of dreamrelation",
+            "choose another -o or pass --overwrite",
+        )
     converted = comfyui_state_dict(state, backbone, out_features)
     text_meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
     atomic_save(converted, target, {**text_meta, "dreamrelation.format": "comfyui"})

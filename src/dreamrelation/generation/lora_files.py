@@ -26,6 +26,15 @@ from dreamrelation.training.methods.settings import LORA_METHODS
 
 INFERENCE_LORA = "relation_lora.safetensors"
 TRIPLET = "triplet.safetensors"
+#: metadata of a multi-expert model's LoRA files: which expert a file is for, and every expert's file
+EXPERT_KEY = "dreamrelation.expert"
+EXPERT_FILES_KEY = "dreamrelation.expert_files"
+
+
+def expert_file_name(expert: str | None, index: int) -> str:
+    """The first (or only) expert's file is ``relation_lora.safetensors`` (what ``generate --lora``
+    and a plain ``load_lora_weights`` take); the others' add the expert's name."""
+    return INFERENCE_LORA if index == 0 else f"{Path(INFERENCE_LORA).stem}_{expert}.safetensors"
 
 
 def inference_state_dict(
@@ -56,9 +65,17 @@ def save_lora_files(
         "dreamrelation.config": config_json,
         "dreamrelation.method": method,
     }
-    inference = {k: v.to(dtype) for k, v in inference_state_dict(transformer, inference_adapters).items()}
+    # a model of several experts (Wan2.2 A14B) gets one plain diffusers LoRA file per expert
+    experts = getattr(transformer, "experts", None) or {None: transformer}
+    files = {expert: expert_file_name(expert, i) for i, expert in enumerate(experts)}
+    for expert, module in experts.items():
+        inference = {k: v.to(dtype) for k, v in inference_state_dict(module, inference_adapters).items()}
+        expert_meta = {} if expert is None else {EXPERT_KEY: expert, EXPERT_FILES_KEY: json.dumps(files)}
+        path = output / files[expert]
+        atomic_save(
+            inference, path, {**meta, **expert_meta, "dreamrelation.adapters": ",".join(inference_adapters)}
+        )
     lora_path = output / INFERENCE_LORA
-    atomic_save(inference, lora_path, {**meta, "dreamrelation.adapters": ",".join(inference_adapters)})
     triplet_path = output / TRIPLET
     atomic_save(
         triplet_state_dict(transformer, present),
@@ -72,12 +89,30 @@ def save_lora_files(
 LORA_FILE_METHODS = LORA_METHODS
 
 
+def expert_lora_paths(path: Path, meta: dict[str, object]) -> dict[str, Path]:
+    """expert -> its LoRA file, beside ``path`` (a file of a multi-expert run); an InputError naming
+    the first one missing. Empty for a single-transformer LoRA."""
+    files = meta.get(EXPERT_FILES_KEY)
+    if not isinstance(files, dict):
+        return {}
+    paths = {expert: Path(path).with_name(str(name)) for expert, name in files.items()}
+    for expert, expert_path in paths.items():
+        if not expert_path.is_file():
+            raise InputError(
+                expert_path,
+                f"the {expert.replace('_', '-')} expert's LoRA is missing (one file per expert is needed)",
+                f"keep {expert_path.name} beside {Path(path).name}, as training wrote them",
+            )
+    return paths
+
+
 def read_lora_metadata(path: Path) -> dict[str, object]:
     """The metadata stored by :func:`save_lora_files` (config decoded from JSON)."""
     with safe_open(str(path), "pt") as f:
         meta = dict(f.metadata() or {})
-    if "dreamrelation.config" in meta:
-        meta["dreamrelation.config"] = json.loads(meta["dreamrelation.config"])
+    for key in ("dreamrelation.config", EXPERT_FILES_KEY):
+        if key in meta:
+            meta[key] = json.loads(meta[key])
     return meta
 
 

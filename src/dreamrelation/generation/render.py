@@ -8,13 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from dreamrelation.backbones import Backbone, default_device, load_backbone
 from dreamrelation.config import GenerateConfig
 from dreamrelation.data import write_gif, write_video
 from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.files import file_sha256
-from dreamrelation.generation.lora_files import LORA_FILE_METHODS, check_lora_fits, read_inference_lora
+from dreamrelation.generation.lora_files import (
+    EXPERT_KEY,
+    LORA_FILE_METHODS,
+    check_lora_fits,
+    expert_lora_paths,
+    read_inference_lora,
+)
 from dreamrelation.generation.manifest import RenderSummary, render_prompt_set
 from dreamrelation.generation.prompts import PromptEntry, load_prompt_file
 
@@ -33,14 +40,19 @@ def render_batch(
     num_inference_steps: int = 64,
     guidance_scale: float = 6.0,
     show_progress: bool = True,
+    image: Image.Image | None = None,
+    sound: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Videos for several prompts in one pipeline call: float frames in [0, 1], shape (N, F, H, W, 3).
     Video i starts from the noise of generator seed ``seeds[i]``, so it equals ``render(prompts[i],
-    seed=seeds[i])``."""
+    seed=seeds[i])``. With ``image``: image-to-video, the image as every video's first frame. A
+    backbone that also generates sound (LTX-2) appends each video's (channels, samples) waveform to
+    ``sound`` when it is given."""
     if len(prompts) != len(seeds):
         raise ValueError(f"one seed per prompt: got {len(prompts)} prompts and {len(seeds)} seeds")
-    pipe = backbone.pipeline
+    pipe = backbone.pipeline if image is None else backbone.image_pipeline()
     pipe.set_progress_bar_config(disable=not show_progress)
+    given = {} if image is None else {"image": image}
     out = pipe(
         prompt=list(prompts),
         num_frames=num_frames,
@@ -49,8 +61,13 @@ def render_batch(
         num_inference_steps=num_inference_steps,
         generator=[torch.Generator(device="cpu").manual_seed(seed) for seed in seeds],
         output_type="np",
+        **given,
         **backbone.pipeline_kwargs(guidance_scale),
     )
+    if sound is not None and getattr(out, "audio", None) is not None:
+        sound.extend(
+            np.asarray(a.float().cpu() if torch.is_tensor(a) else a, dtype=np.float32) for a in out.audio
+        )
     return np.asarray(out.frames, dtype=np.float32)
 
 
@@ -65,6 +82,8 @@ def render(
     guidance_scale: float = 6.0,
     seed: int = 0,
     show_progress: bool = True,
+    image: Image.Image | None = None,
+    sound: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """One video as float frames in [0, 1], shape (F, H, W, 3); reproducible by ``seed``."""
     return render_batch(
@@ -77,6 +96,8 @@ def render(
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
         show_progress=show_progress,
+        image=image,
+        sound=sound,
     )[0]
 
 
@@ -107,18 +128,38 @@ def render_and_save(
     *,
     fps: int = 8,
     gif_scale: int = 1,
+    audio: bool = True,
     **render_kwargs: object,
 ) -> list[Path]:
-    """Render each prompt and write ``NN-slug.mp4`` plus a ``.gif`` preview; returns the MP4 paths."""
+    """Render each prompt and write ``NN-slug.mp4`` plus a ``.gif`` preview (and, for a backbone that
+    generates sound, the sound as ``NN-slug.wav``); returns the MP4 paths."""
     output = Path(output)
     paths = []
     for i, prompt in enumerate(prompts):
-        frames = render(backbone, prompt, **render_kwargs)
+        sound: list[np.ndarray] = []
+        frames = render(backbone, prompt, sound=sound, **render_kwargs)
         path = _unused(output, slug(prompt, i))
         write_video(frames, path, fps=fps)
         write_gif(frames, path.with_suffix(".gif"), fps=fps, scale=gif_scale)
+        if audio and sound and backbone.audio_sample_rate is not None:
+            write_wav(sound[0], path.with_suffix(".wav"), backbone.sound_rate())
         paths.append(path)
     return paths
+
+
+def write_wav(waveform: np.ndarray, path: Path, sample_rate: int) -> Path:
+    """(channels, samples) floats in [-1, 1] -> 16-bit PCM WAV, written atomically."""
+    import wave
+
+    from dreamrelation.files import atomic_target
+
+    pcm = (np.clip(np.atleast_2d(waveform), -1, 1) * 32767).round().astype("<i2")
+    with atomic_target(path) as temp, wave.open(str(temp), "wb") as out:
+        out.setnchannels(pcm.shape[0])
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(pcm.T.tobytes())
+    return path
 
 
 def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse: bool = False) -> str | None:
@@ -143,14 +184,49 @@ def load_inference_lora(backbone: Backbone, lora: Path, scale: float = 1.0, fuse
         if method not in METHOD_NAMES:
             raise InputError(lora, f"was written by unknown method {method!r}", "update dreamrelation")
         return method_class(method).apply_file(backbone, lora, meta, scale)
-    check_lora_fits(state, backbone.transformer, lora)
-    pipe = backbone.pipeline
-    pipe.load_lora_weights(str(lora), adapter_name=ADAPTER_NAME)
-    pipe.set_adapters([ADAPTER_NAME], [scale])
+    apply_lora_files(backbone, lora, state, meta, scale)
     if fuse:
-        pipe.fuse_lora(lora_scale=1.0, adapter_names=[ADAPTER_NAME])
-        pipe.unload_lora_weights()
+        backbone.fuse_lora(ADAPTER_NAME)
     return None
+
+
+def apply_lora_files(
+    backbone: Backbone, lora: Path, state: dict[str, torch.Tensor], meta: dict[str, object], scale: float
+) -> None:
+    """Our inference LoRA file(s) through diffusers' own loading: the pipeline's ``load_lora_weights``
+    where it has one, each expert's file into its own transformer for a model of several (Wan2.2
+    A14B: ``load_into_transformer_2``), else the transformer's peft adapter API (HunyuanVideo-1.5)."""
+    experts = backbone.expert_components
+    files = [(lora, state, "transformer")]
+    if experts:
+        paths = expert_lora_paths(lora, meta)
+        if set(paths) != set(experts):
+            raise InputError(
+                lora,
+                f"holds no expert of {backbone.name} (a LoRA trained on a single-transformer model)",
+                f"train on --backbone {backbone.name}, or generate with the backbone the LoRA was trained on",
+            )
+        files = []
+        for expert, component in experts.items():
+            expert_state, expert_meta = read_inference_lora(paths[expert])
+            if expert_meta.get(EXPERT_KEY) != expert:
+                raise InputError(
+                    paths[expert],
+                    f"was trained for the {expert_meta.get(EXPERT_KEY)} expert, not {expert}",
+                    "use the files of one training run, with the names training gave them",
+                )
+            files.append((paths[expert], expert_state, component))
+    pipe = backbone.pipeline
+    for path, file_state, component in files:
+        module = getattr(pipe, component)
+        check_lora_fits(file_state, module, path)
+        if hasattr(pipe, "load_lora_weights"):
+            into = {"load_into_transformer_2": True} if component == "transformer_2" else {}
+            pipe.load_lora_weights(str(path), adapter_name=ADAPTER_NAME, **into)
+        else:  # a pipeline without a LoRA loader: the transformer's own peft adapter API
+            module.load_lora_adapter(str(path), prefix="transformer", adapter_name=ADAPTER_NAME)
+    for component in dict.fromkeys(component for *_, component in files):
+        getattr(pipe, component).set_adapters([ADAPTER_NAME], [scale])
 
 
 def apply_memory_options(backbone: Backbone, config: GenerateConfig, device: torch.device) -> None:
@@ -192,15 +268,26 @@ def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None, prompt
     return backbone
 
 
+def load_image(config: GenerateConfig) -> Image.Image | None:
+    """The ``image`` of an image-to-video run, as RGB (checked by ``preflight_generate``)."""
+    if config.image is None:
+        return None
+    with Image.open(config.image) as image:
+        return image.convert("RGB")
+
+
 def generate(
     config: GenerateConfig, backbone: Backbone | None = None, show_progress: bool = True
 ) -> list[Path]:
     backbone = _prepared_backbone(config, backbone, config.prompts)
+    if config.image is not None and not backbone.image_to_video:
+        raise ConfigError(f"image: {backbone.name} has no image-to-video form; leave image unset")
     return render_and_save(
         backbone,
         config.prompts,
         config.output,
         fps=config.fps,
+        audio=config.audio,
         num_frames=config.num_frames,
         height=config.height,
         width=config.width,
@@ -208,6 +295,7 @@ def generate(
         guidance_scale=config.guidance_scale,
         seed=config.seed,
         show_progress=show_progress,
+        image=load_image(config),
     )
 
 
@@ -229,8 +317,10 @@ def generate_prompt_set(
         "num_frames": config.num_frames,
         "height": config.height,
         "width": config.width,
+        **({"image_sha256": file_sha256(config.image)} if config.image is not None else {}),
     }
     backbone = _prepared_backbone(config, backbone, [e.prompt for e in entries])
+    image = load_image(config)
     geometry = {"num_frames": config.num_frames, "height": config.height, "width": config.width}
 
     def render_one(entry: PromptEntry) -> np.ndarray:
@@ -242,6 +332,7 @@ def generate_prompt_set(
             guidance_scale=config.guidance_scale,
             seed=entry.seed,
             show_progress=False,
+            image=image,
         )
 
     return render_prompt_set(

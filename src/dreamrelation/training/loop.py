@@ -26,7 +26,7 @@ from diffusers.optimization import get_scheduler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file
 
-from dreamrelation.backbones import Backbone, load_backbone
+from dreamrelation.backbones import Backbone, backbone_class, load_backbone
 from dreamrelation.cache import MASK_ORDER, CachedDataset, cache_digest
 from dreamrelation.config import TrainConfig, dump_config
 from dreamrelation.errors import ConfigError, TrainingError
@@ -95,13 +95,16 @@ class Trainer:
                 "latent_sampling: sample needs the VAE posterior's std in the cache (caches written "
                 "before it keep only the mean); re-run `dreamrelation cache` or set latent_sampling: mean"
             )
-        single = [i for i in self.dataset.items if i.latents.shape[1] < 2]
+        # the frames the loss sees: all, or (first_frame) all but the given first one
+        replaces = backbone_class(config.model.backbone).image_replaces_first_frame
+        needed = 2 + int(config.first_frame and replaces)
+        single = [i for i in self.dataset.items if i.latents.shape[1] < needed]
         if config.loss.contrastive_weight > 0 and single:
             # RCL contrasts frame-to-frame dynamics: one latent frame has none (its loss would be NaN)
             raise ConfigError(
-                f"loss.contrastive_weight > 0 (RCL) needs at least 2 latent frames, but {len(single)} cached "
-                f"video(s) have 1 (e.g. {single[0].key}); cache more frames (video.num_frames) or set "
-                "loss.contrastive_weight: 0"
+                f"loss.contrastive_weight > 0 (RCL) needs at least {needed} latent frames, but {len(single)} "
+                f"cached video(s) have fewer (e.g. {single[0].key}); cache more frames (video.num_frames) or "
+                "set loss.contrastive_weight: 0"
             )
         per_relation = Counter(i.relation for i in self.dataset.items)
         if config.loss.contrastive_weight > 0 and max(per_relation.values(), default=0) < 2:
@@ -120,6 +123,19 @@ class Trainer:
             backbone = load_backbone(
                 spec.backbone, spec.model, spec.dtype, spec.max_sequence_length, components=components
             )
+        if config.first_frame and not backbone.image_to_video:
+            raise ConfigError(
+                f"first_frame: {backbone.name} has no image-to-video form; set first_frame: false or use a "
+                "backbone that has one (docs/backbones.md)"
+            )
+        if not config.first_frame and not backbone.text_to_video:
+            raise ConfigError(f"first_frame: {backbone.name} is image-to-video only; set first_frame: true")
+        if config.first_frame and not backbone.image_replaces_first_frame:
+            if any(item.image_condition is None for item in self.dataset.items):
+                raise ConfigError(
+                    f"first_frame: the cache holds no image condition for {backbone.name}; re-run "
+                    "`dreamrelation cache` with this backbone"
+                )
         if backbone.name not in self.dataset.backbones:
             raise ConfigError(
                 f"the cache was made with {sorted(self.dataset.backbones)}, training uses {backbone.name}; "
@@ -204,8 +220,10 @@ class Trainer:
             std = torch.stack([it.latents_std for it in items])
             eps = [torch.randn(it.latents.shape, generator=g) for it, g in zip(items, gens, strict=True)]
             latents = latents + std * torch.stack(eps)
+        conditions = [it.image_condition for it in items]
         return {
             "latents": latents.to(device),
+            "image_condition": None if conditions[0] is None else torch.stack(conditions).to(device),
             "masks": None if items[0].masks is None else torch.stack([it.masks for it in items]).to(device),
             "text": {k: v.to(device) for k, v in text.items()},
             "relations": [it.relation for it in items],
@@ -301,17 +319,25 @@ class Trainer:
         noise = noise.to(latents.device)
         noisy = self.backbone.add_noise(latents, noise, sigma)
         target = self.backbone.flow_target(latents, noise)
-        # 3. predict the flow
+        # 3. predict the flow (image-to-video: the clean first latent frame is the condition, or what
+        # the cache holds for backbones whose image enters otherwise)
+        image = batch["image_condition"] if batch["image_condition"] is not None else latents[:, :, :1]
+        given = {"first_frame": image} if cfg.first_frame else {}
         with self.accelerator.autocast() if self.loss_scaling is None else self.loss_scaling.autocast():
-            prediction = self.backbone.predict(noisy, sigma, self.method.conditioning(batch))
+            prediction = self.backbone.predict(noisy, sigma, self.method.conditioning(batch), **given)
         prediction = prediction.float()
+        masks = batch["masks"]
+        if cfg.first_frame and self.backbone.image_replaces_first_frame:
+            # the given frame is no prediction: every loss sees the frames after it
+            prediction, target = prediction[:, :, 1:], target[:, :, 1:]
+            masks = None if masks is None else masks[:, :, 1:]
 
         # 4. reconstruction loss (mask-weighted on the selected mask, plain without one)
         compared, compared_target = self.method.loss_inputs(prediction, target)
         if selected is None:
             mask = torch.zeros_like(compared[:, :1])
         else:
-            mask = batch["masks"][:, MASK_ORDER.index(selection_mask(selected))].unsqueeze(1)
+            mask = masks[:, MASK_ORDER.index(selection_mask(selected))].unsqueeze(1)
         loss_fn = mask_weighted_loss if loss_cfg.mask_loss == "paper" else combined_mask_loss
         rec = loss_fn(compared, compared_target, mask, loss_cfg.mask_weight if selected else 0.0)
 

@@ -94,7 +94,9 @@ def enable_checkpointing(transformer: torch.nn.Module, checkpoint_blocks: str | 
 
 def transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks of a diffusers transformer (the classes named in ``_no_split_modules``)."""
+    # diffusers names them in _no_split_modules, or (LTX-2) only in _repeated_blocks
     names = set(getattr(transformer, "_no_split_modules", None) or [])
+    names |= set(getattr(transformer, "_repeated_blocks", None) or [])
     blocks: list[torch.nn.Module] = []
     inside: set[int] = set()  # modules within a block already taken (nested blocks stay in it)
     for module in transformer.modules():

@@ -21,6 +21,7 @@ from dreamrelation.analysis.maps.probe import (
     WordTokens,
     attention_modules,
     check_step,
+    check_text_to_video,
     first_video_frames,
     locate_word,
     upsample_maps,
@@ -284,6 +285,7 @@ def attention_maps(
     ``keep_rows`` also keeps every captured softmax row (for checks; large on real models).
     """
     check_step(step, num_inference_steps)
+    check_text_to_video(backbone)
     located = locate_word(backbone, prompt, word)
     with capture_attention(backbone, located, step, keep_rows) as (probe, recorder):
         frames = render(backbone, prompt, num_inference_steps=num_inference_steps, **render_kwargs)

@@ -18,6 +18,7 @@ from dreamrelation.analysis.maps.probe import (
     Reduction,
     TokenGrid,
     check_step,
+    check_text_to_video,
     first_video_frames,
     prompt_embeds,
     vision_projections,
@@ -80,6 +81,7 @@ def feature_maps(
     guidance_scale, seed, show_progress).
     """
     check_step(step, num_inference_steps)
+    check_text_to_video(backbone)
     if reduce not in REDUCTIONS:
         raise ConfigError(f"unknown reduction {reduce!r}; use one of {', '.join(REDUCTIONS)}")
     probe = Probe(backbone, prompt_embeds(backbone, prompt), step)

@@ -132,6 +132,17 @@ class _RecordingTokenizer:
         self.calls.append((text, args, kwargs))
         return self.tokenizer(text, *args, **kwargs)
 
+    def apply_chat_template(self, conversation: Any, *args: Any, **kwargs: Any) -> Any:
+        """Chat-templated prompts (HunyuanVideo-1.5's Qwen2.5-VL): recorded as the plain call that
+        tokenizes the rendered template (no special tokens added, as the template has them)."""
+        if kwargs.get("tokenize", True) and kwargs.get("max_length") is not None:
+            text = self.tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=kwargs.get("add_generation_prompt", False), tokenize=False
+            )
+            wanted = {k: kwargs[k] for k in ("padding", "max_length", "truncation") if k in kwargs}
+            self.calls.append((text, (), {**wanted, "add_special_tokens": False}))
+        return self.tokenizer.apply_chat_template(conversation, *args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.tokenizer, name)
 
@@ -166,7 +177,8 @@ def locate_word(backbone: Backbone, prompt: str, word: str) -> WordTokens:
         raise ConfigError("the word to map is empty; pass a word of the prompt, e.g. --word shaking")
     pipeline = backbone.pipeline
     with _recording_tokenizer(pipeline) as recorder, torch.no_grad():
-        embeds = backbone.encode_prompts([prompt])["prompt_embeds"]
+        conditioning = backbone.encode_prompts([prompt])
+    embeds = conditioning["prompt_embeds"]
     calls = [call for call in recorder.calls if call[2].get("max_length") is not None]
     if not calls:
         raise RuntimeError(f"{backbone.name}: could not see how the pipeline tokenizes prompts")
@@ -199,12 +211,15 @@ def locate_word(backbone: Backbone, prompt: str, word: str) -> WordTokens:
             f"the word {word!r} is not among the tokens of the prompt {prompt!r} as {backbone.name}'s "
             f"text encoder sees it: {' '.join(prompt_tokens)}. Pass a word of the prompt with --word"
         )
+    # where the prompt's tokens sit in the text sequence the transformer attends to (HunyuanVideo-1.5
+    # puts other streams' tokens first)
+    where, sequence_mask = backbone.text_sequence(text_mask, conditioning)
     return WordTokens(
         word=word,
-        positions=positions,
+        positions=[int(where[p]) for p in positions],
         tokens=[token_strings[p] for p in positions],
         prompt_tokens=prompt_tokens,
-        text_mask=text_mask,
+        text_mask=sequence_mask,
         prompt_embeds=embeds,
     )
 
@@ -226,7 +241,10 @@ class Probe:
     def __init__(self, backbone: Backbone, prompt_embeds: torch.Tensor, step: int) -> None:
         self.transformer = backbone.transformer
         self.scheduler = backbone.pipeline.scheduler
-        self.signature = inspect.signature(self.transformer.forward)
+        # the modules the pipeline calls: the transformer, or each expert of one made of several
+        # (Wan2.2 A14B), which the pipeline calls directly
+        self.called = list(getattr(self.transformer, "experts", {"": self.transformer}).values())
+        self.signature = inspect.signature(self.called[0].forward)
         self.reference = prompt_embeds[0].float()
         self.step = step
         self.grid: TokenGrid | None = None
@@ -252,7 +270,10 @@ class Probe:
         if current != self.step:
             return
         self.cond_rows = self._conditional_rows(bound.get("encoder_hidden_states"))
-        self.grid = token_grid(self.transformer, hidden.shape)
+        if hidden.ndim == 3:  # tokens packed by the pipeline (LTX-2): the call names their grid
+            self.grid = TokenGrid(int(bound["num_frames"]), int(bound["height"]), int(bound["width"]))
+        else:
+            self.grid = token_grid(self.transformer, hidden.shape)
         self.batch = hidden.shape[0]
         self.active = bool(self.cond_rows)
         self.captured_calls += self.active
@@ -263,8 +284,12 @@ class Probe:
     @contextmanager
     def attached(self) -> Iterator[Probe]:
         handles = [
-            self.transformer.register_forward_pre_hook(self._before, with_kwargs=True),
-            self.transformer.register_forward_hook(self._after),
+            hook
+            for module in self.called
+            for hook in (
+                module.register_forward_pre_hook(self._before, with_kwargs=True),
+                module.register_forward_hook(self._after),
+            )
         ]
         try:
             yield self
@@ -277,6 +302,15 @@ class Probe:
             raise RuntimeError(
                 f"no conditional transformer call ran at step {self.step}; nothing to build {what} from"
             )
+
+
+def check_text_to_video(backbone: Backbone) -> None:
+    """The maps are drawn from a text-to-video run; an image-to-video-only checkpoint has none."""
+    if not backbone.text_to_video:
+        raise ConfigError(
+            f"{backbone.name} is image-to-video only and the maps are drawn from text-to-video runs; "
+            "analyse the text-to-video checkpoint of the same family instead"
+        )
 
 
 def check_step(step: int, num_inference_steps: int) -> None:

@@ -15,7 +15,7 @@ import torch
 from dreamrelation.backbones import Backbone
 from dreamrelation.errors import ConfigError
 from dreamrelation.generation.comfyui import ORIGINAL_LAYOUT, linear_out_features, write_comfyui_lora
-from dreamrelation.generation.lora_files import INFERENCE_LORA, TRIPLET, save_lora_files
+from dreamrelation.generation.lora_files import INFERENCE_LORA, TRIPLET, expert_file_name, save_lora_files
 from dreamrelation.seeding import generator
 from dreamrelation.training.adapters import (
     INFERENCE_ADAPTERS,
@@ -90,8 +90,12 @@ class DreamRelationMethod(TrainingMethod):
             self.transformer, output, config_json, self.backbone.name, self.present, method=self.name
         )
         # ComfyUI reads the original checkpoint's key names: written beside, where the backbone has them
+        # (one file per expert for a model of several, as the diffusers files)
         if self.backbone.name in ORIGINAL_LAYOUT and any(a in self.present for a in INFERENCE_ADAPTERS):
-            write_comfyui_lora(lora_path, linear_out_features(self.transformer))
+            experts = getattr(self.transformer, "experts", None) or {None: self.transformer}
+            for index, (expert, module) in enumerate(experts.items()):
+                path = lora_path.with_name(expert_file_name(expert, index))
+                write_comfyui_lora(path, linear_out_features(module))
         return lora_path, triplet_path
 
 
