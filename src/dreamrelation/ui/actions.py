@@ -42,7 +42,7 @@ from dreamrelation.ui.training import (  # noqa: F401 - the page's one namespace
 )
 from dreamrelation.ui.workspace import Workspace  # noqa: F401
 
-BACKBONES = ("toy", "mochi", "wan", "hunyuan")
+BACKBONES = ("toy", "mochi", "wan", "hunyuan", "wan22_5b", "wan22_a14b", "hunyuan15", "ltx2")
 
 
 # ----- 1. data ------------------------------------------------------------------------------------

@@ -399,8 +399,9 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     lora = gr.Textbox("", label="or a LoRA file", elem_id="gen-lora", scale=3)
                 prompt = gr.Textbox(toy["prompt"], label="Prompt", elem_id="gen-prompt")
                 gr.Markdown(
-                    "No shipped backbone takes an image: Mochi, Wan2.1 T2V, HunyuanVideo and the toy model "
-                    "are text-to-video."
+                    "This page renders from text. A relation from a still image (Wan2.2 TI2V-5B and "
+                    "I2V-A14B, LTX-2) is on the command line: `dreamrelation generate --image photo.png` "
+                    "(docs/backbones.md)."
                 )
                 with gr.Row():
                     gen_backbone = gr.Dropdown(list(actions.BACKBONES), value="toy", label="Backbone")
