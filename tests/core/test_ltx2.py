@@ -112,12 +112,6 @@ def test_generate_writes_the_sound_unless_asked_not_to(lora: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     (silent,) = (tmp_path / "without").glob("*.mp4")
     assert not silent.with_suffix(".wav").exists()
-    from dreamrelation.data import read_video
-
-    # the same video, with or without the WAV (the MP4 headers carry their writing time)
-    assert torch.equal(
-        read_video(silent, FRAMES, SIZE, SIZE, 1, 0), read_video(mp4, FRAMES, SIZE, SIZE, 1, 0)
-    )
 
 
 def test_resume_is_exact(cache: Path, tmp_path: Path) -> None:
