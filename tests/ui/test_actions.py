@@ -153,11 +153,19 @@ def test_a_second_run_into_a_busy_folder_is_refused(workspace: actions.Workspace
         job.request_stop()
         job.wait(300)
     # a `dreamrelation train` of another process holds the CLI's lock: refused the same way
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # (the lock is an OS lock since issue 25: the other process really holds it, and writes its pid)
+    output = workspace.path("runs/busy2", "run")
+    output.mkdir(parents=True)
+    hold = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR, 0o644); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); "
+        "print('locked', flush=True); time.sleep(60)"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold, str(output / LOCK_FILE)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        output = workspace.path("runs/busy2", "run")
-        output.mkdir(parents=True)
-        (output / LOCK_FILE).write_text(str(other.pid))
+        assert other.stdout is not None and other.stdout.readline().strip() == "locked"
         with pytest.raises(ConfigError, match=f"another `dreamrelation train` \\(pid {other.pid}\\)"):
             actions.start_training(JobBoard(), workspace, _form(toy_folder, "runs/busy2"))
     finally:
