@@ -181,6 +181,17 @@ def write_comfyui_lora(
 
     lora_path = Path(lora_path)
     state, meta = read_inference_lora(lora_path)
+    name = comfyui_file_name(meta)
+    target = Path(output) if output is not None else lora_path.with_name(name)
+    if target.is_dir():
+        target = target / name
+    refuse_same_file(target, lora_path)
+    if (target.exists() or target.is_symlink()) and not overwrite and not _our_export(target):
+        raise InputError(
+            target,
+            "exists and is not a ComfyUI export of dreamrelation",
+            "choose another -o or pass --overwrite",
+        )
     backbone = str(meta.get("dreamrelation.backbone", ""))
     if backbone not in ORIGINAL_LAYOUT:
         raise InputError(
@@ -195,17 +206,6 @@ def write_comfyui_lora(
         if not model:
             raise InputError(lora_path, "its metadata names no model", "pass --model <hub id or folder>")
         out_features = transformer_out_features(backbone, model)
-    name = comfyui_file_name(meta)
-    target = Path(output) if output is not None else lora_path.with_name(name)
-    if target.is_dir():
-        target = target / name
-    refuse_same_file(target, lora_path)
-    if (target.exists() or target.is_symlink()) and not overwrite and not _our_export(target):
-        raise InputError(
-            target,
-            "exists and is not a ComfyUI export of dreamrelation",
-            "choose another -o or pass --overwrite",
-        )
     converted = comfyui_state_dict(state, backbone, out_features)
     text_meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
     atomic_save(converted, target, {**text_meta, "dreamrelation.format": "comfyui"})
