@@ -6,7 +6,8 @@ docs/toy_benchmark_base4_results.json; relation_ffn's walking towards, walking a
 from the ablation run's wo_subject_lora (docs/toy_ablations_base4_results.json), after the check that
 relation_ffn's own walking-towards seed-0 run gives the same oracle metrics (printed; a mismatch stops
 the report). Everything else from ``RUNS/<recipe>`` (``benchmarks/toy_variants.sh``), every evaluated run
-counted, finished invocation or not.
+counted, finished invocation or not, over the recipes' runs already in docs/toy_variants_results.json
+(so a later session's runs add to this one's).
 
     python benchmarks/toy_variants_report.py [RUNS] [--docs docs/toy_variants.md]
 
@@ -41,6 +42,12 @@ def merged_results(runs: Path) -> tuple[dict, str]:
     """results[relation][row][seed][metric] of every row, and the reuse check's outcome."""
     results: dict = json.loads((DOCS / "toy_benchmark_base4_results.json").read_text("utf-8"))
     ablations = json.loads((DOCS / "toy_ablations_base4_results.json").read_text("utf-8"))
+    committed = DOCS / "toy_variants_results.json"  # the recipes' runs of earlier sessions
+    if committed.is_file():
+        for relation, rows in json.loads(committed.read_text("utf-8")).items():
+            for recipe in RECIPES:
+                if rows.get(recipe):
+                    results.setdefault(relation, {}).setdefault(recipe, {}).update(rows[recipe])
     for recipe in RECIPES:
         folder = runs / recipe
         if not (folder / "config.json").is_file():
