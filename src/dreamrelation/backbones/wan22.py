@@ -319,9 +319,13 @@ class Wan22A14BBackbone(WanBackbone):
     def _tiny_experts(seed: int) -> tuple[WanTransformer3DModel, WanTransformer3DModel]:
         return _tiny_transformer(seed, 16), _tiny_transformer(seed + 1, 16)
 
+    #: the tiny config's boundary ratio (the released checkpoints': 0.875 text-to-video, 0.9 image-to-video)
+    tiny_boundary_ratio = 0.875
+
     @classmethod
     def tiny_transformer(cls, seed: int = 0) -> Wan22A14BBackbone:
-        return cls(TransformerOnly(WanExperts(*cls._tiny_experts(seed), 0.875)), max_sequence_length=16)
+        experts = WanExperts(*cls._tiny_experts(seed), cls.tiny_boundary_ratio)
+        return cls(TransformerOnly(experts), max_sequence_length=16)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> Wan22A14BBackbone:
@@ -333,13 +337,13 @@ class Wan22A14BBackbone(WanBackbone):
             num_res_blocks=1,
             temperal_downsample=[False, True, True],
         )
-        pipeline = WanPipeline(
+        pipeline = cls.pipeline_class(
             **_tiny_text(),
             vae=vae,
             scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
             transformer=high,
             transformer_2=low,
-            boundary_ratio=0.875,
+            boundary_ratio=cls.tiny_boundary_ratio,
         )
         return cls(pipeline, max_sequence_length=16)
 
@@ -360,35 +364,12 @@ class Wan22I2VA14BBackbone(Wan22A14BBackbone):
     image_to_video = True
     image_replaces_first_frame = False
     text_to_video = False
+    tiny_boundary_ratio = 0.9
 
     @staticmethod
     def _tiny_experts(seed: int) -> tuple[WanTransformer3DModel, WanTransformer3DModel]:
         # 16 latent + 4 mask + 16 condition channels in, 16 out
         return _tiny_transformer(seed, 16, in_channels=36), _tiny_transformer(seed + 1, 16, in_channels=36)
-
-    @classmethod
-    def tiny_transformer(cls, seed: int = 0) -> Wan22I2VA14BBackbone:
-        return cls(TransformerOnly(WanExperts(*cls._tiny_experts(seed), 0.9)), max_sequence_length=16)
-
-    @classmethod
-    def tiny(cls, seed: int = 0) -> Wan22I2VA14BBackbone:
-        high, low = cls._tiny_experts(seed)
-        vae = AutoencoderKLWan(
-            base_dim=3,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )
-        pipeline = _WanImageToVideo(
-            **_tiny_text(),
-            vae=vae,
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-            transformer=high,
-            transformer_2=low,
-            boundary_ratio=0.9,
-        )
-        return cls(pipeline, max_sequence_length=16)
 
     def image_pipeline(self) -> WanImageToVideoPipeline:
         return self.pipeline
