@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
 # The recipes' toy comparison (docs/toyworld.md, "What carries the relation"): two queues side by side,
-# one torch thread each, seeds 0-2, each run resumable (rerun this script to resume).
-# Usage: [SEEDS="1 2"] benchmarks/toy_variants.sh [OUTPUT]   (default runs/toy-variants)
-# Seeds and rows already in docs/toy_variants_results.json need not run again (the report adds them).
+# one torch thread each, one output folder per recipe and seed (RUNS/<recipe>-s<seed>), each run
+# resumable (rerun this script to resume). The order puts the rows closest to a verdict first: the
+# lead (relation_only), then relation_ffn, then the two HMT variants.
+# Usage: benchmarks/toy_variants.sh [OUTPUT]   (default runs/toy-variants)
+# Runs already in docs/toy_variants_results.json need not run again (the report adds them): on
+# 2026-12-06 these were seed 0 of relation_only and dreamrelation_inference_steps and six relations
+# of relation_ffn's seed 0; edit the queues to skip what is committed.
 set -uo pipefail
 out=${1:-runs/toy-variants}
 export OMP_NUM_THREADS=1
-toy() { dreamrelation toy benchmark --steps 1600 --seeds "$1" --methods "$2" --relation "$3" --output "$out/$2"; }
-seeds=${SEEDS:-0 1 2}
+toy() {
+  dreamrelation toy benchmark --steps 1600 --seeds "$1" --methods "$2" --relation "$3" --output "$out/$2-s$1"
+  echo "done $* rc=$? $(date -u)"
+}
 queue_a() {
-  for seed in $seeds; do
-    toy "$seed" relation_only all
-    # all eight: its reuse check failed on 2026-12-06 (docs/toyworld.md), so no ablation run is reused
-    toy "$seed" relation_ffn all
-  done
+  toy 1 relation_only all
+  toy 1 relation_ffn all
+  toy 0 relation_ffn walking_apart,shaking_hands
+  toy 1 dreamrelation_inference_steps all
+  toy 0 dreamrelation_official_optimizer all
 }
 queue_b() {
-  for seed in $seeds; do
-    toy "$seed" dreamrelation_inference_steps all
-    toy "$seed" dreamrelation_official_optimizer all
-  done
+  toy 2 relation_only all
+  toy 2 relation_ffn all
+  toy 2 dreamrelation_inference_steps all
+  toy 1 dreamrelation_official_optimizer all
+  toy 2 dreamrelation_official_optimizer all
 }
 mkdir -p "$out"
-queue_a > "$out/queue_a.log" 2>&1 &
-queue_b > "$out/queue_b.log" 2>&1 &
+queue_a >> "$out/queue_a.log" 2>&1 &
+queue_b >> "$out/queue_b.log" 2>&1 &
 wait

@@ -3,11 +3,11 @@ committed rows and the recipes' run folders.
 
 Rows reused as the protocol says: base, direct LoRA and DreamRelation from
 docs/toy_benchmark_base4_results.json; relation_ffn's walking towards, walking apart and shaking hands
-from the ablation run's wo_subject_lora (docs/toy_ablations_base4_results.json), after the check that
-relation_ffn's own walking-towards seed-0 run gives the same oracle metrics (printed; a mismatch stops
-the report). Everything else from ``RUNS/<recipe>`` (``benchmarks/toy_variants.sh``), every evaluated run
-counted, finished invocation or not, over the recipes' runs already in docs/toy_variants_results.json
-(so a later session's runs add to this one's).
+from the ablation run's wo_subject_lora (docs/toy_ablations_base4_results.json) only if relation_ffn's
+own walking-towards seed-0 run gives the same oracle metrics (the report prints the check; it failed on
+2026-12-06, so none is reused). Everything else from ``RUNS/<recipe>`` and ``RUNS/<recipe>-s<seed>``
+(``benchmarks/toy_variants.sh``), every evaluated run counted, finished invocation or not, over the
+recipes' runs already in docs/toy_variants_results.json (so a later session's runs add to this one's).
 
     python benchmarks/toy_variants_report.py [RUNS] [--docs docs/toy_variants.md]
 
@@ -49,13 +49,13 @@ def merged_results(runs: Path) -> tuple[dict, str]:
                 if rows.get(recipe):
                     results.setdefault(relation, {}).setdefault(recipe, {}).update(rows[recipe])
     for recipe in RECIPES:
-        folder = runs / recipe
-        if not (folder / "config.json").is_file():
-            continue
-        config = runner.BenchmarkConfig.model_validate_json((folder / "config.json").read_text("utf-8"))
-        for relation, rows in runner.collect_results(runner.plan(config, folder, check_data=False)).items():
-            for row, seeds in rows.items():
-                results.setdefault(relation, {}).setdefault(row, {}).update(seeds)
+        for folder in (runs / recipe, *sorted(runs.glob(f"{recipe}-s[0-9]*"))):
+            if not (folder / "config.json").is_file():
+                continue
+            config = runner.BenchmarkConfig.model_validate_json((folder / "config.json").read_text("utf-8"))
+            for relation, rows in runner.collect_results(runner.plan(config, folder, check_data=False)).items():
+                for row, seeds in rows.items():
+                    results.setdefault(relation, {}).setdefault(row, {}).update(seeds)
     check = "relation_ffn check not run yet (its walking towards, seed 0)"
     own = results.get(CHECK[0], {}).get("relation_ffn", {}).get(CHECK[1])
     if own is not None:
