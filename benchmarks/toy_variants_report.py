@@ -53,7 +53,8 @@ def merged_results(runs: Path) -> tuple[dict, str]:
             if not (folder / "config.json").is_file():
                 continue
             config = runner.BenchmarkConfig.model_validate_json((folder / "config.json").read_text("utf-8"))
-            for relation, rows in runner.collect_results(runner.plan(config, folder, check_data=False)).items():
+            planned = runner.plan(config, folder, check_data=False)
+            for relation, rows in runner.collect_results(planned).items():
                 for row, seeds in rows.items():
                     results.setdefault(relation, {}).setdefault(row, {}).update(seeds)
     check = "relation_ffn check not run yet (its walking towards, seed 0)"

@@ -257,6 +257,14 @@ def test_a_recipe_beats_another_only_by_more_than_the_larger_seed_std() -> None:
     assert len(lines) == 2 + 3 * 2  # three recipes, each against direct LoRA and DreamRelation
     assert recipe_verdict(summary, 1).startswith("Recipes not judged yet: 1 complete seed,")
     assert recipe_verdict({"direct_lora": summary["direct_lora"]}, 3) == ""
+    # per recipe: each is judged once it has the seeds, the others say how many they have
+    partly = recipe_verdict(summary, {"relation_only": 3, "relation_ffn": 1}).splitlines()
+    assert partly[2].startswith("- relation_only vs direct_lora: relation accuracy 0.300 vs 0.117 → beats")
+    assert len(partly) == 2 + 2 + 1 and not any(line.startswith("- relation_ffn vs") for line in partly)
+    assert partly[-1] == (
+        "- not judged yet, complete seeds fewer than 3: "
+        "dreamrelation_official_optimizer (0), relation_ffn (1)"
+    )
 
 
 def test_the_report_averages_over_relations_and_judges_only_complete_seeds() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -361,20 +361,25 @@ def beats(summary: dict[str, dict[str, tuple[float, float]]], row: str, other: s
     return outcome
 
 
-def recipe_verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int) -> str:
+def recipe_verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: int | Mapping[str, int]) -> str:
     """Each :data:`TRIPLET_RECIPES` row against direct LoRA and DreamRelation by :func:`beats` ("" when
     the summary has no recipe row); a recipe that beats direct LoRA on relation accuracy is the one the
-    README recommends."""
+    README recommends. ``seeds``: the complete seeds, one count for every row or per recipe (counted
+    with the rows it is compared with); a recipe is judged only with :data:`MIN_SEEDS_FOR_VERDICT`."""
     rows = [m for m in TRIPLET_RECIPES if m in summary]
     if not rows:
         return ""
-    if seeds < MIN_SEEDS_FOR_VERDICT:
+    counts = {row: seeds if isinstance(seeds, int) else seeds.get(row, 0) for row in rows}
+    judged = [row for row in rows if counts[row] >= MIN_SEEDS_FOR_VERDICT]
+    waiting = [row for row in rows if counts[row] < MIN_SEEDS_FOR_VERDICT]
+    if not judged and len(set(counts.values())) == 1:
+        n = counts[rows[0]]
         return (
-            f"Recipes not judged yet: {seeds} complete seed{'s' if seeds != 1 else ''}, and the rule needs "
+            f"Recipes not judged yet: {n} complete seed{'s' if n != 1 else ''}, and the rule needs "
             f"{MIN_SEEDS_FOR_VERDICT}."
         )
     parts = []
-    for row in rows:
+    for row in judged:
         for other in ("direct_lora", "dreamrelation"):
             if other not in summary:
                 continue
@@ -386,6 +391,9 @@ def recipe_verdict(summary: dict[str, dict[str, tuple[float, float]]], seeds: in
                 f"leakage {summary[row][leakage][0]:.3f} vs {summary[other][leakage][0]:.3f} → "
                 f"{outcome[leakage]}"
             )
+    if waiting:
+        shown = ", ".join(f"{row} ({counts[row]})" for row in waiting)
+        parts.append(f"not judged yet, complete seeds fewer than {MIN_SEEDS_FOR_VERDICT}: {shown}")
     heading = (
         "Recipes (a row beats another when its mean is better by more than the larger seed std; "
         "docs/toyworld.md):"
@@ -461,6 +469,8 @@ def toy_report(
             verdict(summary, len(complete_seeds(results, names, seeds))),
             "",
         ]
-        for judged in (ablation_verdict(summary, n), recipe_verdict(summary, n)):
+        compared = [m for m in ("direct_lora", "dreamrelation") if m in methods]
+        per_recipe = {m: len(complete_seeds(results, names, seeds, [m, *compared])) for m in methods}
+        for judged in (ablation_verdict(summary, n), recipe_verdict(summary, per_recipe)):
             lines += [judged, ""] if judged else []
     return "\n".join(lines)
