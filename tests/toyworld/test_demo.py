@@ -12,7 +12,12 @@ from dreamrelation.benchmark import load_benchmark_config
 from dreamrelation.cli import app
 from dreamrelation.testing.toy import toy_reference_metrics
 from dreamrelation.toyworld.presets.demo import demo_config, demo_verdict, run_demo
-from dreamrelation.toyworld.presets.experiment import ExperimentConfig, evaluation_prompts
+from dreamrelation.toyworld.presets.experiment import (
+    DEMO_RELATION,
+    DEMO_RELATION_NOTE,
+    ExperimentConfig,
+    evaluation_prompts,
+)
 
 SMALL = {"model": "tiny", "exemplars": 3, "eval_prompts": 2, "train_steps": 2, "sampling_steps": 2}
 
@@ -33,11 +38,11 @@ def test_short_demo_gives_the_toy_experiments_numbers_and_every_artefact(tmp_pat
             assert abs(metrics[label][metric] - value) <= (1e-9 if metric == "toy_fvd" else 1e-12), metric
 
     # the runner's folders, and what only the demo writes
-    run = output / "runs" / "shaking_hands"
+    run = output / "runs" / DEMO_RELATION
     for name in (
         "report.html", "exemplars.gif", "base.gif", "dreamrelation.gif", "direct_lora.gif",
         "ground_truth.gif", "losses.png", "analysis/attention.png", "analysis/base/subspace_vision.png",
-        "analysis/lora/subspace_vision.png", "benchmark.md", "data/shaking_hands/seed1",
+        "analysis/lora/subspace_vision.png", "benchmark.md", f"data/{DEMO_RELATION}/seed1",
         run / "dreamrelation/seed1/train/relation_lora.safetensors",
         run / "direct_lora/seed1/train/relation_lora.safetensors", run / "base/seed1/videos/manifest.json",
     ):  # fmt: skip
@@ -46,6 +51,8 @@ def test_short_demo_gives_the_toy_experiments_numbers_and_every_artefact(tmp_pat
     # the measured result comes first, before any picture
     verdict = json.loads((output / "metrics.json").read_text())["verdict"]
     assert html.index(verdict) < html.index("<img")
+    # the default relation says why it is the default
+    assert DEMO_RELATION_NOTE in html
     # the three models and the ground truth side by side: one table row each, the prompts once, with seeds
     comparison = html.split("<h2>Same prompts, same seeds</h2>")[1].split("<h2>")[0]
     for strip in ("ground_truth.gif", "base.gif", "dreamrelation.gif", "direct_lora.gif"):

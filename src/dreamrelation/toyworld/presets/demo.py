@@ -26,6 +26,8 @@ from dreamrelation import benchmark as runner
 from dreamrelation.files import write_text_atomic
 from dreamrelation.toyworld.presets.comparison import preset_config, preset_yaml, write_exemplar_folders
 from dreamrelation.toyworld.presets.experiment import (
+    DEMO_RELATION,
+    DEMO_RELATION_NOTE,
     ExperimentConfig,
     base_backbone,
     exemplar_clips,
@@ -219,6 +221,7 @@ def run_demo(
             f"{minutes:.1f} minutes for this invocation (a rerun into the same folder resumes). One seed: "
             "`dreamrelation toy benchmark` gives the seed spread. The runner's own table and files: "
             "benchmark.md, results.json, runs/."
+            + (f"</p><p>{DEMO_RELATION_NOTE}" if cfg.relation == DEMO_RELATION else "")
         )
         report = write_report(
             output,

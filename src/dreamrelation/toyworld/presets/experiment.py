@@ -35,6 +35,21 @@ from dreamrelation.toyworld.world import (
     render as render_scene,
 )
 
+#: the demo's default relation, by the rule fixed before the recipes' seeds 1-2 were scored
+#: (docs/toyworld.md, "What carries the relation"): no recipe beat direct LoRA, so the relation on which
+#: direct LoRA's committed three-seed mean relation accuracy is highest (docs/toy_benchmark_base4.md)
+DEMO_RELATION = "walking_apart"
+#: why, in the demo report's words
+DEMO_RELATION_NOTE = (
+    "Walking apart is the demo's default relation: of the toy world's eight, the one direct LoRA acts out "
+    "most often in the committed comparison (relation accuracy 0.354 ± 0.059 over three seeds at 1600 "
+    "steps, against 0.117 averaged over the eight); no recipe beat direct LoRA there. At the demo's 400 "
+    "steps neither LoRA acts it out on seed 0 (0.000); `dreamrelation demo --steps 1600`, the table's "
+    "steps (8.3 minutes on 2 idle AMD EPYC cores), reproduces the table's seed 0: direct LoRA 0.312, "
+    "DreamRelation 0.000. The full table, every recipe on every relation: docs/toy_variants.md in the "
+    "dreamrelation repository."
+)
+
 
 class ExperimentConfig(BaseModel):
     """Everything that defines a toy experiment; defaults are the demo's."""
@@ -42,7 +57,7 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     #: the relation the exemplars show and the LoRA learns (a toy-world relation)
-    relation: str = "shaking_hands"
+    relation: str = DEMO_RELATION
     #: the toy base model: "shipped" (the pretrained weights in the package), "tiny" (random
     #: weights, tests) or a saved toy pipeline folder
     model: str = "shipped"
