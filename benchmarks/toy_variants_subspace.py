@@ -16,21 +16,16 @@ from pathlib import Path
 from dreamrelation.analysis.subspace import analyze_checkpoint
 from dreamrelation.files import write_text_atomic
 from dreamrelation.toyworld.backbone import SHIPPED_WEIGHTS
+from dreamrelation.training.methods.settings import TRIPLET_RECIPES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-RECIPES = (
-    "relation_only",
-    "relation_ffn",
-    "dreamrelation_inference_steps",
-    "dreamrelation_official_optimizer",
-)
 PAIRS = ("q-k", "q-v", "k-v")
 
 
 def loras(runs: Path, relation: str) -> list[tuple[str, str, Path]]:
     """(recipe, seed, inference LoRA) of every finished training run of ``relation``."""
     found = []
-    for recipe in RECIPES:
+    for recipe in TRIPLET_RECIPES:
         pattern = f"{recipe}*/runs/{relation}/{recipe}/seed*/train/relation_lora.safetensors"
         for path in sorted(runs.glob(pattern)):
             if (path.parent / "DONE.json").is_file():
