@@ -37,7 +37,7 @@ def averages(result: dict, rank: int) -> dict[str, dict[str, float]]:
     """stream -> pair -> the mean over layers at ``rank``."""
     return {
         stream: {pair: pairs[pair][str(rank)] for pair in PAIRS}
-        for stream, pairs in json.loads(json.dumps(result["average"])).items()
+        for stream, pairs in result["average"].items()
     }
 
 

@@ -470,7 +470,11 @@ def toy_report(
             "",
         ]
         compared = [m for m in ("direct_lora", "dreamrelation") if m in methods]
-        per_recipe = {m: len(complete_seeds(results, names, seeds, [m, *compared])) for m in methods}
+        per_recipe = {
+            m: len(complete_seeds(results, names, seeds, [m, *compared]))
+            for m in methods
+            if m in TRIPLET_RECIPES
+        }
         for judged in (ablation_verdict(summary, n), recipe_verdict(summary, per_recipe)):
             lines += [judged, ""] if judged else []
     return "\n".join(lines)
