@@ -48,11 +48,9 @@ def _mid_backbone():
 
 def make_cache(root: Path) -> Path:
     from dreamrelation.backbones.mochi import MochiBackbone
-    from dreamrelation.testing import write_tiny_mochi_cache
+    from dreamrelation.testing import write_tiny_cache
 
-    return write_tiny_mochi_cache(
-        root, n_videos=4, num_frames=25, size=128, backbone=MochiBackbone.tiny(seed=0)
-    )
+    return write_tiny_cache(root, n_videos=4, num_frames=25, size=128, model=MochiBackbone.tiny(seed=0))
 
 
 def _status_bytes(field: str) -> int:

@@ -440,9 +440,9 @@ def test_an_rgba_mask_with_transparent_white_says_alpha(make_dataset, tmp_path: 
 
 # ----- 10. quiet degradation ------------------------------------------------------------------
 def test_one_clip_per_relation_warns_that_the_contrastive_loss_never_runs(tmp_path: Path) -> None:
-    from dreamrelation.testing.data import write_tiny_mochi_cache
+    from dreamrelation.testing.data import write_tiny_cache
 
-    cache = write_tiny_mochi_cache(tmp_path / "data", n_videos=1, num_frames=7, size=16)
+    cache = write_tiny_cache(tmp_path / "data", n_videos=1, num_frames=7, size=16)
     result = _train(cache, tmp_path / "run", "--max-steps", "1", config=_config(tmp_path))
     assert result.exit_code == 0, result.output
     assert "never runs" in result.output

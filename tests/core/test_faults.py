@@ -150,9 +150,9 @@ def test_cache_made_with_another_model_is_refused(mochi_cache: Path, tmp_path: P
 
 def test_rcl_on_single_latent_frame_videos_is_refused_before_training(tmp_path: Path) -> None:
     # One latent frame has no frame-to-frame dynamics: RCL would be NaN at its first bank draw.
-    from dreamrelation.testing.data import write_tiny_mochi_cache
+    from dreamrelation.testing.data import write_tiny_cache
 
-    cache = write_tiny_mochi_cache(tmp_path / "data", n_videos=2, num_frames=1)
+    cache = write_tiny_cache(tmp_path / "data", n_videos=2, num_frames=1)
     args = ["train", "--cache", str(cache), "--output", str(tmp_path / "run"), *TINY, "--max-steps", "2"]
     fails(args, "loss.contrastive_weight > 0 (RCL) needs at least 2 latent frames")
     assert not (tmp_path / "run" / "relation_lora.safetensors").exists()

@@ -11,11 +11,9 @@ import pytest
 import torch
 
 from dreamrelation.backbones import load_backbone
-from dreamrelation.cache import build_cache
-from dreamrelation.config import CacheConfig, load_config
 from dreamrelation.errors import InputError
 from dreamrelation.generation.render import load_inference_lora, render
-from dreamrelation.testing import tiny_train_config, write_two_subject_dataset
+from dreamrelation.testing import tiny_train_config, tiny_train_losses, write_tiny_cache
 from dreamrelation.training.loop import Trainer
 
 PROMPT = "a bear is shaking hands with a raccoon."
@@ -31,18 +29,9 @@ def _render(backbone, guidance_scale: float = 6.0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("hunyuan15")
-    data = write_two_subject_dataset(root / "shaking_hands", n_videos=2, num_frames=FRAMES, size=SIZE)
-    cfg = load_config(
-        CacheConfig,
-        **{
-            "model.backbone": "hunyuan15", "model.model": "tiny", "model.dtype": "float32",
-            "data": [{"path": str(data)}], "output": str(root / "cache"),
-            "video.num_frames": FRAMES, "video.height": SIZE, "video.width": SIZE,
-        },
-    )  # fmt: skip
-    build_cache(cfg, show_progress=False)
-    return root / "cache"
+    return write_tiny_cache(
+        tmp_path_factory.mktemp("hunyuan15"), "hunyuan15", n_videos=2, num_frames=FRAMES, size=SIZE
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,13 +101,10 @@ def test_guidance_scale_reaches_the_pipelines_guider() -> None:
 
 
 def test_resume_is_exact(cache: Path, tmp_path: Path) -> None:
-    def run(output: Path, stop: int | None = None) -> list[float]:
-        config = tiny_train_config(cache, output, backbone="hunyuan15", checkpoint_every=2)
-        return [r["loss"] for r in Trainer(config).run(show_progress=False, stop_after=stop).history]
-
-    whole = run(tmp_path / "whole")
-    run(tmp_path / "parts", stop=2)
-    assert run(tmp_path / "parts") == whole
+    settings = {"backbone": "hunyuan15", "checkpoint_every": 2}
+    whole = tiny_train_losses(cache, tmp_path / "whole", **settings)
+    tiny_train_losses(cache, tmp_path / "parts", stop_after=2, **settings)
+    assert tiny_train_losses(cache, tmp_path / "parts", **settings) == whole
 
 
 @pytest.mark.parametrize(
@@ -127,11 +113,11 @@ def test_resume_is_exact(cache: Path, tmp_path: Path) -> None:
     ids=["checkpointing", "block_offload"],
 )
 def test_memory_switches_keep_the_losses(saver: dict, cache: Path, tmp_path: Path) -> None:
-    losses = []
-    for name, extra in (("plain", {"gradient_checkpointing": False}), ("saved", saver)):
-        config = tiny_train_config(cache, tmp_path / name, backbone="hunyuan15", max_steps=3, **extra)
-        losses.append([r["loss"] for r in Trainer(config).run(show_progress=False).history])
-    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    plain = tiny_train_losses(
+        cache, tmp_path / "plain", backbone="hunyuan15", max_steps=3, gradient_checkpointing=False
+    )
+    saved = tiny_train_losses(cache, tmp_path / "saved", backbone="hunyuan15", max_steps=3, **saver)
+    assert saved == pytest.approx(plain, rel=1e-5)
 
 
 def test_a_hunyuanvideo_lora_is_refused(tmp_path: Path) -> None:

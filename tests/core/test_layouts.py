@@ -123,3 +123,16 @@ def test_readme_table_lists_every_backbone_with_its_hub_id() -> None:
         row = next((line for line in readme.splitlines() if line.startswith(f"| `{name}` |")), None)
         assert row is not None, f"README's backbone table has no row for {name}"
         assert f"`{cls.hub_id}`" in row and f"--backbone {name} " in row
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_OF))
+def test_tiny_transformer_is_the_transformer_of_tiny(name: str) -> None:
+    # Backbone.tiny_transformer builds the transformer alone (training from a cache needs no more):
+    # it must be the very weights and sequence length of the full tiny pipeline for the same seed
+    cls = backbone_class(name)
+    alone, full = cls.tiny_transformer(seed=3), cls.tiny(seed=3)
+    assert alone.max_sequence_length == full.max_sequence_length
+    expected = full.transformer.state_dict()
+    got = alone.transformer.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[key], expected[key]) for key in expected)

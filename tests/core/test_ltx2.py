@@ -13,11 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from dreamrelation.backbones import load_backbone
-from dreamrelation.cache import build_cache
 from dreamrelation.cli import app
-from dreamrelation.config import CacheConfig, load_config
 from dreamrelation.generation.render import load_inference_lora, render
-from dreamrelation.testing import tiny_train_config, write_two_subject_dataset
+from dreamrelation.testing import tiny_train_config, tiny_train_losses, write_tiny_cache
 from dreamrelation.training.loop import Trainer
 
 PROMPT = "a bear is shaking hands with a raccoon."
@@ -33,18 +31,7 @@ def _render(backbone, **extra: object) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ltx2")
-    data = write_two_subject_dataset(root / "shaking_hands", n_videos=2, num_frames=FRAMES, size=SIZE)
-    cfg = load_config(
-        CacheConfig,
-        **{
-            "model.backbone": "ltx2", "model.model": "tiny", "model.dtype": "float32",
-            "data": [{"path": str(data)}], "output": str(root / "cache"),
-            "video.num_frames": FRAMES, "video.height": SIZE, "video.width": SIZE,
-        },
-    )  # fmt: skip
-    build_cache(cfg, show_progress=False)
-    return root / "cache"
+    return write_tiny_cache(tmp_path_factory.mktemp("ltx2"), "ltx2", n_videos=2, num_frames=FRAMES, size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +102,10 @@ def test_generate_writes_the_sound_unless_asked_not_to(lora: Path, tmp_path: Pat
 
 
 def test_resume_is_exact(cache: Path, tmp_path: Path) -> None:
-    def run(output: Path, stop: int | None = None) -> list[float]:
-        config = tiny_train_config(cache, output, backbone="ltx2", checkpoint_every=2)
-        return [r["loss"] for r in Trainer(config).run(show_progress=False, stop_after=stop).history]
-
-    whole = run(tmp_path / "whole")
-    run(tmp_path / "parts", stop=2)
-    assert run(tmp_path / "parts") == whole
+    settings = {"backbone": "ltx2", "checkpoint_every": 2}
+    whole = tiny_train_losses(cache, tmp_path / "whole", **settings)
+    tiny_train_losses(cache, tmp_path / "parts", stop_after=2, **settings)
+    assert tiny_train_losses(cache, tmp_path / "parts", **settings) == whole
 
 
 def test_comfyui_export_is_refused_in_one_line(lora: Path) -> None:
@@ -136,11 +120,11 @@ def test_comfyui_export_is_refused_in_one_line(lora: Path) -> None:
     ids=["checkpointing", "block_offload"],
 )
 def test_memory_switches_keep_the_losses(saver: dict, cache: Path, tmp_path: Path) -> None:
-    losses = []
-    for name, extra in (("plain", {"gradient_checkpointing": False}), ("saved", saver)):
-        config = tiny_train_config(cache, tmp_path / name, backbone="ltx2", max_steps=3, **extra)
-        losses.append([r["loss"] for r in Trainer(config).run(show_progress=False).history])
-    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    plain = tiny_train_losses(
+        cache, tmp_path / "plain", backbone="ltx2", max_steps=3, gradient_checkpointing=False
+    )
+    saved = tiny_train_losses(cache, tmp_path / "saved", backbone="ltx2", max_steps=3, **saver)
+    assert saved == pytest.approx(plain, rel=1e-5)
 
 
 # ----- relations from a still image (LTX2ImageToVideoPipeline's form) ---------------------------------

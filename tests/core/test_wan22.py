@@ -15,9 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dreamrelation.backbones import load_backbone
-from dreamrelation.cache import build_cache
 from dreamrelation.cli import app
-from dreamrelation.config import CacheConfig, load_config
 from dreamrelation.errors import InputError
 from dreamrelation.generation.comfyui import COMFYUI_LORA
 from dreamrelation.generation.lora_files import (
@@ -27,7 +25,12 @@ from dreamrelation.generation.lora_files import (
     read_lora_metadata,
 )
 from dreamrelation.generation.render import load_inference_lora, render
-from dreamrelation.testing import tiny_train_config, write_two_subject_dataset
+from dreamrelation.testing import (
+    tiny_train_config,
+    tiny_train_losses,
+    write_tiny_cache,
+    write_two_subject_dataset,
+)
 from dreamrelation.training.adapters import TripletConfig, add_triplet
 from dreamrelation.training.loop import Trainer
 
@@ -49,18 +52,9 @@ def _render(backbone, geo: tuple[int, int], seed: int = 3) -> np.ndarray:
 def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     made = {}
     for backbone, (frames, size) in GEOMETRY.items():
-        root = tmp_path_factory.mktemp(backbone)
-        data = write_two_subject_dataset(root / "shaking_hands", n_videos=2, num_frames=frames, size=size)
-        cfg = load_config(
-            CacheConfig,
-            **{
-                "model.backbone": backbone, "model.model": "tiny", "model.dtype": "float32",
-                "data": [{"path": str(data)}], "output": str(root / "cache"),
-                "video.num_frames": frames, "video.height": size, "video.width": size,
-            },
-        )  # fmt: skip
-        build_cache(cfg, show_progress=False)
-        made[backbone] = root / "cache"
+        made[backbone] = write_tiny_cache(
+            tmp_path_factory.mktemp(backbone), backbone, n_videos=2, num_frames=frames, size=size
+        )
     return made
 
 
@@ -159,13 +153,10 @@ def test_diffusers_own_loader_reproduces_generate_with_both_experts(a14b_run: Pa
 
 @pytest.mark.parametrize("backbone", sorted(GEOMETRY))
 def test_resume_is_exact(backbone: str, caches: dict[str, Path], tmp_path: Path) -> None:
-    def run(output: Path, stop: int | None = None) -> list[float]:
-        config = tiny_train_config(caches[backbone], output, backbone=backbone, checkpoint_every=2)
-        return [r["loss"] for r in Trainer(config).run(show_progress=False, stop_after=stop).history]
-
-    whole = run(tmp_path / "whole")
-    run(tmp_path / "parts", stop=2)
-    assert run(tmp_path / "parts") == whole
+    cache, settings = caches[backbone], {"backbone": backbone, "checkpoint_every": 2}
+    whole = tiny_train_losses(cache, tmp_path / "whole", **settings)
+    tiny_train_losses(cache, tmp_path / "parts", stop_after=2, **settings)
+    assert tiny_train_losses(cache, tmp_path / "parts", **settings) == whole
 
 
 def test_missing_expert_file_is_one_line_and_writes_nothing(a14b_run: Path, tmp_path: Path) -> None:
@@ -287,11 +278,12 @@ def test_memory_switches_keep_the_losses(
     backbone: str, saver: str, caches: dict[str, Path], tmp_path: Path
 ) -> None:
     overrides, tolerance = SAVERS[saver]
-    losses = []
-    for name, extra in (("plain", {"gradient_checkpointing": False}), (saver, overrides)):
-        config = tiny_train_config(caches[backbone], tmp_path / name, backbone=backbone, max_steps=3, **extra)
-        losses.append([r["loss"] for r in Trainer(config).run(show_progress=False).history])
-    assert losses[1] == pytest.approx(losses[0], rel=tolerance)
+    cache = caches[backbone]
+    plain = tiny_train_losses(
+        cache, tmp_path / "plain", backbone=backbone, max_steps=3, gradient_checkpointing=False
+    )
+    saved = tiny_train_losses(cache, tmp_path / saver, backbone=backbone, max_steps=3, **overrides)
+    assert saved == pytest.approx(plain, rel=tolerance)
 
 
 def test_benchmark_run_on_a14b(tmp_path: Path) -> None:
@@ -436,18 +428,9 @@ def test_image_errors_are_one_line_and_write_nothing(tmp_path: Path) -> None:
 # ----- Wan2.2 I2V-A14B: the image on the input channels, its condition latents in the cache ------------
 @pytest.fixture(scope="module")
 def i2v_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("wan22_a14b_i2v")
-    data = write_two_subject_dataset(root / "shaking_hands", n_videos=2, num_frames=5, size=16)
-    cfg = load_config(
-        CacheConfig,
-        **{
-            "model.backbone": "wan22_a14b_i2v", "model.model": "tiny", "model.dtype": "float32",
-            "data": [{"path": str(data)}], "output": str(root / "cache"),
-            "video.num_frames": 5, "video.height": 16, "video.width": 16,
-        },
-    )  # fmt: skip
-    build_cache(cfg, show_progress=False)
-    return root / "cache"
+    return write_tiny_cache(
+        tmp_path_factory.mktemp("wan22_a14b_i2v"), "wan22_a14b_i2v", n_videos=2, num_frames=5, size=16
+    )
 
 
 def test_i2v_cache_holds_the_pipelines_own_image_condition(i2v_cache: Path) -> None:

@@ -14,12 +14,11 @@ import pytest
 import torch
 
 from dreamrelation.backbones import load_backbone
-from dreamrelation.cache import build_cache
-from dreamrelation.config import CacheConfig, GenerateConfig, TrainConfig, load_config
+from dreamrelation.config import GenerateConfig, TrainConfig, load_config
 from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.generation.lora_files import read_lora_metadata
 from dreamrelation.generation.render import generate, load_inference_lora, render
-from dreamrelation.testing import tiny_train_config, write_two_subject_dataset
+from dreamrelation.testing import tiny_train_config, write_tiny_cache
 from dreamrelation.training.loop import Trainer
 from dreamrelation.training.methods import METHOD_NAMES
 from dreamrelation.training.methods.motion_inversion import (
@@ -57,25 +56,13 @@ def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """backbone -> a cache of two clips ("a red square is shaking hands with a blue square.")."""
     made = {}
     for backbone, geo in GEOMETRY.items():
-        root = tmp_path_factory.mktemp(f"cache-{backbone}")
-        data = write_two_subject_dataset(
-            root / "shaking_hands", n_videos=2, num_frames=geo["num_frames"], size=geo["size"]
+        made[backbone] = write_tiny_cache(
+            tmp_path_factory.mktemp(f"cache-{backbone}"),
+            backbone,
+            n_videos=2,
+            num_frames=geo["num_frames"],
+            size=geo["size"],
         )
-        cfg = load_config(
-            CacheConfig,
-            **{
-                "model.backbone": backbone,
-                "model.model": "tiny",
-                "model.dtype": "float32",
-                "data": [{"path": str(data)}],
-                "output": str(root / "cache"),
-                "video.num_frames": geo["num_frames"],
-                "video.height": geo["size"],
-                "video.width": geo["size"],
-            },
-        )
-        build_cache(cfg, show_progress=False)
-        made[backbone] = root / "cache"
     return made
 
 

@@ -135,11 +135,18 @@ class Backbone(ABC):
     def tiny(cls, seed: int = 0) -> Backbone:
         """The same classes built from a tiny random config (tests, CI)."""
 
+    #: the max_sequence_length :meth:`tiny` and :meth:`tiny_transformer` build with
+    tiny_max_sequence_length = 16
+
+    @classmethod
+    def _tiny_transformer_module(cls, seed: int) -> torch.nn.Module:
+        """The transformer :meth:`tiny` builds for ``seed``; backbones override this to build it alone."""
+        return cls.tiny(seed).transformer
+
     @classmethod
     def tiny_transformer(cls, seed: int = 0) -> Backbone:
         """Only the transformer of :meth:`tiny` (the same weights for the same seed)."""
-        full = cls.tiny(seed)
-        return cls(TransformerOnly(full.transformer), full.max_sequence_length)
+        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), cls.tiny_max_sequence_length)
 
     @property
     def transformer(self) -> torch.nn.Module:

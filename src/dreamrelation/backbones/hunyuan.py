@@ -14,7 +14,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
 
 from dreamrelation.backbones import layouts
-from dreamrelation.backbones.base import Backbone, TransformerOnly
+from dreamrelation.backbones.base import Backbone
 from dreamrelation.backbones.tiny_text import word_tokenizer
 
 
@@ -63,10 +63,6 @@ class HunyuanVideoBackbone(Backbone):
             pooled_projection_dim=8,
             rope_axes_dim=(2, 4, 4),
         )
-
-    @classmethod
-    def tiny_transformer(cls, seed: int = 0) -> HunyuanVideoBackbone:
-        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), max_sequence_length=16)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> HunyuanVideoBackbone:
@@ -122,7 +118,11 @@ class HunyuanVideoBackbone(Backbone):
             tokenizer_2=word_tokenizer(77),
         )
         # The real template's crop_start (95) counts Llama tokens; the tiny tokenizer needs none.
-        return cls(pipeline, max_sequence_length=16, prompt_template={"template": "{}", "crop_start": 0})
+        return cls(
+            pipeline,
+            max_sequence_length=cls.tiny_max_sequence_length,
+            prompt_template={"template": "{}", "crop_start": 0},
+        )
 
     def _template_kwargs(self) -> dict[str, Any]:
         return {} if self.prompt_template is None else {"prompt_template": self.prompt_template}

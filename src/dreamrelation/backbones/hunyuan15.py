@@ -80,10 +80,6 @@ class HunyuanVideo15Backbone(Backbone):
         )
 
     @classmethod
-    def tiny_transformer(cls, seed: int = 0) -> HunyuanVideo15Backbone:
-        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), max_sequence_length=16)
-
-    @classmethod
     def tiny(cls, seed: int = 0) -> HunyuanVideo15Backbone:
         transformer = cls._tiny_transformer_module(seed)
         vae = AutoencoderKLHunyuanVideo15(
@@ -125,7 +121,7 @@ class HunyuanVideo15Backbone(Backbone):
         # The real template's crop (108 Qwen tokens of system prompt) means nothing to the tiny tokenizer.
         pipeline.prompt_template_encode_start_idx = 0
         pipeline.tokenizer_2_max_length = 8
-        return cls(pipeline, max_sequence_length=16)
+        return cls(pipeline, max_sequence_length=cls.tiny_max_sequence_length)
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         embeds, mask, embeds_2, mask_2 = self.pipeline.encode_prompt(

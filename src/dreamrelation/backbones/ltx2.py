@@ -34,7 +34,7 @@ from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig, SiglipVisionConfig
 
 from dreamrelation.backbones import layouts
-from dreamrelation.backbones.base import Backbone, TransformerOnly
+from dreamrelation.backbones.base import Backbone
 from dreamrelation.backbones.tiny_text import word_tokenizer
 
 LTX2_HUB = "Lightricks/LTX-2"
@@ -86,10 +86,6 @@ class LTX2Backbone(Backbone):
             rope_double_precision=False,
             rope_type="split",
         )
-
-    @classmethod
-    def tiny_transformer(cls, seed: int = 0) -> LTX2Backbone:
-        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), max_sequence_length=16)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> LTX2Backbone:
@@ -204,7 +200,7 @@ class LTX2Backbone(Backbone):
             "audio_guidance_rescale": 0.0,
             "use_cross_timestep": False,
         }
-        return cls(pipeline, max_sequence_length=16, sampling=sampling)
+        return cls(pipeline, max_sequence_length=cls.tiny_max_sequence_length, sampling=sampling)
 
     # ----- text: Gemma 3, then the frozen connectors (what the transformer reads) ---------------
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from diffusers.models.attention_processor import MochiAttnProcessor2_0
 from transformers import T5EncoderModel
 
 from dreamrelation.backbones import layouts
-from dreamrelation.backbones.base import Backbone, TransformerOnly
+from dreamrelation.backbones.base import Backbone
 from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
 
@@ -49,10 +49,6 @@ class MochiBackbone(Backbone):
         )
 
     @classmethod
-    def tiny_transformer(cls, seed: int = 0) -> MochiBackbone:
-        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), max_sequence_length=16)
-
-    @classmethod
     def tiny(cls, seed: int = 0) -> MochiBackbone:
         transformer = cls._tiny_transformer_module(seed)
         vae = AutoencoderKLMochi(
@@ -71,7 +67,7 @@ class MochiBackbone(Backbone):
             tokenizer=word_tokenizer(16),
             transformer=transformer,
         )
-        return cls(pipeline, max_sequence_length=16)
+        return cls(pipeline, max_sequence_length=cls.tiny_max_sequence_length)
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         embeds, mask, _, _ = self.pipeline.encode_prompt(

@@ -9,7 +9,7 @@ from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipe
 from transformers import UMT5EncoderModel
 
 from dreamrelation.backbones import layouts
-from dreamrelation.backbones.base import Backbone, TransformerOnly
+from dreamrelation.backbones.base import Backbone
 from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
 
@@ -47,10 +47,6 @@ class WanBackbone(Backbone):
         )
 
     @classmethod
-    def tiny_transformer(cls, seed: int = 0) -> WanBackbone:
-        return cls(TransformerOnly(cls._tiny_transformer_module(seed)), max_sequence_length=16)
-
-    @classmethod
     def tiny(cls, seed: int = 0) -> WanBackbone:
         transformer = cls._tiny_transformer_module(seed)
         vae = AutoencoderKLWan(
@@ -69,7 +65,7 @@ class WanBackbone(Backbone):
             scheduler=scheduler,
             transformer=transformer,
         )
-        return cls(pipeline, max_sequence_length=16)
+        return cls(pipeline, max_sequence_length=cls.tiny_max_sequence_length)
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         embeds, _ = self.pipeline.encode_prompt(

@@ -85,13 +85,13 @@ class Wan22TI2VBackbone(WanBackbone):
     image_to_video = True  # the same weights, through WanImageToVideoPipeline
     hub_id = WAN22_5B
 
-    @classmethod
-    def tiny_transformer(cls, seed: int = 0) -> Wan22TI2VBackbone:
-        return cls(TransformerOnly(_tiny_transformer(seed, 8)), max_sequence_length=16)
+    @staticmethod
+    def _tiny_transformer_module(seed: int) -> WanTransformer3DModel:
+        return _tiny_transformer(seed, 8)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> Wan22TI2VBackbone:
-        transformer = _tiny_transformer(seed, 8)
+        transformer = cls._tiny_transformer_module(seed)
         torch.manual_seed(seed)
         vae = AutoencoderKLWan(  # the 5B VAE's form: residual blocks, 12 = 3 x 2 x 2 patchified channels
             base_dim=12,
@@ -114,7 +114,7 @@ class Wan22TI2VBackbone(WanBackbone):
             transformer=transformer,
             expand_timesteps=True,
         )
-        return cls(pipeline, max_sequence_length=16)
+        return cls(pipeline, max_sequence_length=cls.tiny_max_sequence_length)
 
     def predict(
         self,
@@ -323,9 +323,8 @@ class Wan22A14BBackbone(WanBackbone):
     tiny_boundary_ratio = 0.875
 
     @classmethod
-    def tiny_transformer(cls, seed: int = 0) -> Wan22A14BBackbone:
-        experts = WanExperts(*cls._tiny_experts(seed), cls.tiny_boundary_ratio)
-        return cls(TransformerOnly(experts), max_sequence_length=16)
+    def _tiny_transformer_module(cls, seed: int) -> WanExperts:
+        return WanExperts(*cls._tiny_experts(seed), cls.tiny_boundary_ratio)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> Wan22A14BBackbone:
@@ -345,7 +344,7 @@ class Wan22A14BBackbone(WanBackbone):
             transformer_2=low,
             boundary_ratio=cls.tiny_boundary_ratio,
         )
-        return cls(pipeline, max_sequence_length=16)
+        return cls(pipeline, max_sequence_length=cls.tiny_max_sequence_length)
 
 
 class Wan22I2VA14BBackbone(Wan22A14BBackbone):

@@ -2,8 +2,9 @@
 ``testing_utils``: everything built in-process from tiny random configs, nothing downloaded.
 
 * :mod:`dreamrelation.testing.data`: datasets in the project's format and a cache of them encoded
-  by the tiny Mochi (:func:`write_two_subject_dataset`, :func:`write_tiny_mochi_cache`), and a
-  training config on a tiny model (:func:`tiny_train_config`);
+  by a tiny backbone (:func:`write_two_subject_dataset`, :func:`write_tiny_cache`), and a
+  training config on a tiny model and the losses of its run (:func:`tiny_train_config`,
+  :func:`tiny_train_losses`);
 * :mod:`dreamrelation.backbones.tiny_text`: the word-level tokenizer and tiny T5 config of the tiny
   backbones (``model: tiny``) and of the toy world;
 * :mod:`dreamrelation.testing.evaluation`: tiny random CLIP, VideoMAE, VLM judge and I3D folders;
@@ -13,8 +14,9 @@
 
 from dreamrelation.testing.data import (
     tiny_train_config,
-    write_tiny_mochi_cache,
+    tiny_train_losses,
+    write_tiny_cache,
     write_two_subject_dataset,
 )
 
-__all__ = ["tiny_train_config", "write_tiny_mochi_cache", "write_two_subject_dataset"]
+__all__ = ["tiny_train_config", "tiny_train_losses", "write_tiny_cache", "write_two_subject_dataset"]

@@ -41,11 +41,17 @@ def write_two_subject_dataset(
     return root
 
 
-def write_tiny_mochi_cache(
-    root: Path, *, n_videos: int = 3, num_frames: int = 13, size: int = 32, backbone: object = None
+def write_tiny_cache(
+    root: Path,
+    backbone: str = "mochi",
+    *,
+    n_videos: int = 3,
+    num_frames: int = 13,
+    size: int = 32,
+    model: object = None,
 ) -> Path:
-    """A two-subject dataset under ``root`` cached by the tiny random Mochi (``backbone``: one already
-    built, else the registry's tiny one); returns the cache folder."""
+    """A two-subject dataset under ``root`` cached by the registered ``backbone``'s tiny random model
+    (``model``: one already built, else the registry's tiny one); returns the cache folder."""
     from dreamrelation.cache import build_cache
     from dreamrelation.config import CacheConfig, load_config
 
@@ -55,7 +61,7 @@ def write_tiny_mochi_cache(
     cfg = load_config(
         CacheConfig,
         **{
-            "model.backbone": "mochi",
+            "model.backbone": backbone,
             "model.model": "tiny",
             "model.dtype": "float32",
             "data": [{"path": str(data)}],
@@ -65,7 +71,7 @@ def write_tiny_mochi_cache(
             "video.width": size,
         },
     )
-    build_cache(cfg, backbone=backbone, show_progress=False)
+    build_cache(cfg, backbone=model, show_progress=False)
     return root / "cache"
 
 
@@ -90,3 +96,20 @@ def tiny_train_config(
     }
     values.update(overrides)
     return load_config(TrainConfig, **values)
+
+
+def tiny_train_losses(
+    cache: Path,
+    output: Path,
+    /,
+    *,
+    backbone: str = "mochi",
+    stop_after: int | None = None,
+    **overrides: object,
+) -> list[float]:
+    """The per-step losses of a training run of :func:`tiny_train_config` (``stop_after``: end after
+    that many steps, leaving a checkpoint to resume from)."""
+    from dreamrelation.training.loop import Trainer
+
+    run = Trainer(tiny_train_config(cache, output, backbone=backbone, **overrides))
+    return [record["loss"] for record in run.run(show_progress=False, stop_after=stop_after).history]

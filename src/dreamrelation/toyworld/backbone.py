@@ -27,7 +27,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.video_processor import VideoProcessor
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-from dreamrelation.backbones import Backbone, register_backbone
+from dreamrelation.backbones import register_backbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.backbones.tiny_text import word_tokenizer
 from dreamrelation.toyworld.learned_codec import (
@@ -354,6 +354,7 @@ class ToyBackbone(MochiBackbone):
     default_size = DEFAULT_SIZE
     num_inference_steps = NUM_INFERENCE_STEPS
     guidance_scale = GUIDANCE_SCALE
+    tiny_max_sequence_length = MAX_SEQUENCE_LENGTH
 
     @classmethod
     def default_max_sequence_length(cls) -> int:
@@ -362,12 +363,12 @@ class ToyBackbone(MochiBackbone):
     @classmethod
     def tiny(cls, seed: int = 0) -> ToyBackbone:
         """Random weights at the "tiny" size (tests); the pretrained model is :meth:`shipped`."""
-        return cls(build_pipeline(seed, "tiny"), max_sequence_length=MAX_SEQUENCE_LENGTH)
+        return cls(build_pipeline(seed, "tiny"), max_sequence_length=cls.tiny_max_sequence_length)
 
     @classmethod
-    def tiny_transformer(cls, seed: int = 0) -> ToyBackbone:
+    def _tiny_transformer_module(cls, seed: int) -> torch.nn.Module:
         # The toy's seed also drives its text encoder, built first: take the transformer of tiny().
-        return Backbone.tiny_transformer.__func__(cls, seed)
+        return cls.tiny(seed).transformer
 
     @classmethod
     def resolve_model(cls, model: str) -> str:
