@@ -3,6 +3,7 @@ leaves the disk as it was (nothing written, nothing lost). One test per fault cl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from dreamrelation.cli import app
+from dreamrelation.testing import write_two_subject_dataset
 
 TINY = ["--backbone", "mochi", "--model", "tiny", "--dtype", "float32"]
 GEOMETRY = ["--num-frames", "7", "--height", "16", "--width", "16"]
@@ -194,23 +197,57 @@ def test_resume_with_other_optimizer_settings_or_fewer_steps(mochi_cache: Path, 
     assert snapshot(run) == before
 
 
+@contextlib.contextmanager
+def _held_by_another_process(folder: Path) -> Iterator[int]:
+    """A real process holds ``folder``'s output lock while this is open; yields its pid. It is killed
+    at the end: its lock file stays behind, but the OS lock dies with it."""
+    holder = "import sys, time\nfrom dreamrelation.files import output_lock\nwith output_lock(sys.argv[1]):\n"
+    holder += "    print('held', flush=True); time.sleep(60)"
+    other = subprocess.Popen([sys.executable, "-c", holder, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        yield other.pid
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_second_train_on_the_same_output_is_refused(mochi_cache: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    holder = "import sys, time\nfrom dreamrelation.files import output_lock\nwith output_lock(sys.argv[1]):\n"
-    holder += "    print('held', flush=True); time.sleep(60)"
-    other = subprocess.Popen([sys.executable, "-c", holder, str(run)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert other.stdout.readline().strip() == "held"  # a real process holds the lock
-        fails(["train", "--cache", str(mochi_cache), "-o", str(run), *TINY], f"(pid {other.pid})")
+    with _held_by_another_process(run) as pid:
+        fails(["train", "--cache", str(mochi_cache), "-o", str(run), *TINY], f"(pid {pid})")
         assert sorted(p.name for p in run.iterdir()) == [".dreamrelation.lock"]
-    finally:
-        other.kill()  # killed: its lock file stays behind, but the OS lock died with it
-        other.wait()
     # its owner is gone: the stale lock is taken over, and released at the end
     result = _train(mochi_cache, run, "--max-steps", "1", config=_train_config(tmp_path, ""))
     assert result.exit_code == 0, result.output
     assert not (run / ".dreamrelation.lock").exists()
+
+
+@pytest.mark.parametrize("command", ["benchmark run", "toy benchmark", "demo"])
+def test_the_long_runners_refuse_a_busy_output(command: str, tmp_path: Path) -> None:
+    # the resumable runners hold their output folder as train does: a second run into it would
+    # resume the same runs at the same time and write over the first one's files
+    data = write_two_subject_dataset(tmp_path / "data" / "shaking_hands", n_videos=2)
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        "model: {backbone: mochi, model: tiny, dtype: float32}\n"
+        f"relations: [{{name: shaking_hands, data: {data}}}]\nmethods: [direct_lora]\nseeds: [0]\n"
+    )
+    args = {
+        "benchmark run": ["benchmark", "run", str(bench)],
+        "toy benchmark": ["toy", "benchmark", "--model", "tiny", "--seeds", "0", "--methods", "base"],
+        "demo": ["demo", "--set", "model=tiny"],
+    }[command]
+    run = tmp_path / "run"
+    run.mkdir()
+    with _held_by_another_process(run) as pid:
+        line = fails([*args, "-o", str(run)], f"another `dreamrelation {command}` (pid {pid})")
+        assert "use another --output" in line
+        assert sorted(p.name for p in run.iterdir()) == [".dreamrelation.lock"]
+        if command != "demo":  # the tables of what is there may be written beside a run
+            result = CliRunner().invoke(app, [*args, "-o", str(run), "--report-only"])
+            assert "is writing to this folder" not in result.output, result.output
 
 
 def test_damaged_newest_checkpoint_falls_back_to_an_intact_one(mochi_cache: Path, tmp_path: Path) -> None:

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
+from dreamrelation.cli.boundary import console, run_claimed
+from dreamrelation.cli.boundary import run_command as _run
 from dreamrelation.cli.options import (
     EPILOG,
     SET_OPT,
     config_from_cli,
     help_config_option,
 )
-
-if TYPE_CHECKING:
-    pass
-from dreamrelation.cli.boundary import console
-from dreamrelation.cli.boundary import run_command as _run
 
 benchmark_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -44,7 +40,10 @@ def benchmark_run(
     cfg = _run(config_from_cli, ctx, BenchmarkConfig, config, sets)
     output = output or Path("runs/benchmark") / config.stem
     command = "dreamrelation " + " ".join(sys.argv[1:])
-    _run(run_benchmark, cfg, output, command=command, report_only=report_only)
+    if report_only:  # tables of what is there: beside a run still going, too
+        _run(run_benchmark, cfg, output, command=command, report_only=True)
+    else:
+        run_claimed(output, "benchmark run", run_benchmark, cfg, output, command=command)
     console.print((output / "benchmark.md").read_text(), markup=False, highlight=False)
     console.print(f"table: {output / 'benchmark.md'}, {output / 'benchmark.csv'}, {output / 'benchmark.png'}")
 

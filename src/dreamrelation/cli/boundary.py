@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -49,6 +50,23 @@ def run_command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             raise
         console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def run_claimed(output: str | Path, command: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` behind the error boundary while this command holds its output folder
+    (files.OutputClaim): one writer at a time, killed writers' temporaries removed, no empty folder
+    left when it fails."""
+    from dreamrelation.files import OutputClaim
+
+    claim = OutputClaim(output, command)
+    run_command(claim.claim)
+    failed = True
+    try:
+        result = run_command(fn, *args, **kwargs)
+        failed = False
+        return result
+    finally:
+        claim.release(failed)
 
 
 #: libraries that log at import, not about the user's command: diffusers imports bitsandbytes

@@ -26,24 +26,8 @@ from dreamrelation.preflight import preflight_cache, preflight_generate, preflig
 
 if TYPE_CHECKING:
     from dreamrelation.config import TrainConfig
-from dreamrelation.cli.boundary import console
+from dreamrelation.cli.boundary import console, run_claimed
 from dreamrelation.cli.boundary import run_command as _run
-
-
-def _claimed(output: Path, command: str, fn, *args, **kwargs):  # noqa: ANN001, ANN202
-    """``fn`` run while this command holds its output folder (files.OutputClaim): one writer at a
-    time, killed writers' temporaries removed, no empty folder left when it fails."""
-    from dreamrelation.files import OutputClaim
-
-    claim = OutputClaim(output, command)
-    _run(claim.claim)
-    failed = True
-    try:
-        result = fn(*args, **kwargs)
-        failed = False
-        return result
-    finally:
-        claim.release(failed)
 
 
 def cache(
@@ -69,7 +53,7 @@ def cache(
     sources = [{"path": str(p)} for p in data] if data else None
     cfg = _run(config_from_cli, ctx, CacheConfig, config, sets, data=sources)
     _run(preflight_cache, cfg)
-    summary = _claimed(cfg.output, "cache", _run, build_cache, cfg)
+    summary = run_claimed(cfg.output, "cache", build_cache, cfg)
     console.print(f"cached {len(summary.encoded)} new, {len(summary.skipped)} up to date -> {summary.output}")
 
 
@@ -114,7 +98,7 @@ def train(
 
     cfg = _run(config_from_cli, ctx, TrainConfig, config, sets)
     _run(preflight_train, cfg)
-    result = _claimed(cfg.output, "train", _train_until_done_or_interrupted, cfg)
+    result = run_claimed(cfg.output, "train", _train_until_done_or_interrupted, cfg)
     table = Table(title="training")
     for col in ("method", "steps", "final loss", "file for generate --lora", "triplet"):
         table.add_column(col)
@@ -215,12 +199,12 @@ def generate(
     cfg = _run(config_from_cli, ctx, GenerateConfig, config, sets)
     _run(preflight_generate, cfg)
     if cfg.prompt_file:
-        summary = _claimed(cfg.output, "generate", _run, generate_prompt_set, cfg)
+        summary = run_claimed(cfg.output, "generate", generate_prompt_set, cfg)
         console.print(
             f"rendered {len(summary.rendered)}, {len(summary.skipped)} already there -> {summary.manifest}"
         )
         return
-    for path in _claimed(cfg.output, "generate", _run, run_generate, cfg):
+    for path in run_claimed(cfg.output, "generate", run_generate, cfg):
         console.print(f"wrote {path} (+ .gif)")
 
 

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dreamrelation.cli.boundary import run_command
+from dreamrelation.cli.boundary import run_claimed, run_command
 from dreamrelation.cli.options import (
     CONFIG_OPT,
     EPILOG,
@@ -304,7 +304,7 @@ def demo(
     if print_config:
         typer.echo(run_command(demo_yaml, cfg, output), nl=False)
         return
-    run_command(run_demo, cfg, output, command="dreamrelation " + " ".join(sys.argv[1:]))
+    run_claimed(output, "demo", run_demo, cfg, output, command="dreamrelation " + " ".join(sys.argv[1:]))
 
 
 def _experiment_config(cls, **values: object):  # noqa: ANN001, ANN202
@@ -367,10 +367,11 @@ def benchmark(
         return
     command = "dreamrelation " + " ".join(sys.argv[1:])
     # beside the results by default: a run never overwrites a committed report unless asked to
-    report = run_command(
-        toy.run_toy_benchmark, cfg, relations, seed_list, chosen, output,
-        command=command, docs=docs, report_only=report_only,
-    )  # fmt: skip
+    arguments = (toy.run_toy_benchmark, cfg, relations, seed_list, chosen, output)
+    if report_only:  # tables of what is there: beside a run still going, too
+        report = run_command(*arguments, command=command, docs=docs, report_only=True)
+    else:
+        report = run_claimed(output, "toy benchmark", *arguments, command=command, docs=docs)
     console.print(report, markup=False, highlight=False)
 
 
