@@ -4,7 +4,8 @@ Frozen parts (VAE, text encoders) never run during training: the trainer reads o
 Layout of a cache folder::
 
     manifest.json            backbone, model, geometry, and one entry per video
-    items/<name>.safetensors latents (C, f, h, w), masks (3, f, h, w), text.<key> tensors
+    items/<name>.safetensors latents (C, f, h, w), masks (3, f, h, w), text.<key> tensors, and for
+                             some image-to-video backbones image_condition (or image_condition.<name>)
     null_prompt.safetensors  text conditioning of the empty caption (caption dropout)
 
 Each item is written atomically and carries a fingerprint of its inputs, so an interrupted run
@@ -25,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file
 
 from dreamrelation.backbones import Backbone, default_device, load_backbone
+from dreamrelation.backbones.base import ImageCondition
 from dreamrelation.config import CacheConfig, ModelSpec, dump_config
 from dreamrelation.data import (
     VideoItem,
@@ -82,7 +84,9 @@ def encode_item(backbone: Backbone, item: VideoItem, config: CacheConfig) -> dic
     # the std lets training draw a fresh posterior sample per step (latent_sampling: sample)
     tensors = {"latents": latents.cpu(), "latents_std": latents_std.cpu()}
     condition = backbone.encode_image_condition(video[None])  # image-to-video backbones that need more
-    if condition is not None:
+    if isinstance(condition, dict):  # several tensors: one entry each, image_condition.<name>
+        tensors.update({f"image_condition.{k}": v[0].cpu() for k, v in condition.items()})
+    elif condition is not None:
         tensors["image_condition"] = condition[0].cpu()
     for key, value in backbone.encode_prompts([item.caption]).items():
         tensors[f"text.{key}"] = value[0].cpu()
@@ -248,7 +252,20 @@ class CachedItem:
     #: the VAE posterior's std (caches written before it was stored: None)
     latents_std: torch.Tensor | None = None
     #: the image condition of image-to-video backbones that need more than the first latent frame
-    image_condition: torch.Tensor | None = None
+    #: (one tensor, or several by name)
+    image_condition: ImageCondition | None = None
+
+
+def stack_image_conditions(
+    conditions: Sequence[ImageCondition | None], device: torch.device
+) -> ImageCondition | None:
+    """The cached image conditions of a batch, stacked (by name where there are several tensors)."""
+    first = conditions[0]
+    if first is None:
+        return None
+    if isinstance(first, dict):
+        return {k: torch.stack([c[k] for c in conditions]).to(device) for k in first}  # type: ignore[index]
+    return torch.stack(list(conditions)).to(device)  # type: ignore[arg-type]
 
 
 class CachedDataset:
@@ -276,6 +293,11 @@ class CachedDataset:
                         path, f"cannot read cached item ({exc})", "re-run `dreamrelation cache`"
                     ) from exc
                 text = {k.removeprefix("text."): v for k, v in tensors.items() if k.startswith("text.")}
+                parts = {
+                    k.removeprefix("image_condition."): v
+                    for k, v in tensors.items()
+                    if k.startswith("image_condition.")
+                }
                 self.items.append(
                     CachedItem(
                         entry["key"],
@@ -285,7 +307,7 @@ class CachedDataset:
                         tensors.get("masks"),
                         text,
                         tensors.get("latents_std"),
-                        tensors.get("image_condition"),
+                        tensors.get("image_condition", parts or None),
                     )
                 )
                 shapes.add(tuple(tensors["latents"].shape))

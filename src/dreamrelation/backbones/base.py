@@ -24,6 +24,10 @@ ROLES: tuple[Role, ...] = layouts.ROLES  # type: ignore[assignment]
 #  * "data_minus_noise" (genmo Mochi): the model sees timestep (1 - s) * 1000 and predicts u = z - eps.
 #  * "noise_minus_data" (Wan, HunyuanVideo, SD3-style): timestep s * 1000, prediction v = eps - z.
 FlowConvention = Literal["data_minus_noise", "noise_minus_data"]
+#: what the cache stores for an image-to-video backbone whose image enters otherwise than as the first
+#: latent frame: one tensor (Wan2.2 I2V-A14B's condition latents), or several by name (HunyuanVideo-1.5
+#: I2V's condition latents and SigLIP tokens)
+ImageCondition = torch.Tensor | dict[str, torch.Tensor]
 
 
 def _is_linear(module: torch.nn.Module) -> bool:
@@ -224,12 +228,12 @@ class Backbone(ABC):
         noisy_latents: torch.Tensor,
         sigma: torch.Tensor,
         conditioning: dict[str, torch.Tensor],
-        first_frame: torch.Tensor | None = None,
+        first_frame: ImageCondition | None = None,
     ) -> torch.Tensor:
         """One transformer call in training form: returns the flow prediction (B, C, F, H, W).
 
         ``first_frame`` (B, C, 1, H, W): the clean latent frame of an image condition (backbones with
-        an image-to-video form)."""
+        an image-to-video form); or, batched, what :meth:`encode_image_condition` cached."""
         if first_frame is not None:
             raise ValueError(f"{self.name} has no image-to-video form")
         timestep = self.model_timestep(sigma).to(noisy_latents.dtype)
@@ -271,9 +275,10 @@ class Backbone(ABC):
         slope = self.normalize_latents(torch.ones_like(mean)) - zero
         return mean, posterior.std.float() * slope.abs()
 
-    def encode_image_condition(self, video: torch.Tensor) -> torch.Tensor | None:
+    def encode_image_condition(self, video: torch.Tensor) -> ImageCondition | None:
         """What the cache stores for image-to-video training besides the latents (None: nothing, the
-        first latent frame is the condition). ``video``: (B, F, H, W, 3) uint8 frames."""
+        first latent frame is the condition), batched; a dict when it is several tensors.
+        ``video``: (B, F, H, W, 3) uint8 frames."""
         return None
 
     @abstractmethod

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file
 
 from dreamrelation.backbones import Backbone, backbone_class, load_backbone
-from dreamrelation.cache import MASK_ORDER, CachedDataset, cache_digest
+from dreamrelation.cache import MASK_ORDER, CachedDataset, cache_digest, stack_image_conditions
 from dreamrelation.config import TrainConfig, dump_config
 from dreamrelation.errors import ConfigError, TrainingError
 from dreamrelation.files import save_tensors, write_text_atomic
@@ -220,10 +220,9 @@ class Trainer:
             std = torch.stack([it.latents_std for it in items])
             eps = [torch.randn(it.latents.shape, generator=g) for it, g in zip(items, gens, strict=True)]
             latents = latents + std * torch.stack(eps)
-        conditions = [it.image_condition for it in items]
         return {
             "latents": latents.to(device),
-            "image_condition": None if conditions[0] is None else torch.stack(conditions).to(device),
+            "image_condition": stack_image_conditions([it.image_condition for it in items], device),
             "masks": None if items[0].masks is None else torch.stack([it.masks for it in items]).to(device),
             "text": {k: v.to(device) for k, v in text.items()},
             "relations": [it.relation for it in items],
