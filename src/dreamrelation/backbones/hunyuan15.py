@@ -13,7 +13,7 @@ encoders, a 4x/16x VAE with 32 channels, classifier-free guidance through a diff
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers import (
@@ -60,8 +60,13 @@ class HunyuanVideo15Backbone(Backbone):
     def default_max_sequence_length(cls) -> int:
         return 1000  # the pipeline's tokenizer_max_length
 
-    @staticmethod
-    def _tiny_transformer_module(seed: int) -> HunyuanVideo15Transformer3DModel:
+    #: the tiny transformer's ``target_size`` (pixels; the image-to-video pipeline picks the video's
+    #: size from it and the image's aspect ratio) and ``task_type`` (a config label only)
+    tiny_target_size: ClassVar[int] = 16
+    tiny_task_type: ClassVar[str] = "t2v"
+
+    @classmethod
+    def _tiny_transformer_module(cls, seed: int) -> HunyuanVideo15Transformer3DModel:
         torch.manual_seed(seed)
         return HunyuanVideo15Transformer3DModel(
             in_channels=9,  # latents (4) + condition latents (4) + condition mask (1)
@@ -75,12 +80,21 @@ class HunyuanVideo15Backbone(Backbone):
             text_embed_2_dim=32,
             image_embed_dim=12,
             rope_axes_dim=(2, 2, 4),
-            target_size=16,
-            task_type="t2v",
+            target_size=cls.tiny_target_size,
+            task_type=cls.tiny_task_type,
         )
 
     @classmethod
     def tiny(cls, seed: int = 0) -> HunyuanVideo15Backbone:
+        pipeline = cls.pipeline_class(**cls._tiny_components(seed))
+        # The real template's crop (108 Qwen tokens of system prompt) means nothing to the tiny tokenizer.
+        pipeline.prompt_template_encode_start_idx = 0
+        pipeline.tokenizer_2_max_length = 8
+        return cls(pipeline, max_sequence_length=cls.tiny_max_sequence_length)
+
+    @classmethod
+    def _tiny_components(cls, seed: int) -> dict[str, Any]:
+        """The tiny pipeline's components (the image-to-video backbone adds its image encoder)."""
         transformer = cls._tiny_transformer_module(seed)
         vae = AutoencoderKLHunyuanVideo15(
             latent_channels=4,
@@ -108,20 +122,16 @@ class HunyuanVideo15Backbone(Backbone):
         )
         tokenizer = word_tokenizer(64)
         tokenizer.chat_template = _TINY_CHAT_TEMPLATE
-        pipeline = HunyuanVideo15Pipeline(
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            transformer=transformer,
-            vae=vae,
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-            text_encoder_2=T5EncoderModel(tiny_t5_config()),
-            tokenizer_2=ByT5Tokenizer(),
-            guider=ClassifierFreeGuidance(guidance_scale=6.0),
-        )
-        # The real template's crop (108 Qwen tokens of system prompt) means nothing to the tiny tokenizer.
-        pipeline.prompt_template_encode_start_idx = 0
-        pipeline.tokenizer_2_max_length = 8
-        return cls(pipeline, max_sequence_length=cls.tiny_max_sequence_length)
+        return {
+            "text_encoder": text_encoder,
+            "tokenizer": tokenizer,
+            "transformer": transformer,
+            "vae": vae,
+            "scheduler": FlowMatchEulerDiscreteScheduler(shift=7.0),
+            "text_encoder_2": T5EncoderModel(tiny_t5_config()),
+            "tokenizer_2": ByT5Tokenizer(),
+            "guider": ClassifierFreeGuidance(guidance_scale=6.0),
+        }
 
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         embeds, mask, embeds_2, mask_2 = self.pipeline.encode_prompt(
@@ -141,25 +151,35 @@ class HunyuanVideo15Backbone(Backbone):
         conditioning: dict[str, torch.Tensor],
         first_frame: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """As the text-to-video pipeline calls it: no condition latents, mask 0, zero image tokens."""
+        """As the pipelines call it: ``[latents, condition latents, condition mask]`` on the channels
+        (:meth:`condition_channels`), the SigLIP image tokens beside the text (:meth:`transformer_kwargs`)."""
+        condition, mask = self.condition_channels(noisy_latents, first_frame)
+        inputs = torch.cat([noisy_latents, condition.to(noisy_latents.dtype), mask], dim=1)
+        return super().predict(inputs, sigma, conditioning)
+
+    def condition_channels(
+        self, noisy_latents: torch.Tensor, first_frame: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The condition latents and mask of the text-to-video pipeline: zeros, mask 0."""
+        if first_frame is not None:
+            raise ValueError(f"{self.name} has no image-to-video form (that is hunyuan15_i2v)")
         b, _, f, h, w = noisy_latents.shape
-        condition = torch.zeros_like(noisy_latents)
-        mask = noisy_latents.new_zeros(b, 1, f, h, w)
-        inputs = torch.cat([noisy_latents, condition, mask], dim=1)
-        return super().predict(inputs, sigma, conditioning, first_frame)
+        return torch.zeros_like(noisy_latents), noisy_latents.new_zeros(b, 1, f, h, w)
 
     def transformer_kwargs(
         self, conditioning: dict[str, torch.Tensor], noisy_latents: torch.Tensor
     ) -> dict[str, Any]:
         dtype = noisy_latents.dtype
-        image_dim = self.transformer.config.image_embed_dim
-        image_embeds = noisy_latents.new_zeros(noisy_latents.shape[0], IMAGE_TOKENS, image_dim)
+        image_embeds = conditioning.get("image_embeds")  # SigLIP tokens of an image condition
+        if image_embeds is None:  # text-to-video: zero tokens, which the model masks out of attention
+            image_dim = self.transformer.config.image_embed_dim
+            image_embeds = noisy_latents.new_zeros(noisy_latents.shape[0], IMAGE_TOKENS, image_dim)
         return {
             "encoder_hidden_states": conditioning["prompt_embeds"].to(dtype),
             "encoder_attention_mask": conditioning["prompt_attention_mask"].to(dtype),
             "encoder_hidden_states_2": conditioning["glyph_embeds"].to(dtype),
             "encoder_attention_mask_2": conditioning["glyph_attention_mask"].to(dtype),
-            "image_embeds": image_embeds,
+            "image_embeds": image_embeds.to(dtype),
         }
 
     def text_sequence(
