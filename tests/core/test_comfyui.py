@@ -53,6 +53,8 @@ EXPECTED_LAYERS["hunyuan15"] = [
     for stream in ("img", "txt")
     for p in ("q", "k", "proj")
 ]
+# its image-to-video checkpoint is the same transformer, with the same original names
+EXPECTED_LAYERS["hunyuan15_i2v"] = EXPECTED_LAYERS["hunyuan15"]
 
 
 # Which diffusers modules each original layer stacks (row order) - the inverse of the conversions.
@@ -72,7 +74,7 @@ def _parts(backbone: str, layer: str) -> list[str]:
         ours = {"self_attn": "attn1", "cross_attn": "attn2"}[attn]
         return [f"blocks.{i}.{ours}." + {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0"}[p]]
     name = layer.rsplit(".", 1)[1]
-    if backbone == "hunyuan15":
+    if backbone in ("hunyuan15", "hunyuan15_i2v"):
         ours = {"img_attn_q": "to_q", "img_attn_k": "to_k", "img_attn_proj": "to_out.0"}
         ours |= {"txt_attn_q": "add_q_proj", "txt_attn_k": "add_k_proj", "txt_attn_proj": "to_add_out"}
         return [f"transformer_blocks.{i}.attn.{ours[name]}"]

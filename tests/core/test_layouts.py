@@ -23,6 +23,7 @@ FAMILY_OF = {
     "wan22_5b": "wan",
     "wan22_a14b": "wan",
     "hunyuan15": "hunyuan15",
+    "hunyuan15_i2v": "hunyuan15",
     "ltx2": "ltx2",
     "wan22_a14b_i2v": "wan",
 }

@@ -156,6 +156,8 @@ ORIGINAL_LAYOUT["hunyuan15"] = tuple(
     )
     for short, ours in projections
 )
+# its image-to-video checkpoint is the same transformer (ComfyUI loads both with one model class)
+ORIGINAL_LAYOUT["hunyuan15_i2v"] = ORIGINAL_LAYOUT["hunyuan15"]
 # Wan2.2 keeps Wan2.1's original names (ComfyUI ``comfy/ldm/wan/model.py`` serves both); A14B's
 # experts are two checkpoints with these names each, so each expert gets its own ComfyUI file.
 for _wan22 in ("wan22_5b", "wan22_a14b", "wan22_a14b_i2v"):

@@ -12,6 +12,7 @@ import torch
 from dreamrelation.backbones.base import Backbone
 from dreamrelation.backbones.hunyuan import HunyuanVideoBackbone
 from dreamrelation.backbones.hunyuan15 import HunyuanVideo15Backbone
+from dreamrelation.backbones.hunyuan15_i2v import HunyuanVideo15I2VBackbone
 from dreamrelation.backbones.ltx2 import LTX2Backbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.backbones.wan import WanBackbone
@@ -28,6 +29,7 @@ BACKBONES: dict[str, type[Backbone]] = {
         Wan22A14BBackbone,
         Wan22I2VA14BBackbone,
         HunyuanVideo15Backbone,
+        HunyuanVideo15I2VBackbone,
         LTX2Backbone,
     )
 }
