@@ -208,6 +208,9 @@ class TrainConfig(_Strict):
     validation_steps: int = Field(64, ge=2)
     #: classifier-free guidance of the validation videos
     validation_guidance: float = Field(6.0, ge=0, le=100)
+    #: the image every validation video starts from (image-to-video; needed on the backbones that have
+    #: no text-to-video form, and optional on those with both, which validate from text without it)
+    validation_image: Path | None = None
     #: log losses (and validation videos) to TensorBoard under <output>/
     tensorboard: bool = False
     #: log losses and validation videos to Weights & Biases (pip install wandb; key from WANDB_API_KEY)

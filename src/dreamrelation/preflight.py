@@ -68,14 +68,14 @@ def check_image_to_video(cls: type[Backbone], key: str) -> None:
         )
 
 
-def check_image(path: Path, height: int, width: int) -> None:
+def check_image(path: Path, height: int, width: int, setting: str = "--image") -> None:
     """A readable still image whose aspect ratio is the video's (the pipeline resizes it to
     height x width; another aspect ratio would be distorted)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "image not found", "pass the path of a PNG or JPEG file with --image")
+        raise InputError(path, "image not found", f"pass the path of a PNG or JPEG file with {setting}")
     try:
         with Image.open(path) as image:
             w, h = image.size
@@ -113,9 +113,28 @@ def preflight_train(config: TrainConfig) -> None:
     check_streams(cls, config.lora.streams)
     check_output_dir(config.output, "training output")
     check_cache_matches_model(config.cache, config.model)
+    if config.validation_every:
+        _check_validation_image(cls, config)
     check_resume(config)
 
     check_trackers(config)
+
+
+def _check_validation_image(cls: type[Backbone], config: TrainConfig) -> None:
+    """Validation renders from ``validation_image`` where one is given, and must have one where the
+    backbone cannot render from text alone."""
+    if config.validation_image is None:
+        if not cls.text_to_video:
+            raise ConfigError(
+                f"validation_image: {cls.name} is image-to-video only, so its validation videos need an "
+                "image; set validation_image: photo.png (or validation_every: null)"
+            )
+        return
+    from dreamrelation.cache import read_cache_manifest
+
+    check_image_to_video(cls, "validation_image")
+    video = read_cache_manifest(config.cache[0])["video"]
+    check_image(config.validation_image, video["height"], video["width"], "validation_image")
 
 
 def preflight_generate(config: GenerateConfig) -> None:

@@ -214,3 +214,20 @@ def test_bad_inputs_are_one_line(cache: Path, tmp_path: Path) -> None:
     train = ["train", "--cache", str(cache), "-o", str(tmp_path / "r"), "--backbone", NAME, "--model", "tiny"]
     _one_line_exit_2(train, "pass --first-frame")
     assert not (tmp_path / "r").exists()
+
+
+def test_validation_renders_from_the_validation_image(cache: Path, tmp_path: Path) -> None:
+    # an image-to-video-only model cannot render its validation videos from text alone
+    photo, output = tmp_path / "photo.png", tmp_path / "r"
+    _first_frame(cache).save(photo)
+    args = ["train", "--cache", str(cache), "-o", str(output), "--backbone", NAME, "--model", "tiny",
+            "--dtype", "float32", "--first-frame", "--set", "max_steps=2", "--set", "warmup_steps=0",
+            "--set", "validation_every=2", "--set", "validation_steps=2",
+            "--set", f'validation_prompts=["{PROMPT}"]']  # fmt: skip
+    _one_line_exit_2(args, "validation_image: hunyuan15_i2v is image-to-video only")
+    _one_line_exit_2([*args, "--set", f"validation_image={tmp_path / 'none.png'}"], "validation_image")
+    assert not output.exists()
+    result = CliRunner().invoke(app, [*args, "--set", f"validation_image={photo}"])
+    assert result.exit_code == 0, result.output
+    (video,) = (output / "validation" / "step-0000002").glob("*.mp4")
+    assert video.with_suffix(".gif").is_file()

@@ -270,9 +270,14 @@ def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None, prompt
 
 def load_image(config: GenerateConfig) -> Image.Image | None:
     """The ``image`` of an image-to-video run, as RGB (checked by ``preflight_generate``)."""
-    if config.image is None:
+    return open_image(config.image)
+
+
+def open_image(path: Path | None) -> Image.Image | None:
+    """The still image at ``path`` as RGB (None: none); checked before by ``preflight.check_image``."""
+    if path is None:
         return None
-    with Image.open(config.image) as image:
+    with Image.open(path) as image:
         return image.convert("RGB")
 
 

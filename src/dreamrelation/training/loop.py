@@ -537,7 +537,7 @@ class Trainer:
         return self.finish()
 
     def validate(self) -> list[Path]:
-        from dreamrelation.generation.render import render_and_save
+        from dreamrelation.generation.render import open_image, render_and_save
 
         manifest = json.loads((Path(self.config.cache[0]) / "manifest.json").read_text())
         geo = manifest["video"]
@@ -565,6 +565,7 @@ class Trainer:
                 guidance_scale=self.config.validation_guidance,
                 seed=self.config.seed,
                 show_progress=False,
+                image=open_image(self.config.validation_image),
             )
             log_validation_videos(self.accelerator, videos, self.step)
             return videos
