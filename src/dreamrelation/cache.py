@@ -4,7 +4,8 @@ Frozen parts (VAE, text encoders) never run during training: the trainer reads o
 Layout of a cache folder::
 
     manifest.json            backbone, model, geometry, and one entry per video
-    items/<name>.safetensors latents (C, f, h, w), masks (3, f, h, w), text.<key> tensors
+    items/<name>.safetensors latents (C, f, h, w), masks (3, f, h, w), text.<key> tensors, and for
+                             image-to-video backbones that need them image_condition / image_embeds
     null_prompt.safetensors  text conditioning of the empty caption (caption dropout)
 
 Each item is written atomically and carries a fingerprint of its inputs, so an interrupted run
@@ -84,6 +85,9 @@ def encode_item(backbone: Backbone, item: VideoItem, config: CacheConfig) -> dic
     condition = backbone.encode_image_condition(video[None])  # image-to-video backbones that need more
     if condition is not None:
         tensors["image_condition"] = condition[0].cpu()
+    image_embeds = backbone.encode_image_embeds(video[None])  # backbones with an image encoder
+    if image_embeds is not None:
+        tensors["image_embeds"] = image_embeds[0].cpu()
     for key, value in backbone.encode_prompts([item.caption]).items():
         tensors[f"text.{key}"] = value[0].cpu()
     if item.mask_dir is not None:
@@ -249,6 +253,8 @@ class CachedItem:
     latents_std: torch.Tensor | None = None
     #: the image condition of image-to-video backbones that need more than the first latent frame
     image_condition: torch.Tensor | None = None
+    #: the image encoder's tokens of the first frame (backbones whose transformer attends to them)
+    image_embeds: torch.Tensor | None = None
 
 
 class CachedDataset:
@@ -286,6 +292,7 @@ class CachedDataset:
                         text,
                         tensors.get("latents_std"),
                         tensors.get("image_condition"),
+                        tensors.get("image_embeds"),
                     )
                 )
                 shapes.add(tuple(tensors["latents"].shape))

@@ -276,6 +276,13 @@ class Backbone(ABC):
         first latent frame is the condition). ``video``: (B, F, H, W, 3) uint8 frames."""
         return None
 
+    def encode_image_embeds(self, video: torch.Tensor) -> torch.Tensor | None:
+        """The image encoder's tokens of each clip's first frame, for transformers that also attend to
+        the image (Wan2.1 I2V's CLIP); the cache stores them and training hands them to
+        :meth:`transformer_kwargs` as ``conditioning["image_embeds"]``, as the pipeline does at
+        sampling. None: the backbone has no image encoder. ``video``: (B, F, H, W, 3) uint8 frames."""
+        return None
+
     @abstractmethod
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents -> the space the transformer is trained in (the pipeline's inverse)."""

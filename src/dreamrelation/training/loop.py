@@ -220,10 +220,10 @@ class Trainer:
             std = torch.stack([it.latents_std for it in items])
             eps = [torch.randn(it.latents.shape, generator=g) for it, g in zip(items, gens, strict=True)]
             latents = latents + std * torch.stack(eps)
-        conditions = [it.image_condition for it in items]
+        image = {k: [getattr(it, k) for it in items] for k in ("image_condition", "image_embeds")}
         return {
             "latents": latents.to(device),
-            "image_condition": None if conditions[0] is None else torch.stack(conditions).to(device),
+            **{k: None if v[0] is None else torch.stack(v).to(device) for k, v in image.items()},
             "masks": None if items[0].masks is None else torch.stack([it.masks for it in items]).to(device),
             "text": {k: v.to(device) for k, v in text.items()},
             "relations": [it.relation for it in items],
@@ -320,11 +320,13 @@ class Trainer:
         noisy = self.backbone.add_noise(latents, noise, sigma)
         target = self.backbone.flow_target(latents, noise)
         # 3. predict the flow (image-to-video: the clean first latent frame is the condition, or what
-        # the cache holds for backbones whose image enters otherwise)
+        # the cache holds for backbones whose image enters otherwise, its image-encoder tokens included)
         image = batch["image_condition"] if batch["image_condition"] is not None else latents[:, :, :1]
         given = {"first_frame": image} if cfg.first_frame else {}
+        embeds = {"image_embeds": batch["image_embeds"]} if batch["image_embeds"] is not None else {}
+        conditioning = {**self.method.conditioning(batch), **(embeds if cfg.first_frame else {})}
         with self.accelerator.autocast() if self.loss_scaling is None else self.loss_scaling.autocast():
-            prediction = self.backbone.predict(noisy, sigma, self.method.conditioning(batch), **given)
+            prediction = self.backbone.predict(noisy, sigma, conditioning, **given)
         prediction = prediction.float()
         masks = batch["masks"]
         if cfg.first_frame and self.backbone.image_replaces_first_frame:
