@@ -110,6 +110,11 @@ def preflight_train(config: TrainConfig) -> None:
         check_image_to_video(cls, "first_frame")
     elif not cls.text_to_video:
         raise ConfigError(f"first_frame: {cls.name} is image-to-video only; pass --first-frame")
+    if config.validation_every and not cls.text_to_video:  # validation samples from text alone
+        raise ConfigError(
+            f"validation_every: validation videos are text-to-video, which {cls.name} cannot make; "
+            "set validation_every: null"
+        )
     check_streams(cls, config.lora.streams)
     check_output_dir(config.output, "training output")
     check_cache_matches_model(config.cache, config.model)
