@@ -16,6 +16,7 @@ from dreamrelation.backbones.ltx2 import LTX2Backbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.backbones.wan import WanBackbone
 from dreamrelation.backbones.wan22 import Wan22A14BBackbone, Wan22I2VA14BBackbone, Wan22TI2VBackbone
+from dreamrelation.backbones.wan_i2v import Wan21I2VBackbone
 from dreamrelation.errors import DreamRelationError
 
 BACKBONES: dict[str, type[Backbone]] = {
@@ -27,6 +28,7 @@ BACKBONES: dict[str, type[Backbone]] = {
         Wan22TI2VBackbone,
         Wan22A14BBackbone,
         Wan22I2VA14BBackbone,
+        Wan21I2VBackbone,
         HunyuanVideo15Backbone,
         LTX2Backbone,
     )

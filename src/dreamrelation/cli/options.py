@@ -131,7 +131,18 @@ def config_from_cli(
 
 #: what --help shows; the values live in config.py's models (tests/core/test_cli_help.py keeps them equal)
 BackboneChoice = (
-    Literal["mochi", "wan", "hunyuan", "wan22_5b", "wan22_a14b", "wan22_a14b_i2v", "hunyuan15", "ltx2", "toy"]
+    Literal[
+        "mochi",
+        "wan",
+        "hunyuan",
+        "wan22_5b",
+        "wan22_a14b",
+        "wan22_a14b_i2v",
+        "wan_i2v",
+        "hunyuan15",
+        "ltx2",
+        "toy",
+    ]
     | None
 )
 DtypeChoice = Literal["float32", "bfloat16", "float16"] | None
