@@ -189,3 +189,14 @@ def test_each_method_class_trains_from_the_first_frame_and_changes_generate_imag
     kwargs = dict(image=photo, num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=2, seed=0)
     base = render(load_backbone("wan_i2v", "tiny"), prompt, show_progress=False, **kwargs)
     assert not np.array_equal(render(adapted, prompt, show_progress=False, **kwargs), base)
+
+
+def test_loads_from_a_diffusers_folder_with_its_image_encoder(tmp_path: Path) -> None:
+    tiny = load_backbone("wan_i2v", "tiny")
+    tiny.pipeline.save_pretrained(tmp_path / "wan21-i2v")
+    full = load_backbone("wan_i2v", str(tmp_path / "wan21-i2v"))  # the real from_pretrained path
+    alone = load_backbone("wan_i2v", str(tmp_path / "wan21-i2v"), components="transformer")
+    expected = tiny.transformer.state_dict()
+    assert all(torch.equal(alone.transformer.state_dict()[k], v) for k, v in expected.items())
+    video = torch.randint(0, 255, (1, FRAMES, SIZE, SIZE, 3), dtype=torch.uint8)
+    assert torch.equal(full.encode_image_embeds(video), tiny.encode_image_embeds(video))
