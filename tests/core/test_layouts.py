@@ -26,6 +26,7 @@ FAMILY_OF = {
     "hunyuan15_i2v": "hunyuan15",
     "ltx2": "ltx2",
     "wan22_a14b_i2v": "wan",
+    "wan_i2v": "wan",
 }
 #: backbones made of several transformers: the regex before each block (Wan2.2 A14B's experts)
 EXPERT_PREFIX = {"wan22_a14b": r"(?:high_noise|low_noise)\.", "wan22_a14b_i2v": r"(?:high_noise|low_noise)\."}
@@ -39,6 +40,9 @@ NOT_IN_TABLE = {
         r"transformer_blocks\.\d+\.(audio_attn[12]|audio_to_video_attn|video_to_audio_attn)\..*"
     ),
     "mochi": re.compile(r"time_embed\.pooler\..*"),
+    # Wan2.1 I2V's cross-attention projects the CLIP image tokens too: they carry the given frame's
+    # appearance, not the relation, so the triplet leaves them out
+    "wan": re.compile(r"blocks\.\d+\.attn2\.add_[kv]_proj"),
 }
 PROJECTIONS = {*layouts.VISION_PROJECTIONS.values(), *layouts.TEXT_PROJECTIONS.values()}
 

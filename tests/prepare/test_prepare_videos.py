@@ -32,6 +32,7 @@ from dreamrelation.prepare.videos import (
         ("ltx2", [1, 9, 121], [5, 60, 82], "use 81 or 89"),
         ("wan22_a14b_i2v", [1, 5, 81], [4, 60, 62], "use 81 or 85"),
         ("hunyuan15_i2v", [1, 5, 121], [4, 60, 62], "use 81 or 85"),
+        ("wan_i2v", [1, 5, 81], [4, 60, 62], "use 81 or 85"),
         ("toy", [2, 16, 60], [1, 15, 61, 81], "use 80 or 82"),
     ],
 )

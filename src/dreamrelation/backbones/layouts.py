@@ -34,7 +34,9 @@ ATTENTION_LAYOUTS: dict[str, dict[str, tuple[str, str, dict[str, str]]]] = {
         "text": (r"transformer_blocks\.\d+", "attn1", TEXT_PROJECTIONS),
     },
     # Wan is not MM-DiT: text tokens enter through cross-attention (attn2), whose K and V project
-    # the text tokens and whose Q projects the vision tokens that attend to them.
+    # the text tokens and whose Q projects the vision tokens that attend to them. Wan2.1 I2V's attn2
+    # also projects CLIP image tokens (add_k_proj, add_v_proj): left out, as they carry the given
+    # frame's appearance, not the relation (backbones/wan_i2v.py).
     "wan": {
         "vision": (r"blocks\.\d+", "attn1", VISION_PROJECTIONS),
         "text": (r"blocks\.\d+", "attn2", VISION_PROJECTIONS),
@@ -160,5 +162,6 @@ ORIGINAL_LAYOUT["hunyuan15"] = tuple(
 ORIGINAL_LAYOUT["hunyuan15_i2v"] = ORIGINAL_LAYOUT["hunyuan15"]
 # Wan2.2 keeps Wan2.1's original names (ComfyUI ``comfy/ldm/wan/model.py`` serves both); A14B's
 # experts are two checkpoints with these names each, so each expert gets its own ComfyUI file.
-for _wan22 in ("wan22_5b", "wan22_a14b", "wan22_a14b_i2v"):
-    ORIGINAL_LAYOUT[_wan22] = ORIGINAL_LAYOUT["wan"]
+# Wan2.1 I2V's original cross_attn also has k_img / v_img, which the LoRA leaves out (see above).
+for _wan_like in ("wan22_5b", "wan22_a14b", "wan22_a14b_i2v", "wan_i2v"):
+    ORIGINAL_LAYOUT[_wan_like] = ORIGINAL_LAYOUT["wan"]

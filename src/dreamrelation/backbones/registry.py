@@ -17,6 +17,7 @@ from dreamrelation.backbones.ltx2 import LTX2Backbone
 from dreamrelation.backbones.mochi import MochiBackbone
 from dreamrelation.backbones.wan import WanBackbone
 from dreamrelation.backbones.wan22 import Wan22A14BBackbone, Wan22I2VA14BBackbone, Wan22TI2VBackbone
+from dreamrelation.backbones.wan_i2v import Wan21I2VBackbone
 from dreamrelation.errors import DreamRelationError
 
 BACKBONES: dict[str, type[Backbone]] = {
@@ -28,6 +29,7 @@ BACKBONES: dict[str, type[Backbone]] = {
         Wan22TI2VBackbone,
         Wan22A14BBackbone,
         Wan22I2VA14BBackbone,
+        Wan21I2VBackbone,
         HunyuanVideo15Backbone,
         HunyuanVideo15I2VBackbone,
         LTX2Backbone,

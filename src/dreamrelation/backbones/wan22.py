@@ -69,6 +69,25 @@ def _tiny_text() -> dict[str, Any]:
     return {"tokenizer": word_tokenizer(16), "text_encoder": UMT5EncoderModel(tiny_t5_config())}
 
 
+@torch.no_grad()
+def image_condition_latents(backbone: WanBackbone, video: torch.Tensor) -> torch.Tensor:
+    """``WanImageToVideoPipeline``'s condition latents (without ``expand_timesteps``): the video
+    [first frame, black ...] through the VAE (its mode), normalised as the latents are. ``video``:
+    (B, F, H, W, 3) uint8 frames."""
+    vae = backbone.vae
+    x = video.permute(0, 4, 1, 2, 3).to(device=vae.device, dtype=vae.dtype) / 127.5 - 1.0
+    x[:, :, 1:] = 0.0  # the pipeline pads the image with zeros (in [-1, 1]) to the video's length
+    return backbone.normalize_latents(vae.encode(x).latent_dist.mode().float())
+
+
+def with_image_channels(noisy_latents: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """The transformer input the image-to-video pipeline builds: the noisy latents, a 4-channel mask
+    (1 on the first latent frame: the given image) and the condition latents, on the channels."""
+    mask = torch.zeros_like(noisy_latents[:, :4])
+    mask[:, :, 0] = 1.0
+    return torch.cat([noisy_latents, mask, condition.to(noisy_latents.dtype)], dim=1)
+
+
 class _WanImageToVideo(WanImageToVideoPipeline):
     """diffusers' image-to-video pipeline with ``WanPipeline``'s prompt encoding: the same UMT5 call,
     but the image pipeline's own cleans the text with ``ftfy`` unconditionally, which diffusers does
@@ -373,14 +392,8 @@ class Wan22I2VA14BBackbone(Wan22A14BBackbone):
     def image_pipeline(self) -> WanImageToVideoPipeline:
         return self.pipeline
 
-    @torch.no_grad()
     def encode_image_condition(self, video: torch.Tensor) -> torch.Tensor:
-        """The pipeline's condition latents: the video [first frame, black ...] through the VAE
-        (its mode), normalised as the latents are."""
-        vae = self.vae
-        x = video.permute(0, 4, 1, 2, 3).to(device=vae.device, dtype=vae.dtype) / 127.5 - 1.0
-        x[:, :, 1:] = 0.0  # the pipeline pads the image with zeros (in [-1, 1]) to the video's length
-        return self.normalize_latents(vae.encode(x).latent_dist.mode().float())
+        return image_condition_latents(self, video)
 
     def predict(
         self,
@@ -392,7 +405,4 @@ class Wan22I2VA14BBackbone(Wan22A14BBackbone):
         """``first_frame``: the cached condition latents (B, C, F, H, W); the mask marks latent frame 0."""
         if first_frame is None:
             raise ValueError(f"{self.name} is image-to-video only: it needs the image condition")
-        mask = torch.zeros_like(noisy_latents[:, :4])
-        mask[:, :, 0] = 1.0
-        inputs = torch.cat([noisy_latents, mask, first_frame.to(noisy_latents.dtype)], dim=1)
-        return super().predict(inputs, sigma, conditioning)
+        return super().predict(with_image_channels(noisy_latents, first_frame), sigma, conditioning)

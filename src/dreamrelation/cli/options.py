@@ -138,6 +138,7 @@ BackboneChoice = (
         "wan22_5b",
         "wan22_a14b",
         "wan22_a14b_i2v",
+        "wan_i2v",
         "hunyuan15",
         "hunyuan15_i2v",
         "ltx2",
