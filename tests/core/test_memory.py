@@ -352,8 +352,10 @@ def test_accumulating_k_micro_batches_equals_one_batch_of_k(mochi_cache: Path, t
     a = [accumulated.training_step(s) for s in range(2)]
     b = [batched.training_step(s) for s in range(2)]
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-5)
+    # AdamW divides by sqrt(v): where a gradient is near zero, summing in another order (one torch
+    # thread or two) moves an update by ~1e-7; 1e-6 is 0.25 % of what two steps at lr 2e-4 can move
     for p, q in zip(accumulated.lora_params, batched.lora_params, strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- schedule, posterior
