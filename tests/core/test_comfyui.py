@@ -55,6 +55,15 @@ EXPECTED_LAYERS["hunyuan15"] = [
 ]
 # its image-to-video checkpoint is the same transformer, with the same original names
 EXPECTED_LAYERS["hunyuan15_i2v"] = EXPECTED_LAYERS["hunyuan15"]
+# LTX-2 (Lightricks' checkpoint; ComfyUI comfy/ldm/lightricks/av_model.py and model.py): the video
+# stream's self-attention (attn1) and text cross-attention (attn2) keep diffusers' names, nothing
+# fused; no audio_attn1/2, audio_to_video_attn or video_to_audio_attn (they carry no LoRA)
+EXPECTED_LAYERS["ltx2"] = [
+    f"transformer_blocks.{i}.{attn}.{p}"
+    for i in (0, 1)
+    for attn in ("attn1", "attn2")
+    for p in ("to_q", "to_k", "to_out.0")
+]
 
 
 # Which diffusers modules each original layer stacks (row order) - the inverse of the conversions.
@@ -73,6 +82,8 @@ def _parts(backbone: str, layer: str) -> list[str]:
         _, _, attn, p = layer.split(".")
         ours = {"self_attn": "attn1", "cross_attn": "attn2"}[attn]
         return [f"blocks.{i}.{ours}." + {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0"}[p]]
+    if backbone == "ltx2":
+        return [layer]  # the original name is the diffusers module's
     name = layer.rsplit(".", 1)[1]
     if backbone in ("hunyuan15", "hunyuan15_i2v"):
         ours = {"img_attn_q": "to_q", "img_attn_k": "to_k", "img_attn_proj": "to_out.0"}
@@ -91,7 +102,8 @@ def _parts(backbone: str, layer: str) -> list[str]:
 
 
 def _comfyui_model_keys(backbone: str, layers: list[str]) -> list[str]:
-    """ComfyUI's own state-dict names: the originals, except HunyuanVideo's flux-style attention."""
+    """ComfyUI's own state-dict names: the originals, except HunyuanVideo's flux-style attention
+    (LTX-2's: its LTXAV model's ``diffusion_model.transformer_blocks.<i>.attn1.to_q.weight`` ...)."""
     keys = []
     for layer in layers:
         if backbone == "hunyuan":
@@ -102,7 +114,9 @@ def _comfyui_model_keys(backbone: str, layers: list[str]) -> list[str]:
 
 def _comfyui_key_map(backbone: str, model_keys: list[str]) -> dict[str, str]:
     """ComfyUI's LoRA key matching (comfy/lora.py, model_lora_keys_unet), as read: every model maps
-    ``diffusion_model.<path>`` to its weight; Mochi also the bare path; HunyuanVideo Tencent's names."""
+    ``diffusion_model.<path>`` to its weight; Mochi also the bare path; HunyuanVideo Tencent's names.
+    LTX-2 (comfy.model_base.LTXAV) has no branch of its own there: only the generic mapping, so the
+    diffusers form ``transformer.<path>`` would match nothing."""
     key_map = {}
     for k in model_keys:
         key_map[k.removesuffix(".weight")] = k

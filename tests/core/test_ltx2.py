@@ -4,6 +4,7 @@ the LoRA loads through diffusers' own loader."""
 
 from __future__ import annotations
 
+import re
 import wave
 from pathlib import Path
 
@@ -108,10 +109,23 @@ def test_resume_is_exact(cache: Path, tmp_path: Path) -> None:
     assert tiny_train_losses(cache, tmp_path / "parts", **settings) == whole
 
 
-def test_comfyui_export_is_refused_in_one_line(lora: Path) -> None:
-    result = CliRunner().invoke(app, ["export", "comfyui", str(lora)])
-    assert result.exit_code == 2 and "ComfyUI export does not cover" in result.output, result.output
-    assert not lora.with_name("relation_lora_comfyui.safetensors").exists()
+def test_the_run_writes_the_comfyui_file_under_the_original_names(lora: Path) -> None:
+    """Training writes the ComfyUI file beside the LoRA: every layer under ComfyUI's LTX-2 (LTXAV)
+    name, ``diffusion_model.transformer_blocks.<i>.attn1|attn2.to_*``, none on the audio stream."""
+    from safetensors.torch import load_file
+
+    comfy = load_file(str(lora.with_name("relation_lora_comfyui.safetensors")))
+    ours = load_file(str(lora))
+    layer = re.compile(r"diffusion_model\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)")
+    assert comfy and all(layer.fullmatch(k.rsplit(".lora_", 1)[0]) for k in comfy), sorted(comfy)
+    # the same modules as the diffusers file, one LoRA each (nothing fused), only the prefix differs
+    assert {k.replace("diffusion_model.", "transformer.", 1) for k in comfy} == set(ours)
+    # diffusers reads LoRAs under the original LTX-2 names too (_convert_non_diffusers_ltx2_lora_to_
+    # diffusers): the ComfyUI file must generate what the diffusers file does
+    from_comfy, from_ours = load_backbone("ltx2", "tiny"), load_backbone("ltx2", "tiny")
+    from_comfy.pipeline.load_lora_weights(str(lora.with_name("relation_lora_comfyui.safetensors")))
+    from_ours.pipeline.load_lora_weights(str(lora))
+    assert np.array_equal(_render(from_comfy), _render(from_ours))
 
 
 @pytest.mark.parametrize(

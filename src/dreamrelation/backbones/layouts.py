@@ -165,3 +165,18 @@ ORIGINAL_LAYOUT["hunyuan15_i2v"] = ORIGINAL_LAYOUT["hunyuan15"]
 # Wan2.1 I2V's original cross_attn also has k_img / v_img, which the LoRA leaves out (see above).
 for _wan_like in ("wan22_5b", "wan22_a14b", "wan22_a14b_i2v", "wan_i2v"):
     ORIGINAL_LAYOUT[_wan_like] = ORIGINAL_LAYOUT["wan"]
+# LTX-2's original checkpoint names the adapted layers as diffusers does and fuses nothing. Read in
+# ComfyUI: comfy/model_base.py (class LTXAV: the model is comfy/ldm/lightricks/av_model.py's
+# LTXAVModel under ``diffusion_model.``), av_model.py (LTXAVModel._init_transformer_blocks:
+# ``transformer_blocks``; BasicAVTransformerBlock: video ``attn1`` (self) and ``attn2`` (text), beside
+# audio_attn1/2, audio_to_video_attn, video_to_audio_attn), comfy/ldm/lightricks/model.py
+# (CrossAttention: ``to_q``, ``to_k``, ``to_v``, ``to_out`` = Sequential(Linear, Dropout), so
+# ``to_out.0``); and in diffusers: loaders/lora_conversion_utils.py
+# ``_convert_non_diffusers_ltx2_lora_to_diffusers`` renames original LoRA keys only outside these
+# layers (patchify_proj, adaln_single, q_norm/k_norm, the av_ca tables). Only the video stream is
+# listed: the audio attention and the audio<->video cross-attention carry no LoRA (ATTENTION_LAYOUTS).
+ORIGINAL_LAYOUT["ltx2"] = tuple(
+    FusedLayer(name, (name,))
+    for attention in ("attn1", "attn2")
+    for name in (f"transformer_blocks.{{i}}.{attention}.{p}" for p in VISION_PROJECTIONS.values())
+)

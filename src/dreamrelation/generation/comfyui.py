@@ -1,9 +1,9 @@
 """A ComfyUI-loadable copy of the inference LoRA: the original checkpoints' key names, fused Q/K/V.
 
 ComfyUI patches its models by the *original* checkpoint names (genmo's Mochi, Wan-Video's Wan2.1,
-Tencent's HunyuanVideo), not diffusers' names, so a diffusers-format LoRA silently does nothing
-there. Facts read from the public sources (ComfyUI ``comfy/lora.py``, diffusers' conversion
-scripts for the three models):
+Tencent's HunyuanVideo, Lightricks' LTX-2), not diffusers' names, so a diffusers-format LoRA silently
+does nothing there. Facts read from the public sources (ComfyUI ``comfy/lora.py``, diffusers' conversion
+scripts and LoRA converters for these models):
 
 * ComfyUI accepts ``<key>.lora_A.weight`` / ``<key>.lora_B.weight`` (and ``<key>.alpha``; without
   it the update is ``B @ A`` unscaled) and maps ``diffusion_model.<original module>`` to the
@@ -12,6 +12,10 @@ scripts for the three models):
 * Mochi fuses Q, K, V of each stream into one layer (``attn.qkv_x``, ``attn.qkv_y``, rows in the
   order q, k, v); HunyuanVideo does too (``img_attn_qkv``, ``txt_attn_qkv``), and its single-stream
   blocks fuse q, k, v *and* the MLP input into ``linear1``. Wan keeps them separate.
+* LTX-2 (Lightricks' checkpoint, ComfyUI's LTXAV model) names the video attention's projections as
+  diffusers does (``transformer_blocks.<i>.attn1.to_q`` ...) and fuses nothing; only the prefix
+  changes (``diffusion_model.``, which ComfyUI matches, for our ``transformer.``). Its audio
+  attention and audio<->video cross-attention carry no LoRA, so none of their names appear.
 
 A LoRA on parts of a fused layer becomes one LoRA of the fused layer: A is the parts' A matrices
 stacked along the rank, B is block-diagonal (part i's B in part i's rows and rank columns, zeros
