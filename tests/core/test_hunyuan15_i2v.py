@@ -6,7 +6,6 @@ and the bad inputs are one line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,10 @@ from typer.testing import CliRunner
 
 from dreamrelation.backbones import load_backbone
 from dreamrelation.cli import app
-from dreamrelation.data import read_video
 from dreamrelation.generation.comfyui import COMFYUI_LORA
 from dreamrelation.generation.lora_files import INFERENCE_LORA, read_lora_metadata
 from dreamrelation.generation.render import load_inference_lora, render
-from dreamrelation.testing import tiny_train_config, tiny_train_losses, write_tiny_cache
+from dreamrelation.testing import cached_first_frame, tiny_train_config, tiny_train_losses, write_tiny_cache
 from dreamrelation.training.loop import Trainer
 
 PROMPT = "a bear is shaking hands with a raccoon."
@@ -32,10 +30,7 @@ NAME = "hunyuan15_i2v"
 
 
 def _first_frame(cache: Path) -> Image.Image:
-    """The first frame of the first cached clip, as the image a user would pass."""
-    manifest = json.loads((cache / "manifest.json").read_text())
-    video = read_video(Path(manifest["items"][0]["video"]), FRAMES, SIZE, SIZE, 1, 0)
-    return Image.fromarray(video[0].numpy())
+    return cached_first_frame(cache, FRAMES, SIZE)
 
 
 def _render(backbone, image: Image.Image) -> np.ndarray:

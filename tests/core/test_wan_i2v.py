@@ -5,7 +5,6 @@ names, resume is exact, and the bad inputs are one line."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +17,11 @@ from typer.testing import CliRunner
 from dreamrelation.backbones import TransformerOnly, backbone_class, load_backbone
 from dreamrelation.cache import CachedDataset
 from dreamrelation.cli import app
-from dreamrelation.data import read_video
 from dreamrelation.errors import ConfigError, InputError
 from dreamrelation.generation.comfyui import COMFYUI_LORA
 from dreamrelation.generation.lora_files import INFERENCE_LORA
 from dreamrelation.generation.render import load_inference_lora, render
-from dreamrelation.testing import tiny_train_config, tiny_train_losses, write_tiny_cache
+from dreamrelation.testing import cached_first_frame, tiny_train_config, tiny_train_losses, write_tiny_cache
 from dreamrelation.training.loop import Trainer
 
 PROMPT = "a bear is shaking hands with a raccoon."
@@ -46,9 +44,7 @@ def run(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _first_frame(cache: Path) -> Image.Image:
-    manifest = json.loads((cache / "manifest.json").read_text())
-    video = read_video(Path(manifest["items"][0]["video"]), FRAMES, SIZE, SIZE, 1, 0)
-    return Image.fromarray(video[0].numpy())
+    return cached_first_frame(cache, FRAMES, SIZE)
 
 
 def _render(backbone, image: Image.Image) -> np.ndarray:

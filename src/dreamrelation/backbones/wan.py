@@ -13,6 +13,37 @@ from dreamrelation.backbones.base import Backbone
 from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
 
 
+def tiny_wan_transformer(
+    seed: int, channels: int = 16, in_channels: int | None = None, **extra: Any
+) -> WanTransformer3DModel:
+    """The tiny random Wan transformer of every Wan backbone (``channels`` latent channels out,
+    ``in_channels`` in; ``extra``: more config, e.g. Wan2.1 I2V's image projection sizes)."""
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=in_channels or channels,
+        out_channels=channels,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        **extra,
+    )
+
+
+def tiny_wan_vae() -> AutoencoderKLWan:
+    """The tiny random Wan2.1 VAE (16 latent channels; 8x space, 4x time) of the Wan backbones
+    (from the global random state: each ``tiny`` seeds it)."""
+    return AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+
+
 class WanBackbone(Backbone):
     name = "wan"
     pipeline_class = WanPipeline
@@ -30,32 +61,12 @@ class WanBackbone(Backbone):
 
     @staticmethod
     def _tiny_transformer_module(seed: int) -> WanTransformer3DModel:
-        torch.manual_seed(seed)
-        return WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,
-            in_channels=16,
-            out_channels=16,
-            text_dim=32,
-            freq_dim=256,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=32,
-        )
+        return tiny_wan_transformer(seed)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> WanBackbone:
         transformer = cls._tiny_transformer_module(seed)
-        vae = AutoencoderKLWan(
-            base_dim=3,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )
+        vae = tiny_wan_vae()
         text_encoder = UMT5EncoderModel(tiny_t5_config())
         scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
         pipeline = WanPipeline(

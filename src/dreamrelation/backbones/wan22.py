@@ -36,7 +36,7 @@ from transformers import UMT5EncoderModel
 from dreamrelation.backbones import layouts
 from dreamrelation.backbones.base import TransformerOnly
 from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
-from dreamrelation.backbones.wan import WanBackbone
+from dreamrelation.backbones.wan import WanBackbone, tiny_wan_transformer, tiny_wan_vae
 from dreamrelation.errors import InputError
 
 #: the diffusers pipelines of the public checkpoints
@@ -45,24 +45,6 @@ WAN22_A14B = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
 WAN22_I2V_A14B = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
 #: A14B's experts: name -> the pipeline component holding it, highest noise first
 EXPERTS: dict[str, str] = {"high_noise": "transformer", "low_noise": "transformer_2"}
-
-
-def _tiny_transformer(seed: int, channels: int, in_channels: int | None = None) -> WanTransformer3DModel:
-    torch.manual_seed(seed)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=in_channels or channels,
-        out_channels=channels,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )
 
 
 def _tiny_text() -> dict[str, Any]:
@@ -106,7 +88,7 @@ class Wan22TI2VBackbone(WanBackbone):
 
     @staticmethod
     def _tiny_transformer_module(seed: int) -> WanTransformer3DModel:
-        return _tiny_transformer(seed, 8)
+        return tiny_wan_transformer(seed, 8)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> Wan22TI2VBackbone:
@@ -336,7 +318,7 @@ class Wan22A14BBackbone(WanBackbone):
 
     @staticmethod
     def _tiny_experts(seed: int) -> tuple[WanTransformer3DModel, WanTransformer3DModel]:
-        return _tiny_transformer(seed, 16), _tiny_transformer(seed + 1, 16)
+        return tiny_wan_transformer(seed, 16), tiny_wan_transformer(seed + 1, 16)
 
     #: the tiny config's boundary ratio (the released checkpoints': 0.875 text-to-video, 0.9 image-to-video)
     tiny_boundary_ratio = 0.875
@@ -348,13 +330,7 @@ class Wan22A14BBackbone(WanBackbone):
     @classmethod
     def tiny(cls, seed: int = 0) -> Wan22A14BBackbone:
         high, low = cls._tiny_experts(seed)
-        vae = AutoencoderKLWan(
-            base_dim=3,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )
+        vae = tiny_wan_vae()
         pipeline = cls.pipeline_class(
             **_tiny_text(),
             vae=vae,
@@ -387,7 +363,8 @@ class Wan22I2VA14BBackbone(Wan22A14BBackbone):
     @staticmethod
     def _tiny_experts(seed: int) -> tuple[WanTransformer3DModel, WanTransformer3DModel]:
         # 16 latent + 4 mask + 16 condition channels in, 16 out
-        return _tiny_transformer(seed, 16, in_channels=36), _tiny_transformer(seed + 1, 16, in_channels=36)
+        high, low = (tiny_wan_transformer(s, 16, in_channels=36) for s in (seed, seed + 1))
+        return high, low
 
     def image_pipeline(self) -> WanImageToVideoPipeline:
         return self.pipeline

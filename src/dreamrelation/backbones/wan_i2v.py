@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5EncoderModel
 
 from dreamrelation.backbones.base import ImageCondition, TransformerOnly
 from dreamrelation.backbones.tiny_text import tiny_t5_config, word_tokenizer
-from dreamrelation.backbones.wan import WanBackbone
+from dreamrelation.backbones.wan import WanBackbone, tiny_wan_transformer, tiny_wan_vae
 from dreamrelation.backbones.wan22 import _WanImageToVideo, image_condition_latents, with_image_channels
 from dreamrelation.errors import ConfigError
 
@@ -68,20 +68,9 @@ class Wan21I2VBackbone(WanBackbone):
     # ----- tiny config -------------------------------------------------------------------------
     @staticmethod
     def _tiny_transformer_module(seed: int) -> WanTransformer3DModel:
-        torch.manual_seed(seed)
-        return WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,
+        return tiny_wan_transformer(
+            seed,
             in_channels=36,  # 16 latent + 4 mask + 16 condition channels
-            out_channels=16,
-            text_dim=32,
-            freq_dim=256,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=32,
             image_dim=16,  # the tiny CLIP's hidden size
             added_kv_proj_dim=24,  # the transformer's width (2 heads x 12), as at real size
         )
@@ -90,13 +79,7 @@ class Wan21I2VBackbone(WanBackbone):
     def tiny(cls, seed: int = 0) -> Wan21I2VBackbone:
         transformer = cls._tiny_transformer_module(seed)
         torch.manual_seed(seed)
-        vae = AutoencoderKLWan(
-            base_dim=3,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )
+        vae = tiny_wan_vae()
         image_encoder = CLIPVisionModelWithProjection(
             CLIPVisionConfig(
                 hidden_size=16,

@@ -13,10 +13,17 @@
 """
 
 from dreamrelation.testing.data import (
+    cached_first_frame,
     tiny_train_config,
     tiny_train_losses,
     write_tiny_cache,
     write_two_subject_dataset,
 )
 
-__all__ = ["tiny_train_config", "tiny_train_losses", "write_tiny_cache", "write_two_subject_dataset"]
+__all__ = [
+    "cached_first_frame",
+    "tiny_train_config",
+    "tiny_train_losses",
+    "write_tiny_cache",
+    "write_two_subject_dataset",
+]

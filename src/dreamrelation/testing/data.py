@@ -113,3 +113,15 @@ def tiny_train_losses(
 
     run = Trainer(tiny_train_config(cache, output, backbone=backbone, **overrides))
     return [record["loss"] for record in run.run(show_progress=False, stop_after=stop_after).history]
+
+
+def cached_first_frame(cache: Path, num_frames: int, size: int) -> Image.Image:
+    """The first frame of a cache's first clip (read at the cache's geometry), as the still image a
+    user would pass to ``generate --image``."""
+    import json
+
+    from dreamrelation.data import read_video
+
+    manifest = json.loads((Path(cache) / "manifest.json").read_text())
+    video = read_video(Path(manifest["items"][0]["video"]), num_frames, size, size, 1, 0)
+    return Image.fromarray(video[0].numpy())
