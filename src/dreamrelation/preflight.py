@@ -106,23 +106,31 @@ def preflight_train(config: TrainConfig) -> None:
     from dreamrelation.training.trackers import check_trackers
 
     cls = check_backbone(config.model)
-    if config.first_frame:
-        check_image_to_video(cls, "first_frame")
-    elif not cls.text_to_video:
-        raise ConfigError(f"first_frame: {cls.name} is image-to-video only; pass --first-frame")
+    check_first_frame(cls, config)
     check_streams(cls, config.lora.streams)
     check_output_dir(config.output, "training output")
     check_cache_matches_model(config.cache, config.model)
     if config.validation_every:
-        _check_validation_image(cls, config)
+        check_validation_image(cls, config)
     check_resume(config)
 
     check_trackers(config)
 
 
-def _check_validation_image(cls: type[Backbone], config: TrainConfig) -> None:
+def check_first_frame(cls: type[Backbone], config: TrainConfig) -> None:
+    """``first_frame`` needs an image-to-video form, and an image-to-video-only backbone needs it."""
+    if config.first_frame:
+        check_image_to_video(cls, "first_frame")
+    elif not cls.text_to_video:
+        raise ConfigError(f"first_frame: {cls.name} is image-to-video only; pass --first-frame")
+
+
+def check_validation_image(
+    cls: type[Backbone], config: TrainConfig, video_size: tuple[int, int] | None = None
+) -> None:
     """Validation renders from ``validation_image`` where one is given, and must have one where the
-    backbone cannot render from text alone."""
+    backbone cannot render from text alone. ``video_size``: the clips' (height, width), by default
+    the cache's (the web UI checks before it has built the cache)."""
     if config.validation_image is None:
         if not cls.text_to_video:
             raise ConfigError(
@@ -130,11 +138,13 @@ def _check_validation_image(cls: type[Backbone], config: TrainConfig) -> None:
                 "image; set validation_image: photo.png (or validation_every: null)"
             )
         return
-    from dreamrelation.cache import read_cache_manifest
-
     check_image_to_video(cls, "validation_image")
-    video = read_cache_manifest(config.cache[0])["video"]
-    check_image(config.validation_image, video["height"], video["width"], "validation_image")
+    if video_size is None:
+        from dreamrelation.cache import read_cache_manifest
+
+        video = read_cache_manifest(config.cache[0])["video"]
+        video_size = video["height"], video["width"]
+    check_image(config.validation_image, *video_size, "validation_image")
 
 
 def preflight_generate(config: GenerateConfig) -> None:
