@@ -89,6 +89,14 @@ def default_settings(backbone: str, relation: str = "walking_towards") -> dict[s
     return values
 
 
+def default_model(backbone: str) -> tuple[str, str]:
+    """The Train page's model and weights dtype for a backbone: the toy world's shipped weights in
+    float32, Mochi's hub id, else none yet (a hub id or folder to type), in bfloat16."""
+    if backbone == TOY_BACKBONE:
+        return TOY_MODEL, "float32"
+    return ("genmo/mochi-1-preview" if backbone == "mochi" else ""), "bfloat16"
+
+
 def toy_preset(relation: str = "walking_towards") -> dict[str, Any]:
     """The toy world's training, geometry and sampling settings as `dreamrelation demo` uses them,
     flattened to dotted keys, plus a validation render every quarter of the run."""
@@ -139,6 +147,10 @@ class TrainForm:
     memory_recipe: str = next(iter(MEMORY_RECIPES))
     settings: dict[str, Any] = field(default_factory=dict)
     validation_prompt: str = ""
+    #: image-to-video: learn the relation with each clip's first frame as the condition (`--first-frame`)
+    first_frame: bool = False
+    #: the still image the validation videos start from (image-to-video; a path, e.g. the page's upload)
+    validation_image: str = ""
     #: more settings, one `key=value` per line (any TrainConfig key, as `--set`)
     extra: str = ""
 
@@ -185,11 +197,14 @@ def train_configs(ws: Workspace, form: TrainForm) -> tuple[CacheConfig, TrainCon
         "cache": [str(cache.output)],
         "output": str(output),
         "method": form.method,
+        "first_frame": bool(form.first_frame),
     }
     sets.update(MEMORY_RECIPES[form.memory_recipe])
     sets.update({k: v for k, v in ((k, _number(k, v)) for k, v in form.settings.items()) if v is not None})
     if form.validation_prompt.strip() and sets.get("validation_every"):
         sets["validation_prompts"] = [form.validation_prompt.strip()]
+        if form.validation_image.strip():
+            sets["validation_image"] = form.validation_image.strip()
         if form.backbone == TOY_BACKBONE:
             sets.update({k: v for k, v in toy_preset()["validation"].items() if k != "validation_prompts"})
     else:
@@ -208,6 +223,7 @@ def saved_form(ws: Workspace, output: str | Path) -> dict[str, Any] | None:
     cache, train = (yaml.safe_load(f.read_text("utf-8")) for f in files)
     flat = _flatten(train)
     prompts = train.get("validation_prompts") or [""]
+    image = train.get("validation_image")
     return {
         "data": cache["data"][0]["path"],
         "backbone": cache["model"]["backbone"],
@@ -217,6 +233,8 @@ def saved_form(ws: Workspace, output: str | Path) -> dict[str, Any] | None:
         **{f"video.{k}": cache["video"][k] for k in ("num_frames", "height", "width")},
         "settings": {key: flat.get(key) for key in MAIN_TRAIN_KEYS},
         "validation_prompt": prompts[0],
+        "first_frame": bool(train.get("first_frame")),
+        "validation_image": image if image and Path(image).is_file() else None,
     }
 
 
@@ -230,12 +248,27 @@ def command_lines(output: Path) -> str:
 
 def start_training(board: JobBoard, ws: Workspace, form: TrainForm) -> Job:
     """Validate, claim the output folder (this page's runs and the CLI's lock), write the configs as
-    YAML beside the run (so the CLI can resume it), then cache and train in the background."""
+    YAML beside the run (so the CLI can resume it), then cache and train in the background.
+
+    A validation image is copied into the run folder (``validation_image.png``, ...) and the YAML names
+    the copy: the page's upload lives in Gradio's cache, which a later `dreamrelation train` may not find.
+    """
     from dreamrelation.files import output_lock
-    from dreamrelation.preflight import preflight_cache, preflight_train
+    from dreamrelation.preflight import (
+        check_backbone,
+        check_first_frame,
+        check_validation_image,
+        preflight_cache,
+        preflight_train,
+    )
 
     cache_cfg, train_cfg = train_configs(ws, form)
     preflight_cache(cache_cfg)
+    # the image checks of preflight_train, now rather than after the cache is built
+    backbone = check_backbone(train_cfg.model)
+    check_first_frame(backbone, train_cfg)
+    if train_cfg.validation_every:
+        check_validation_image(backbone, train_cfg, (cache_cfg.video.height, cache_cfg.video.width))
     job = board.claim("train", train_cfg.output)
     lock = output_lock(train_cfg.output)
     try:
@@ -244,6 +277,8 @@ def start_training(board: JobBoard, ws: Workspace, form: TrainForm) -> Job:
         job.state = "failed"
         raise
     try:
+        if train_cfg.validation_image is not None:
+            train_cfg = _keep_validation_image(train_cfg)
         for name, cfg in (("ui_cache.yaml", cache_cfg), ("ui_train.yaml", train_cfg)):
             text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
             (train_cfg.output / name).write_text(text, "utf-8")
@@ -286,6 +321,18 @@ def start_training(board: JobBoard, ws: Workspace, form: TrainForm) -> Job:
         return result
 
     return board.start(job, work, on_exit=lambda: lock.__exit__(None, None, None))
+
+
+def _keep_validation_image(config: TrainConfig) -> TrainConfig:
+    """The config with its validation image copied into the run folder (left as it is when it is
+    that copy already: a run restarted from its saved settings)."""
+    import shutil
+
+    source = Path(config.validation_image)
+    kept = config.output / f"validation_image{source.suffix.lower() or '.png'}"
+    if source.resolve() != kept.resolve():
+        shutil.copyfile(source, kept)
+    return config.model_copy(update={"validation_image": kept})
 
 
 def stop_training(board: JobBoard, ws: Workspace, output: str | Path) -> str:
