@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from dreamrelation.cli import app
@@ -204,6 +206,133 @@ def test_generate_renders_base_and_lora_from_the_same_seed(
         actions.generate_side_by_side(
             JobBoard(), workspace, actions.GenerateForm(run="runs/none", prompt="x")
         )
+
+
+# ----- image-to-video on the pages ----------------------------------------------------------------
+I2V = "wan22_a14b_i2v"  # image-to-video only; its tiny model takes 5 frames of 16 x 16
+PROMPT = "a red circle and a blue square are walking towards each other."
+
+
+def _photo(path: Path, width: int = 16, height: int = 16) -> Path:
+    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _i2v_form(data: Path, output: str, **settings: object) -> actions.TrainForm:
+    form = _form(data, output, learning_rate=0.05, **{"lora.rank": 4, "lora.alpha": 4}, **settings)
+    form.backbone, form.first_frame, form.num_frames, form.height, form.width = I2V, True, 5, 16, 16
+    return form
+
+
+@pytest.fixture(scope="module")
+def i2v_run(workspace: actions.Workspace, toy_folder: Path) -> Path:
+    """A run of the tiny image-to-video-only model trained from the page, from the first frame, with
+    validation videos rendered from an uploaded image."""
+    form = _i2v_form(toy_folder, "runs/i2v", max_steps=4, validation_every=4)
+    form.validation_prompt = PROMPT
+    form.validation_image = str(_photo(workspace.roots[0] / "upload.png"))
+    job = actions.start_training(JobBoard(), workspace, form)
+    job.wait(300)
+    assert job.state == "done", job.message
+    return workspace.path("runs/i2v", "run")
+
+
+def _frames(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def test_the_backbone_list_is_the_registry_with_the_toy_world_first() -> None:
+    from dreamrelation.backbones import BACKBONES
+
+    names = actions.backbone_names()
+    assert names[0] == "toy" and len(names) == len(set(names))
+    assert set(names) == {"toy", *BACKBONES}
+
+
+def test_the_pages_offer_an_image_where_the_backbone_has_an_image_to_video_form() -> None:
+    text = actions.image_inputs("mochi")
+    assert (text.image_to_video, text.image_only) == (False, False) and "text only" in text.note
+    assert text.first_frame_box() == {"visible": False, "interactive": True, "value": False}
+    assert text.image_field() == {"visible": False, "value": None}  # a hidden image is not sent
+    both = actions.image_inputs("wan22_5b")
+    assert (both.image_to_video, both.image_only) == (True, False)
+    assert both.first_frame_box() == {"visible": True, "interactive": True}  # optional: left as it is
+    only = actions.image_inputs(I2V)
+    assert (only.image_to_video, only.image_only) == (True, True) and "required" in only.note
+    assert only.first_frame_box() == {"visible": True, "interactive": False, "value": True}
+    assert only.image_field() == {"visible": True}
+
+
+def test_the_train_form_maps_first_frame_and_the_validation_image(
+    workspace: actions.Workspace, toy_folder: Path, tmp_path: Path
+) -> None:
+    photo = _photo(workspace.roots[0] / "photo.png")
+    form = _i2v_form(toy_folder, "runs/i2v-form", validation_every=2)
+    form.validation_prompt, form.validation_image = PROMPT, str(photo)
+    _, cfg = actions.train_configs(workspace, form)
+    assert cfg.first_frame is True and cfg.validation_image == photo
+    assert cfg.validation_prompts == [PROMPT]
+    form.settings["validation_every"] = None  # no validation: the image is not used
+    assert actions.train_configs(workspace, form)[1].validation_image is None
+    form.first_frame = False
+    assert actions.train_configs(workspace, form)[1].first_frame is False
+
+
+def test_image_to_video_mistakes_are_refused_before_anything_is_written(
+    workspace: actions.Workspace, toy_folder: Path
+) -> None:
+    cases = []
+    form = _i2v_form(toy_folder, "runs/i2v-bad", validation_every=2)
+    form.validation_prompt = PROMPT  # validation on, no image: the preflight's own line
+    cases.append((form, ConfigError, "validation_image: wan22_a14b_i2v is image-to-video only"))
+    form = _i2v_form(toy_folder, "runs/i2v-bad", validation_every=2)
+    form.validation_prompt = PROMPT
+    form.validation_image = str(_photo(workspace.roots[0] / "wide.png", width=32))
+    cases.append((form, InputError, "is 32x16 .* but the video is 16x16"))
+    form = _i2v_form(toy_folder, "runs/i2v-bad")
+    form.first_frame = False
+    cases.append((form, ConfigError, "first_frame: wan22_a14b_i2v is image-to-video only"))
+    form = _form(toy_folder, "runs/i2v-bad")
+    form.first_frame = True
+    cases.append((form, ConfigError, "first_frame: toy has no image-to-video form"))
+    for form, error, message in cases:
+        with pytest.raises(error, match=message):
+            actions.start_training(JobBoard(), workspace, form)
+        assert not workspace.path("runs/i2v-bad", "run").exists()
+
+
+def test_an_image_to_video_run_keeps_its_validation_image_and_renders_from_it(
+    workspace: actions.Workspace, i2v_run: Path
+) -> None:
+    kept = i2v_run / "validation_image.png"
+    assert kept.read_bytes() == (workspace.roots[0] / "upload.png").read_bytes()
+    saved = actions.saved_form(workspace, i2v_run)  # the YAML names the copy, not Gradio's upload
+    assert saved["first_frame"] is True and saved["validation_image"] == str(kept)
+    assert [p.name for p in actions.training_view(JobBoard(), workspace, i2v_run).validation_videos]
+    with av.open(str(next((i2v_run / "validation").glob("step-*/*.mp4")))) as container:
+        assert container.streams.video[0].frames == 5
+
+
+def test_generate_renders_both_videos_from_the_image(
+    workspace: actions.Workspace, i2v_run: Path, trained: Path
+) -> None:
+    photo = _photo(workspace.roots[0] / "start.png")
+    # 4 steps: with 2, the tiny A14B's low-noise expert (the one 4 training steps reached) barely acts
+    form = actions.GenerateForm(run=str(i2v_run), prompt=PROMPT, backbone=I2V, model="tiny", steps=4)
+    form.num_frames, form.height, form.width, form.image = 5, 16, 16, str(photo)
+    base, with_lora = actions.generate_side_by_side(JobBoard(), workspace, form)
+    assert (base.parent.name, with_lora.parent.name) == ("base", "lora")
+    base_frames, lora_frames = _frames(base), _frames(with_lora)
+    assert base_frames.shape == lora_frames.shape and len(base_frames) == 5
+    assert not np.array_equal(base_frames, lora_frames)  # the relation LoRA changes the video
+    form.image = ""  # no image on an image-to-video-only backbone: the CLI's one line
+    with pytest.raises(ConfigError, match="image: wan22_a14b_i2v is image-to-video only; pass --image"):
+        actions.generate_side_by_side(JobBoard(), workspace, form)
+    text = actions.GenerateForm(run=str(trained), prompt=PROMPT, model="tiny", steps=2, image=str(photo))
+    with pytest.raises(ConfigError, match="image: toy has no image-to-video form"):
+        actions.generate_side_by_side(JobBoard(), workspace, text)
 
 
 def test_compare_opens_benchmark_and_demo_folders(workspace: actions.Workspace) -> None:

@@ -243,6 +243,27 @@ def test_data_train_generate_compare_in_a_real_browser(server, page, tmp_path: P
     _playable(tab, "#cmp-videos")
     _shot(tab, "compare")
 
+    # image-to-video: the first-frame box and the images appear with a backbone that has the form,
+    # the box set and fixed where it has no other; they go again with a text-only one
+    tab.get_by_role("tab", name="2 · Train").click()
+    assert (
+        tab.locator("#train-first-frame").is_hidden() and tab.locator("#train-validation-image").is_hidden()
+    )
+    for name in ("wan22_a14b_i2v", "mochi"):
+        tab.locator("#train-backbone input").click()
+        tab.get_by_role("option", name=name, exact=True).click()
+        state = "visible" if name != "mochi" else "hidden"
+        tab.wait_for_selector("#train-first-frame", state=state)
+        tab.wait_for_selector("#train-validation-image", state=state)
+        if name != "mochi":
+            box = tab.locator("#train-first-frame input[type=checkbox]")
+            assert box.is_checked() and box.is_disabled()
+            assert "image-to-video only" in tab.inner_text("#train-image-note")
+        tab.get_by_role("tab", name="3 · Generate").click()
+        tab.wait_for_selector("#gen-image", state=state)
+        assert name in tab.inner_text("#gen-image-note")
+        tab.get_by_role("tab", name="2 · Train").click()
+
     # nothing outside the root is served, whatever the URL asks for
     for path in ("/etc/passwd", str(Path(sys.executable).resolve())):
         assert page.request.get(f"{url}/gradio_api/file={path}").status == 403

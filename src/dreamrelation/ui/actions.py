@@ -31,6 +31,7 @@ from dreamrelation.ui.training import (  # noqa: F401 - the page's one namespace
     _number,
     cache_meaning,
     command_lines,
+    default_model,
     default_settings,
     saved_form,
     setting_meaning,
@@ -42,7 +43,52 @@ from dreamrelation.ui.training import (  # noqa: F401 - the page's one namespace
 )
 from dreamrelation.ui.workspace import Workspace  # noqa: F401
 
-BACKBONES = ("toy", "mochi", "wan", "hunyuan", "wan22_5b", "wan22_a14b", "hunyuan15", "ltx2")
+
+def backbone_names() -> list[str]:
+    """Every registered backbone, the toy world's first (the page's default), then the registry's order."""
+    from dreamrelation.backbones import BACKBONES
+
+    return [TOY_BACKBONE, *(name for name in BACKBONES if name != TOY_BACKBONE)]
+
+
+@dataclass
+class ImageInputs:
+    """What the pages offer for a backbone's image-to-video form."""
+
+    #: it has one: the Train page's first-frame box and the images are shown
+    image_to_video: bool
+    #: it has nothing else: the first-frame box is set and fixed, and an image is required
+    image_only: bool
+    #: one line saying which of the two forms the backbone has
+    note: str
+
+    def first_frame_box(self) -> dict[str, Any]:
+        """The Train page's first-frame box (as Gradio update keywords): shown where the backbone has
+        the form, set and fixed where it has no other, cleared where it has none."""
+        box: dict[str, Any] = {"visible": self.image_to_video, "interactive": not self.image_only}
+        if self.image_only or not self.image_to_video:
+            box["value"] = self.image_only
+        return box
+
+    def image_field(self) -> dict[str, Any]:
+        """An image input: shown where the backbone has the form; cleared where it has none (a hidden
+        image would still be sent, and refused)."""
+        return {"visible": True} if self.image_to_video else {"visible": False, "value": None}
+
+
+def image_inputs(backbone: str) -> ImageInputs:
+    """The backbone's forms (``Backbone.image_to_video`` / ``text_to_video``), as the pages show them."""
+    from dreamrelation.backbones import BACKBONES, backbone_class
+
+    cls = backbone_class(backbone)
+    if not cls.image_to_video:
+        able = ", ".join(name for name, c in BACKBONES.items() if c.image_to_video)
+        note = f"{backbone} renders from text only; from a still image: {able}."
+    elif cls.text_to_video:
+        note = f"{backbone} renders from text, or from a still image as the first frame (optional)."
+    else:
+        note = f"{backbone} is image-to-video only: every video starts from a still image (required)."
+    return ImageInputs(cls.image_to_video, not cls.text_to_video, note)
 
 
 # ----- 1. data ------------------------------------------------------------------------------------
@@ -177,11 +223,14 @@ class GenerateForm:
     width: int = 32
     #: a LoRA file (default: the run folder's relation_lora.safetensors)
     lora: str = ""
+    #: image-to-video: the still image both videos start from (a path, e.g. the page's upload)
+    image: str = ""
 
 
 def generate_side_by_side(board: JobBoard, ws: Workspace, form: GenerateForm) -> tuple[Path, Path]:
     """The prompt rendered by the base model and by base + LoRA from the same noise (same seed), as
-    `dreamrelation generate` renders it without and with ``--lora``; returns the two MP4s."""
+    `dreamrelation generate` renders it without and with ``--lora`` (both from ``form.image`` when one
+    is given, as ``--image``); returns the two MP4s."""
     from dreamrelation.backbones import default_device, load_backbone
     from dreamrelation.generation.render import generate
     from dreamrelation.preflight import preflight_generate
@@ -209,6 +258,7 @@ def generate_side_by_side(board: JobBoard, ws: Workspace, form: GenerateForm) ->
         "height": form.height,
         "width": form.width,
         "fps": 8,
+        "image": form.image.strip() or None,
     }
     base_cfg = load_config(GenerateConfig, sets={**common, "output": str(output / "base")})
     lora_cfg = load_config(GenerateConfig, sets={**common, "output": str(output / "lora"), "lora": str(lora)})

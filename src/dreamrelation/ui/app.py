@@ -19,6 +19,7 @@ from dreamrelation.ui.jobs import JobBoard
 from dreamrelation.ui.view import CSS, error_text, escape, loss_image, message_html, progress_html
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+DTYPES = ["float32", "bfloat16", "float16"]
 
 
 def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
@@ -32,7 +33,13 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
     board = board or JobBoard()
     toy = actions.toy_preset()
     defaults = actions.default_settings(actions.TOY_BACKBONE)
+    names, toy_inputs = actions.backbone_names(), actions.image_inputs(actions.TOY_BACKBONE)
     keep = gr.update()
+
+    def image_updates(bb: str) -> tuple:
+        """The first-frame box, an image field and the note line for backbone ``bb``."""
+        inputs = actions.image_inputs(bb)
+        return gr.update(**inputs.first_frame_box()), gr.update(**inputs.image_field()), inputs.note
 
     def guarded(fn: Callable[..., tuple], n_outputs: int) -> Callable[..., tuple]:
         """Run a handler; on an error, leave its outputs as they are and show the message (last output)."""
@@ -189,16 +196,14 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     )
                 with gr.Row():
                     backbone = gr.Dropdown(
-                        list(actions.BACKBONES), value="toy", label="Backbone", elem_id="train-backbone"
+                        names, value=actions.TOY_BACKBONE, label="Backbone", elem_id="train-backbone"
                     )
                     model = gr.Textbox(
                         actions.TOY_MODEL,
                         label="Model: hub id or folder ('shipped': the toy world's weights)",
                         elem_id="train-model",
                     )
-                    dtype = gr.Dropdown(
-                        ["float32", "bfloat16", "float16"], value="float32", label="Weights dtype"
-                    )
+                    dtype = gr.Dropdown(DTYPES, value="float32", label="Weights dtype")
                     method = gr.Dropdown(
                         list(METHOD_NAMES),
                         value="dreamrelation",
@@ -255,6 +260,23 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                         elem_id="train-extra",
                         scale=3,
                     )
+                train_note = gr.Markdown(toy_inputs.note, elem_id="train-image-note")
+                with gr.Row():
+                    first_frame = gr.Checkbox(
+                        False,
+                        label="Train from the first frame (image-to-video)",
+                        info=actions.setting_meaning("first_frame"),
+                        visible=toy_inputs.image_to_video,
+                        elem_id="train-first-frame",
+                    )
+                    validation_image = gr.Image(
+                        type="filepath",
+                        format="png",  # Gradio's default, WebP, would re-encode the photo lossily
+                        label="Validation image: the validation videos' first frame",
+                        height=160,
+                        visible=toy_inputs.image_to_video,
+                        elem_id="train-validation-image",
+                    )
                 with gr.Row():
                     start_button = gr.Button("Start / resume", variant="primary", elem_id="train-start")
                     stop_button = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="train-stop")
@@ -272,7 +294,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                 timer = gr.Timer(1.0)
 
                 def form(*values: Any) -> actions.TrainForm:
-                    data, out, bb, mdl, dt, meth, nf, h, w, rec, prompt, more, *settings = values
+                    data, out, bb, mdl, dt, meth, nf, h, w, rec, prompt, more, ff, image, *settings = values
                     return actions.TrainForm(
                         data=data,
                         output=out,
@@ -287,6 +309,8 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                         settings=dict(zip(keys, settings, strict=True)),
                         validation_prompt=prompt or "",
                         extra=more or "",
+                        first_frame=bool(ff),
+                        validation_image=image or "",
                     )
 
                 form_inputs = [
@@ -302,6 +326,8 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     recipe,
                     validation_prompt,
                     extra,
+                    first_frame,
+                    validation_image,
                     *setting_boxes,
                 ]
                 shown = gr.State({})
@@ -341,18 +367,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
 
                 def on_backbone(bb: str) -> tuple:
                     values = actions.default_settings(bb)
-                    mdl = (
-                        actions.TOY_MODEL
-                        if bb == actions.TOY_BACKBONE
-                        else "genmo/mochi-1-preview"
-                        if bb == "mochi"
-                        else ""
-                    )
-                    return (
-                        mdl,
-                        "float32" if bb == actions.TOY_BACKBONE else "bfloat16",
-                        *(values[k] for k in keys),
-                    )
+                    return (*actions.default_model(bb), *(values[k] for k in keys))
 
                 n = len(status_outputs)
                 start_button.click(guarded(do_start, n), form_inputs, status_outputs)
@@ -361,6 +376,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     do_tick, [output, shown], status_outputs, concurrency_limit=None, show_progress="hidden"
                 )
                 backbone.input(on_backbone, [backbone], [model, dtype, *setting_boxes])
+                backbone.change(image_updates, [backbone], [first_frame, validation_image, train_note])
 
                 def on_output(out: str) -> tuple:
                     """A run folder the page started before: its settings back in the fields."""
@@ -369,7 +385,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     except DreamRelationError:
                         saved = None
                     if saved is None:
-                        return (gr.skip(),) * (10 + len(keys))
+                        return (gr.skip(),) * (12 + len(keys))
                     fields = ("data", "backbone", "model", "dtype", "method", "video.num_frames")
                     return (
                         *(saved[f] for f in fields),
@@ -377,11 +393,13 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                         saved["video.width"],
                         saved["validation_prompt"],
                         gr.skip(),
+                        saved["first_frame"],
+                        saved["validation_image"],
                         *(saved["settings"][k] for k in keys),
                     )
 
                 restored = [train_data, backbone, model, dtype, method, num_frames, height, width]
-                restored += [validation_prompt, extra, *setting_boxes]
+                restored += [validation_prompt, extra, first_frame, validation_image, *setting_boxes]
                 output.submit(on_output, [output], restored)
                 app.load(on_output, [output], restored)
                 data_state.change(lambda d: d, [data_state], [train_data])
@@ -398,17 +416,21 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     )
                     lora = gr.Textbox("", label="or a LoRA file", elem_id="gen-lora", scale=3)
                 prompt = gr.Textbox(toy["prompt"], label="Prompt", elem_id="gen-prompt")
-                gr.Markdown(
-                    "This page renders from text. A relation from a still image (Wan2.2 TI2V-5B and "
-                    "I2V-A14B, LTX-2) is on the command line: `dreamrelation generate --image photo.png` "
-                    "(docs/backbones.md)."
+                gen_image = gr.Image(
+                    type="filepath",
+                    format="png",
+                    label="Start image: the first frame of both videos (aspect ratio width:height)",
+                    height=200,
+                    visible=toy_inputs.image_to_video,
+                    elem_id="gen-image",
                 )
+                gen_note = gr.Markdown(toy_inputs.note, elem_id="gen-image-note")
                 with gr.Row():
-                    gen_backbone = gr.Dropdown(list(actions.BACKBONES), value="toy", label="Backbone")
-                    gen_model = gr.Textbox(actions.TOY_MODEL, label="Model", elem_id="gen-model")
-                    gen_dtype = gr.Dropdown(
-                        ["float32", "bfloat16", "float16"], value="float32", label="Weights dtype"
+                    gen_backbone = gr.Dropdown(
+                        names, value=actions.TOY_BACKBONE, label="Backbone", elem_id="gen-backbone"
                     )
+                    gen_model = gr.Textbox(actions.TOY_MODEL, label="Model", elem_id="gen-model")
+                    gen_dtype = gr.Dropdown(DTYPES, value="float32", label="Weights dtype")
                     seed = gr.Number(
                         0,
                         label="seed",
@@ -448,7 +470,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                 )
 
                 def do_generate(*values: Any) -> tuple:
-                    rn, lr, pr, bb, mdl, dt, sd, st, cfg, nf, h, w = values
+                    rn, lr, pr, bb, mdl, dt, sd, st, cfg, nf, h, w, image = values
                     gen_form = actions.GenerateForm(
                         run=rn,
                         prompt=pr or "",
@@ -462,6 +484,7 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                         height=int(h or 0),
                         width=int(w or 0),
                         lora=lr or "",
+                        image=image or "",
                     )
                     base, with_lora = actions.generate_side_by_side(board, ws, gen_form)
                     run_folder = ws.path(rn, "run folder")
@@ -485,12 +508,14 @@ def build_app(ws: actions.Workspace, board: JobBoard | None = None) -> Any:
                     gen_frames,
                     gen_height,
                     gen_width,
+                    gen_image,
                 ]
                 go.click(
                     guarded(do_generate, 4), gen_inputs, [base_video, lora_video, downloads, gen_message]
                 )
                 output.change(lambda o: o, [output], [run])
                 backbone.change(lambda b: b, [backbone], [gen_backbone])
+                gen_backbone.change(lambda bb: image_updates(bb)[1:], [gen_backbone], [gen_image, gen_note])
                 model.change(lambda m: m, [model], [gen_model])
 
             # ---------------------------------------------------------------- 4. compare
