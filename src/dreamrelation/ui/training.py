@@ -328,10 +328,13 @@ def _keep_validation_image(config: TrainConfig) -> TrainConfig:
     that copy already: a run restarted from its saved settings)."""
     import shutil
 
+    from dreamrelation.files import atomic_target
+
     source = Path(config.validation_image)
     kept = config.output / f"validation_image{source.suffix.lower() or '.png'}"
     if source.resolve() != kept.resolve():
-        shutil.copyfile(source, kept)
+        with atomic_target(kept, kept.suffix) as temp:  # never a torn copy under the name the YAML gives
+            shutil.copyfile(source, temp)
     return config.model_copy(update={"validation_image": kept})
 
 
