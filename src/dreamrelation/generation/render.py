@@ -268,13 +268,9 @@ def _prepared_backbone(config: GenerateConfig, backbone: Backbone | None, prompt
     return backbone
 
 
-def load_image(config: GenerateConfig) -> Image.Image | None:
-    """The ``image`` of an image-to-video run, as RGB (checked by ``preflight_generate``)."""
-    return open_image(config.image)
-
-
 def open_image(path: Path | None) -> Image.Image | None:
-    """The still image at ``path`` as RGB (None: none); checked before by ``preflight.check_image``."""
+    """The still image at ``path`` as RGB (None: none): ``generate``'s ``image`` and training's
+    ``validation_image``, checked before by ``preflight.check_image``."""
     if path is None:
         return None
     with Image.open(path) as image:
@@ -300,7 +296,7 @@ def generate(
         guidance_scale=config.guidance_scale,
         seed=config.seed,
         show_progress=show_progress,
-        image=load_image(config),
+        image=open_image(config.image),
     )
 
 
@@ -325,7 +321,7 @@ def generate_prompt_set(
         **({"image_sha256": file_sha256(config.image)} if config.image is not None else {}),
     }
     backbone = _prepared_backbone(config, backbone, [e.prompt for e in entries])
-    image = load_image(config)
+    image = open_image(config.image)
     geometry = {"num_frames": config.num_frames, "height": config.height, "width": config.width}
 
     def render_one(entry: PromptEntry) -> np.ndarray:
